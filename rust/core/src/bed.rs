@@ -1,0 +1,323 @@
+//! Streaming reader of BED-like text, plain or gzip (detected from the magic bytes).
+//!
+//! Columns are separated by tabs or runs of spaces. `track`, `browser` and `#` lines are
+//! skipped, as is a first data line whose start column is not an integer (a header).
+//! Everything after the third column is handed on verbatim as `rest`.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+
+use crate::error::{Error, LineProblem, Result};
+
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+const BUF_CAPACITY: usize = 1 << 18;
+
+/// A byte source that decompresses gzip (and BGZF, which is multi-member gzip) when the
+/// file starts with the gzip magic bytes.
+pub struct Source {
+    pub path: PathBuf,
+    pub compressed: bool,
+    pub reader: Box<dyn BufRead + Send>,
+}
+
+/// Opens `path`, sniffing the first two bytes for gzip.
+pub fn open(path: &Path) -> Result<Source> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Error::InvalidInput(format!(
+            "{}: is a directory, not a file",
+            path.display()
+        )));
+    }
+    let mut raw = BufReader::with_capacity(BUF_CAPACITY, file);
+    let head = raw.fill_buf().map_err(|e| Error::io(path, e))?;
+    let compressed = head.starts_with(&GZIP_MAGIC);
+    let reader: Box<dyn BufRead + Send> = if compressed {
+        Box::new(BufReader::with_capacity(
+            BUF_CAPACITY,
+            MultiGzDecoder::new(raw),
+        ))
+    } else {
+        Box::new(raw)
+    };
+    Ok(Source {
+        path: path.to_path_buf(),
+        compressed,
+        reader,
+    })
+}
+
+/// One parsed data line; the slices borrow the reader's line buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    pub chrom: &'a [u8],
+    pub start: u32,
+    pub end: u32,
+    /// Columns after the third, verbatim, without the separator before them; may be empty.
+    pub rest: &'a [u8],
+}
+
+/// Splits off the next field, skipping leading separators; returns (field, remainder).
+#[inline]
+fn next_field(s: &[u8]) -> (&[u8], &[u8]) {
+    let begin = s
+        .iter()
+        .position(|&b| b != b'\t' && b != b' ')
+        .unwrap_or(s.len());
+    let s = &s[begin..];
+    let end = s
+        .iter()
+        .position(|&b| b == b'\t' || b == b' ')
+        .unwrap_or(s.len());
+    (&s[..end], &s[end..])
+}
+
+/// Parses a coordinate column: a decimal integer in `0..=2^32-1`.
+#[inline]
+pub fn parse_coord(field: &[u8], column: &'static str) -> std::result::Result<u32, LineProblem> {
+    if !field.is_empty() && field.len() <= 10 && field.iter().all(u8::is_ascii_digit) {
+        let v = field
+            .iter()
+            .fold(0u64, |acc, &b| acc * 10 + u64::from(b - b'0'));
+        return u32::try_from(v).map_err(|_| LineProblem::TooLarge {
+            column,
+            value: String::from_utf8_lossy(field).into_owned(),
+        });
+    }
+    let value = String::from_utf8_lossy(field).into_owned();
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    if field.first() == Some(&b'-') && digits(&field[1..]) {
+        Err(LineProblem::Negative { column, value })
+    } else if digits(field) {
+        Err(LineProblem::TooLarge { column, value })
+    } else {
+        Err(LineProblem::NotAnInteger { column, value })
+    }
+}
+
+/// What a line holds.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line<'a> {
+    /// Blank, `#`, `track` or `browser`.
+    Skip,
+    Data(Record<'a>),
+}
+
+/// Removes the line terminator (`\n` or `\r\n`).
+#[inline]
+pub fn trim_eol(mut line: &[u8]) -> &[u8] {
+    if let Some(rest) = line.strip_suffix(b"\n") {
+        line = rest;
+    }
+    if let Some(rest) = line.strip_suffix(b"\r") {
+        line = rest;
+    }
+    line
+}
+
+/// Parses one line (without its terminator).
+pub fn parse_line(line: &[u8]) -> std::result::Result<Line<'_>, LineProblem> {
+    let (chrom, after) = next_field(line);
+    if chrom.is_empty()
+        || chrom[0] == b'#'
+        || chrom == b"track"
+        || chrom == b"browser"
+    {
+        return Ok(Line::Skip);
+    }
+    let (start, after) = next_field(after);
+    let (end, after) = next_field(after);
+    if end.is_empty() {
+        let found = if start.is_empty() { 1 } else { 2 };
+        return Err(LineProblem::TooFewColumns { found, needed: 3 });
+    }
+    let start = parse_coord(start, "start")?;
+    let end = parse_coord(end, "end")?;
+    if start > end {
+        return Err(LineProblem::StartAfterEnd { start, end });
+    }
+    let skip = after
+        .iter()
+        .position(|&b| b != b'\t' && b != b' ')
+        .unwrap_or(after.len());
+    Ok(Line::Data(Record {
+        chrom,
+        start,
+        end,
+        rest: &after[skip..],
+    }))
+}
+
+/// Reads lines from an opened source one by one, reusing one buffer.
+pub struct LineReader {
+    source: Source,
+    buf: Vec<u8>,
+    line_no: u64,
+}
+
+impl LineReader {
+    pub fn new(source: Source) -> Self {
+        LineReader {
+            source,
+            buf: Vec::with_capacity(256),
+            line_no: 0,
+        }
+    }
+
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self::new(open(path)?))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.source.path
+    }
+
+    /// 1-based number of the line last returned.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    /// The next line's 1-based number and text without its terminator, or `None` at the
+    /// end of input.
+    pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
+        self.buf.clear();
+        match self.source.reader.read_until(b'\n', &mut self.buf) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                self.line_no += 1;
+                Ok(Some((self.line_no, trim_eol(&self.buf))))
+            }
+            Err(e) => Err(self.read_error(e)),
+        }
+    }
+
+    /// Builds the error for a line that failed to parse.
+    pub fn parse_error(&self, problem: LineProblem) -> Error {
+        Error::Parse {
+            path: self.source.path.clone(),
+            line: self.line_no,
+            problem,
+        }
+    }
+
+    fn read_error(&self, e: io::Error) -> Error {
+        if self.source.compressed {
+            Error::Compression {
+                path: self.source.path.clone(),
+                line: self.line_no,
+                message: e.to_string(),
+            }
+        } else {
+            Error::io(&self.source.path, e)
+        }
+    }
+}
+
+/// Calls `f(line_no, record)` for every data line of a BED file, applying the header rule.
+pub fn for_each_record(
+    path: &Path,
+    mut f: impl FnMut(u64, Record<'_>) -> Result<()>,
+) -> Result<()> {
+    let mut reader = LineReader::open(path)?;
+    let mut seen_data = false;
+    loop {
+        let (line_no, parsed) = match reader.next_line()? {
+            None => return Ok(()),
+            Some((n, line)) => (n, parse_line(line)),
+        };
+        match parsed {
+            Ok(Line::Skip) => {}
+            Ok(Line::Data(rec)) => {
+                seen_data = true;
+                f(line_no, rec)?;
+            }
+            // A first data line whose start is not a number is a header.
+            Err(LineProblem::NotAnInteger { column: "start", .. }) if !seen_data => {
+                seen_data = true;
+            }
+            Err(problem) => {
+                return Err(Error::Parse {
+                    path: path.to_path_buf(),
+                    line: line_no,
+                    problem,
+                })
+            }
+        }
+    }
+}
+
+/// Reads everything from `r` (used for small text files such as configs).
+pub fn read_to_string(path: &Path) -> Result<String> {
+    let mut src = open(path)?;
+    let mut s = String::new();
+    src.reader.read_to_string(&mut s).map_err(|e| {
+        if src.compressed {
+            Error::Compression {
+                path: path.to_path_buf(),
+                line: 0,
+                message: e.to_string(),
+            }
+        } else if e.kind() == io::ErrorKind::InvalidData {
+            Error::Parse {
+                path: path.to_path_buf(),
+                line: 0,
+                problem: LineProblem::NotUtf8,
+            }
+        } else {
+            Error::io(path, e)
+        }
+    })?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(line: &str) -> Record<'_> {
+        match parse_line(line.as_bytes()) {
+            Ok(Line::Data(r)) => r,
+            other => panic!("expected data, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn splits_on_tabs_and_runs_of_spaces() {
+        let r = data("chr1\t10\t20");
+        assert_eq!((r.chrom, r.start, r.end, r.rest), (&b"chr1"[..], 10, 20, &b""[..]));
+        let r = data("chr2   5  \t 9   name\t0.5");
+        assert_eq!((r.chrom, r.start, r.end), (&b"chr2"[..], 5, 9));
+        assert_eq!(r.rest, b"name\t0.5");
+    }
+
+    #[test]
+    fn skips_comments_tracks_and_blank_lines() {
+        for line in ["", "   ", "# hi", "track name=x", "browser position chr1", "#chrom\tstart"] {
+            assert_eq!(parse_line(line.as_bytes()), Ok(Line::Skip), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn reports_each_problem() {
+        let err = |s: &str| parse_line(s.as_bytes()).err();
+        assert_eq!(err("chr1\t5"), Some(LineProblem::TooFewColumns { found: 2, needed: 3 }));
+        assert_eq!(err("chr1"), Some(LineProblem::TooFewColumns { found: 1, needed: 3 }));
+        assert!(matches!(err("chr1\tx\t5"), Some(LineProblem::NotAnInteger { column: "start", .. })));
+        assert!(matches!(err("chr1\t1\t5.5"), Some(LineProblem::NotAnInteger { column: "end", .. })));
+        assert!(matches!(err("chr1\t-1\t5"), Some(LineProblem::Negative { column: "start", .. })));
+        assert!(matches!(err("chr1\t1\t4294967296"), Some(LineProblem::TooLarge { column: "end", .. })));
+        assert!(matches!(err("chr1\t1\t99999999999999999999"), Some(LineProblem::TooLarge { .. })));
+        assert_eq!(err("chr1\t9\t5"), Some(LineProblem::StartAfterEnd { start: 9, end: 5 }));
+        assert_eq!(data("chr1\t0\t4294967295").end, u32::MAX);
+    }
+
+    #[test]
+    fn strips_crlf() {
+        assert_eq!(trim_eol(b"chr1\t1\t2\r\n"), b"chr1\t1\t2");
+        assert_eq!(trim_eol(b"chr1\t1\t2\n"), b"chr1\t1\t2");
+        assert_eq!(trim_eol(b"chr1\t1\t2"), b"chr1\t1\t2");
+    }
+}

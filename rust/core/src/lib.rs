@@ -1,0 +1,21 @@
+//! atacformer-core: BED parsing, region sets, the universe overlap index and the interval
+//! tokenizer. Pure Rust, with no Python in it; the `atacformer-python` crate adapts it.
+//!
+//! All coordinates are 0-based and half-open (`[start, end)`, bp), as in BED.
+
+pub mod bed;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod region;
+pub mod region_set;
+pub mod tokenizer;
+pub mod universe;
+pub mod write;
+
+pub use config::{SpecialTokens, TokenizerType, SPECIAL_NAMES};
+pub use error::{Error, LineProblem, Result};
+pub use region::Region;
+pub use region_set::RegionSet;
+pub use tokenizer::{Special, TokenId, Tokenizer};
+pub use universe::Universe;

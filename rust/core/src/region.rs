@@ -1,0 +1,77 @@
+//! One genomic interval.
+//!
+//! Coordinates are 0-based and half-open, as in BED: `[start, end)` covers the bases
+//! `start..end`, so the width is `end - start` bp and a zero-width region marks a point.
+
+use std::fmt;
+
+/// A genomic interval `[start, end)` on `chr` (0-based, half-open, bp), with any
+/// columns after the third kept verbatim in `rest`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Region {
+    pub chr: String,
+    pub start: u32,
+    pub end: u32,
+    pub rest: Option<String>,
+}
+
+impl Region {
+    /// Width in bp (`end - start`); zero when `end <= start`.
+    pub fn width(&self) -> u32 {
+        self.end.saturating_sub(self.start)
+    }
+}
+
+impl fmt::Display for Region {
+    /// The token string `chr:start-end`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}-{}", self.chr, self.start, self.end)
+    }
+}
+
+/// Parses a token string `chr:start-end` (the last `:` splits chromosome from range).
+pub fn parse_token(token: &str) -> Option<(&str, u32, u32)> {
+    let (chr, range) = token.rsplit_once(':')?;
+    let (start, end) = range.split_once('-')?;
+    if chr.is_empty() || !is_digits(start) || !is_digits(end) {
+        return None;
+    }
+    Some((chr, start.parse().ok()?, end.parse().ok()?))
+}
+
+fn is_digits(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordering_is_chrom_then_start_then_end() {
+        let r = |c: &str, s, e| Region {
+            chr: c.into(),
+            start: s,
+            end: e,
+            rest: None,
+        };
+        let mut v = vec![r("chr2", 5, 9), r("chr1", 7, 8), r("chr1", 7, 7), r("chr1", 2, 100)];
+        v.sort();
+        assert_eq!(
+            v,
+            vec![r("chr1", 2, 100), r("chr1", 7, 7), r("chr1", 7, 8), r("chr2", 5, 9)]
+        );
+        assert_eq!(r("chr1", 10, 25).width(), 15);
+        assert_eq!(r("chr1", 10, 25).to_string(), "chr1:10-25");
+    }
+
+    #[test]
+    fn token_strings_parse_back() {
+        assert_eq!(parse_token("chr1:10-25"), Some(("chr1", 10, 25)));
+        assert_eq!(parse_token("HLA-A*01:01:5-9"), Some(("HLA-A*01:01", 5, 9)));
+        assert_eq!(parse_token("chr1:10"), None);
+        assert_eq!(parse_token("chr1:-5-9"), None);
+        assert_eq!(parse_token(":1-2"), None);
+        assert_eq!(parse_token("<unk>"), None);
+    }
+}

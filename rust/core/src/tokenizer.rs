@@ -1,0 +1,321 @@
+//! The interval tokenizer: maps query regions onto the ids of the universe regions they
+//! overlap.
+//!
+//! Ids `0..N` are the universe regions in file order; ids `N..N+7` are the special tokens
+//! unk, pad, mask, cls, eos, bos, sep. For each query, in input order, the tokenizer emits
+//! every universe region that overlaps it, in (start, end) order, without deduplication. A
+//! query set that overlaps nothing at all gives `[unk]`.
+
+use std::fs;
+use std::path::Path;
+
+use crate::bed;
+use crate::config::{Config, SpecialTokens, TokenizerType, SPECIAL_NAMES};
+use crate::error::{Error, Result};
+use crate::index::Scratch;
+use crate::region::parse_token;
+use crate::region_set::RegionSet;
+use crate::universe::Universe;
+use crate::write::write_atomically;
+
+/// Position of each special token after the universe ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Unk = 0,
+    Pad = 1,
+    Mask = 2,
+    Cls = 3,
+    Eos = 4,
+    Bos = 5,
+    Sep = 6,
+}
+
+/// Integer types token ids can be written as.
+pub trait TokenId: Copy + Send + Sync + 'static {
+    fn from_id(id: u32) -> Self;
+}
+
+impl TokenId for u32 {
+    #[inline]
+    fn from_id(id: u32) -> Self {
+        id
+    }
+}
+
+impl TokenId for i64 {
+    #[inline]
+    fn from_id(id: u32) -> Self {
+        i64::from(id)
+    }
+}
+
+impl TokenId for i32 {
+    /// Vocabularies are checked at build time to fit in `i32`.
+    #[inline]
+    fn from_id(id: u32) -> Self {
+        id as i32
+    }
+}
+
+/// File names used by `save_pretrained` and looked for by `from_dir`.
+pub const CONFIG_FILE: &str = "tokenizer.toml";
+pub const UNIVERSE_FILES: [&str; 2] = ["universe.bed.gz", "universe.bed"];
+
+/// An immutable tokenizer over one universe.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tokenizer {
+    universe: Universe,
+    specials: SpecialTokens,
+    kind: TokenizerType,
+}
+
+impl Tokenizer {
+    pub fn new(universe: Universe, specials: SpecialTokens, kind: TokenizerType) -> Result<Self> {
+        if universe.len() + SPECIAL_NAMES.len() > i32::MAX as usize {
+            return Err(Error::InvalidInput(format!(
+                "a universe of {} regions is too large: ids must fit in a signed 32-bit integer",
+                universe.len()
+            )));
+        }
+        Ok(Tokenizer {
+            universe,
+            specials,
+            kind,
+        })
+    }
+
+    /// A tokenizer over a BED universe with the default special tokens.
+    pub fn from_bed(path: &Path) -> Result<Self> {
+        Self::new(Universe::from_bed(path)?, SpecialTokens::default(), TokenizerType::default())
+    }
+
+    /// A tokenizer described by a TOML config.
+    pub fn from_config(path: &Path) -> Result<Self> {
+        let config = Config::from_file(path)?;
+        Self::new(
+            Universe::from_bed(&config.universe)?,
+            config.special_tokens,
+            config.tokenizer_type,
+        )
+    }
+
+    /// A saved tokenizer folder: `tokenizer.toml`, else `universe.bed.gz`, else `universe.bed`.
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let config = dir.join(CONFIG_FILE);
+        if config.is_file() {
+            return Self::from_config(&config);
+        }
+        for name in UNIVERSE_FILES {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Self::from_bed(&p);
+            }
+        }
+        Err(Error::NotFound {
+            path: dir.join(format!("{CONFIG_FILE} (or {})", UNIVERSE_FILES.join(" or "))),
+        })
+    }
+
+    /// Chooses by what `path` is: a directory, a `.toml` config, or a BED file.
+    pub fn from_auto(path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            Self::from_dir(path)
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            Self::from_config(path)
+        } else {
+            Self::from_bed(path)
+        }
+    }
+
+    /// Writes `universe.bed.gz` and `tokenizer.toml` into `dir`, creating it if needed.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        self.universe.regions().to_bed(&dir.join(UNIVERSE_FILES[0]))?;
+        let config = Config {
+            universe: UNIVERSE_FILES[0].into(),
+            special_tokens: self.specials.clone(),
+            tokenizer_type: self.kind,
+        };
+        let text = config.to_toml(UNIVERSE_FILES[0]);
+        write_atomically(&dir.join(CONFIG_FILE), |w| w.write_all(text.as_bytes()))
+    }
+
+    pub fn universe(&self) -> &Universe {
+        &self.universe
+    }
+
+    pub fn special_tokens(&self) -> &SpecialTokens {
+        &self.specials
+    }
+
+    pub fn tokenizer_type(&self) -> TokenizerType {
+        self.kind
+    }
+
+    /// Universe regions plus the seven special tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.universe.len() + SPECIAL_NAMES.len()
+    }
+
+    /// Id of a special token.
+    #[inline]
+    pub fn special_id(&self, which: Special) -> u32 {
+        self.universe.len() as u32 + which as u32
+    }
+
+    /// String of a special token.
+    pub fn special_token(&self, which: Special) -> &str {
+        &self.specials.0[which as usize]
+    }
+
+    /// The token string of `id`: `chr:start-end`, a special token, or `None` if out of range.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        let n = self.universe.len() as u32;
+        if id < n {
+            self.universe.token(id)
+        } else {
+            self.specials.0.get((id - n) as usize).cloned()
+        }
+    }
+
+    /// The id of a token string, if it is in the vocabulary.
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        if let Some(k) = self.specials.0.iter().position(|s| s == token) {
+            return Some(self.universe.len() as u32 + k as u32);
+        }
+        let (chr, start, end) = parse_token(token)?;
+        self.universe.find(chr, start, end)
+    }
+
+    /// Appends the ids of one query to `out` (nothing when it overlaps nothing).
+    #[inline]
+    fn push_query<T: TokenId>(
+        &self,
+        chrom: Option<u32>,
+        start: u32,
+        end: u32,
+        scratch: &mut Scratch,
+        out: &mut Vec<T>,
+    ) {
+        if let Some(c) = chrom {
+            self.universe
+                .overlaps(c, start, end, scratch, |id| out.push(T::from_id(id)));
+        }
+    }
+
+    fn unk_if_empty<T: TokenId>(&self, out: &mut Vec<T>, before: usize) {
+        if out.len() == before {
+            out.push(T::from_id(self.special_id(Special::Unk)));
+        }
+    }
+
+    /// Appends the tokens of a region set to `out`; `[unk]` when nothing overlaps.
+    pub fn tokenize_set_into<T: TokenId>(&self, set: &RegionSet, out: &mut Vec<T>) {
+        let before = out.len();
+        let chrom_map: Vec<Option<u32>> = set
+            .chrom_names()
+            .iter()
+            .map(|n| self.universe.chrom_id(n.as_bytes()))
+            .collect();
+        let mut scratch = Scratch::default();
+        for ((&c, &s), &e) in set.chrom_indices().iter().zip(set.starts()).zip(set.ends()) {
+            self.push_query(chrom_map[c as usize], s, e, &mut scratch, out);
+        }
+        self.unk_if_empty(out, before);
+    }
+
+    /// The tokens of a region set.
+    pub fn tokenize_set<T: TokenId>(&self, set: &RegionSet) -> Vec<T> {
+        let mut out = Vec::with_capacity(set.len() + 1);
+        self.tokenize_set_into(set, &mut out);
+        out
+    }
+
+    /// Appends the tokens of a BED file, streamed line by line, to `out`.
+    pub fn tokenize_bed_into<T: TokenId>(&self, path: &Path, out: &mut Vec<T>) -> Result<()> {
+        let before = out.len();
+        let mut scratch = Scratch::default();
+        let mut last_name: Vec<u8> = Vec::new();
+        let mut last_chrom: Option<u32> = None;
+        bed::for_each_record(path, |_, rec| {
+            if rec.chrom != last_name.as_slice() {
+                last_name.clear();
+                last_name.extend_from_slice(rec.chrom);
+                last_chrom = self.universe.chrom_id(rec.chrom);
+            }
+            self.push_query(last_chrom, rec.start, rec.end, &mut scratch, out);
+            Ok(())
+        })?;
+        self.unk_if_empty(out, before);
+        Ok(())
+    }
+
+    /// The tokens of a BED file.
+    pub fn tokenize_bed<T: TokenId>(&self, path: &Path) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        self.tokenize_bed_into(path, &mut out)?;
+        Ok(out)
+    }
+
+    /// The universe regions of `ids`, skipping special and out-of-range ids.
+    pub fn decode_regions(&self, ids: &[i64]) -> RegionSet {
+        let n = self.universe.len() as i64;
+        let picked: Vec<usize> = ids
+            .iter()
+            .filter(|&&id| (0..n).contains(&id))
+            .map(|&id| id as usize)
+            .collect();
+        self.universe.regions().select(&picked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tok() -> Tokenizer {
+        let rs = RegionSet::from_columns(
+            &["chr1", "chr1", "chr2", "chr1"],
+            &[100, 50, 10, 120],
+            &[200, 150, 20, 130],
+        )
+        .expect("valid");
+        Tokenizer::new(
+            Universe::from_regions(rs).expect("valid"),
+            SpecialTokens::default(),
+            TokenizerType::Bits,
+        )
+        .expect("small")
+    }
+
+    #[test]
+    fn ids_follow_file_order_then_specials() {
+        let t = tok();
+        assert_eq!(t.vocab_size(), 11);
+        assert_eq!(t.id_to_token(0).as_deref(), Some("chr1:100-200"));
+        assert_eq!(t.id_to_token(3).as_deref(), Some("chr1:120-130"));
+        assert_eq!(t.id_to_token(4).as_deref(), Some("<unk>"));
+        assert_eq!(t.id_to_token(10).as_deref(), Some("<sep>"));
+        assert_eq!(t.id_to_token(11), None);
+        assert_eq!(t.token_to_id("chr2:10-20"), Some(2));
+        assert_eq!(t.token_to_id("<pad>"), Some(5));
+        assert_eq!(t.token_to_id("chr2:10-21"), None);
+    }
+
+    #[test]
+    fn emits_overlaps_per_query_sorted_without_dedup() {
+        let t = tok();
+        let q = RegionSet::from_columns(
+            &["chr1", "chrX", "chr2", "chr1"],
+            &[125, 0, 15, 140],
+            &[126, 100, 16, 141],
+        )
+        .expect("valid");
+        // chr1:125-126 hits chr1:50-150 (id 1), chr1:100-200 (id 0), chr1:120-130 (id 3)
+        // sorted by (start, end); chrX is unknown; chr1:140-141 hits ids 1 and 0 again.
+        assert_eq!(t.tokenize_set::<i64>(&q), vec![1, 0, 3, 2, 1, 0]);
+        let miss = RegionSet::from_columns(&["chr1"], &[0], &[50]).expect("valid");
+        assert_eq!(t.tokenize_set::<u32>(&miss), vec![4]);
+        assert_eq!(t.tokenize_set::<u32>(&RegionSet::new()), vec![4]);
+    }
+}
