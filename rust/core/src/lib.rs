@@ -7,14 +7,18 @@ pub mod bed;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod parallel;
+pub mod ragged;
 pub mod region;
 pub mod region_set;
+pub mod state;
 pub mod tokenizer;
 pub mod universe;
 pub mod write;
 
 pub use config::{SpecialTokens, TokenizerType, SPECIAL_NAMES};
 pub use error::{Error, LineProblem, Result};
+pub use ragged::Ragged;
 pub use region::Region;
 pub use region_set::RegionSet;
 pub use tokenizer::{Special, TokenId, Tokenizer};

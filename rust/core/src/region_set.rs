@@ -79,6 +79,42 @@ impl RegionSet {
         Ok(set)
     }
 
+    /// Builds a set from an interned name table and per-region columns.
+    pub fn from_interned(
+        names: Vec<String>,
+        chroms: Vec<u32>,
+        starts: Vec<u32>,
+        ends: Vec<u32>,
+    ) -> Result<Self> {
+        let n = chroms.len();
+        if starts.len() != n || ends.len() != n {
+            return Err(Error::InvalidInput("region columns differ in length".into()));
+        }
+        if let Some(i) = chroms.iter().position(|&c| c as usize >= names.len()) {
+            return Err(Error::InvalidInput(format!("region {i}: chromosome index out of range")));
+        }
+        if let Some(i) = (0..n).find(|&i| starts[i] > ends[i]) {
+            return Err(Error::InvalidInput(format!(
+                "region {i}: {}",
+                LineProblem::StartAfterEnd { start: starts[i], end: ends[i] }
+            )));
+        }
+        let mut lookup = HashMap::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            if lookup.insert(name.as_bytes().into(), i as u32).is_some() {
+                return Err(Error::InvalidInput(format!("chromosome {name:?} named twice")));
+            }
+        }
+        Ok(RegionSet { names, lookup, chroms, starts, ends, rest: None })
+    }
+
+    /// Releases spare capacity of the columns.
+    pub fn shrink_to_fit(&mut self) {
+        self.chroms.shrink_to_fit();
+        self.starts.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
     pub fn reserve(&mut self, n: usize) {
         self.chroms.reserve(n);
         self.starts.reserve(n);

@@ -36,7 +36,8 @@ impl Universe {
         Self::build(regions, Path::new("<regions>"), None)
     }
 
-    fn build(regions: RegionSet, path: &Path, lines: Option<&[u64]>) -> Result<Self> {
+    fn build(mut regions: RegionSet, path: &Path, lines: Option<&[u64]>) -> Result<Self> {
+        regions.shrink_to_fit();
         if regions.is_empty() {
             return Err(Error::EmptyUniverse {
                 path: path.to_path_buf(),

@@ -1,1 +1,46 @@
+//! `atacformer._core`: the PyO3 adapter over `atacformer-core`. It converts Python inputs
+//! into owned core values, releases the GIL for the work, moves results out as NumPy
+//! arrays, and maps core errors to the `AtacformerError` hierarchy.
 
+use pyo3::prelude::*;
+
+mod convert;
+mod errors;
+mod region;
+mod region_set;
+mod tokenizer;
+
+/// Sets the number of threads used by batch calls (0 restores the default).
+#[pyfunction]
+fn set_num_threads(n: usize) {
+    atacformer_core::parallel::set_num_threads(n);
+}
+
+/// Number of threads batch calls will use (1 in a forked child).
+#[pyfunction]
+fn get_num_threads() -> usize {
+    atacformer_core::parallel::num_threads()
+}
+
+#[cfg(unix)]
+extern "C" fn after_fork_in_child() {
+    atacformer_core::parallel::disable_after_fork();
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // A forked child (e.g. a DataLoader worker) cannot use the parent's thread pool.
+    #[cfg(unix)]
+    // SAFETY: registering a plain function that only stores to an atomic.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+    }
+    errors::register(m)?;
+    m.add_class::<region::PyRegion>()?;
+    m.add_class::<region_set::PyRegionSet>()?;
+    m.add_class::<tokenizer::PyTokenizer>()?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}

@@ -1,0 +1,194 @@
+//! The core tokenizer behind `atacformer.Tokenizer`: immutable, shared through an `Arc`,
+//! and pickled through its compact state.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use atacformer_core::{state, Special, Tokenizer, SPECIAL_NAMES};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyTuple};
+
+use crate::convert::{extract_query, Query};
+use crate::errors::to_py;
+use crate::region_set::PyRegionSet;
+
+/// An immutable interval tokenizer over one universe.
+#[pyclass(name = "Tokenizer", module = "atacformer._core", frozen)]
+pub struct PyTokenizer(pub Arc<Tokenizer>);
+
+impl PyTokenizer {
+    fn load(py: Python<'_>, f: impl FnOnce() -> atacformer_core::Result<Tokenizer> + Send) -> PyResult<Self> {
+        Ok(PyTokenizer(Arc::new(py.detach(f).map_err(to_py)?)))
+    }
+
+    /// Token ids (as `i64`) of any accepted region input, with the GIL released.
+    pub fn ids_of(&self, regions: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+        let py = regions.py();
+        let tok = &*self.0;
+        match extract_query(regions)? {
+            Query::Set(set) => {
+                let set = &set.inner;
+                Ok(py.detach(|| tok.tokenize_set(set)))
+            }
+            Query::Owned(set) => Ok(py.detach(|| tok.tokenize_set(&set))),
+            Query::Path(path) => py.detach(|| tok.tokenize_bed(&path)).map_err(to_py),
+        }
+    }
+
+    fn token_or_unk(&self, id: i64) -> String {
+        u32::try_from(id)
+            .ok()
+            .and_then(|id| self.0.id_to_token(id))
+            .unwrap_or_else(|| self.0.special_token(Special::Unk).to_owned())
+    }
+}
+
+#[pymethods]
+impl PyTokenizer {
+    /// Loads from a `.bed`/`.bed.gz` universe, a `.toml` config or a saved directory.
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        Self::load(py, move || Tokenizer::from_auto(&path))
+    }
+
+    #[staticmethod]
+    fn from_bed(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        Self::load(py, move || Tokenizer::from_bed(&path))
+    }
+
+    #[staticmethod]
+    fn from_config(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        Self::load(py, move || Tokenizer::from_config(&path))
+    }
+
+    #[staticmethod]
+    fn from_dir(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        Self::load(py, move || Tokenizer::from_dir(&path))
+    }
+
+    #[staticmethod]
+    fn _from_state(py: Python<'_>, state: Vec<u8>) -> PyResult<Self> {
+        Self::load(py, move || state::from_bytes(&state))
+    }
+
+    /// Writes `universe.bed.gz` and `tokenizer.toml` into `directory`.
+    fn save_pretrained(&self, py: Python<'_>, directory: PathBuf) -> PyResult<()> {
+        let tok = &*self.0;
+        py.detach(|| tok.save_pretrained(&directory)).map_err(to_py)
+    }
+
+    /// `(input_ids, attention_mask)`: int64 arrays moved from Rust.
+    fn encode_regions<'py>(
+        &self,
+        regions: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+        let py = regions.py();
+        let ids = self.ids_of(regions)?;
+        let mask = vec![1i64; ids.len()];
+        Ok((ids.into_pyarray(py), mask.into_pyarray(py)))
+    }
+
+    /// Token strings of the regions.
+    fn tokenize(&self, regions: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+        Ok(self.ids_of(regions)?.into_iter().map(|id| self.token_or_unk(id)).collect())
+    }
+
+    /// Id of a token string, or the unk id.
+    fn token_to_id(&self, token: &str) -> u32 {
+        self.0.token_to_id(token).unwrap_or_else(|| self.0.special_id(Special::Unk))
+    }
+
+    /// Ids of token strings (unk for unknown ones).
+    fn tokens_to_ids(&self, tokens: Vec<String>) -> Vec<u32> {
+        tokens.iter().map(|t| self.token_to_id(t)).collect()
+    }
+
+    /// Token strings of ids (unk for unknown ones).
+    fn ids_to_tokens(&self, ids: PyReadonlyArray1<'_, i64>) -> Vec<String> {
+        ids.as_array().iter().map(|&id| self.token_or_unk(id)).collect()
+    }
+
+    /// The universe regions of `ids`, skipping special tokens.
+    fn decode_regions(&self, ids: PyReadonlyArray1<'_, i64>) -> PyRegionSet {
+        let ids = ids.as_array();
+        let set = match ids.as_slice() {
+            Some(s) => self.0.decode_regions(s),
+            None => self.0.decode_regions(&ids.to_vec()),
+        };
+        PyRegionSet::new(set)
+    }
+
+    /// The universe as a RegionSet (ids are positions).
+    fn universe(&self) -> PyRegionSet {
+        PyRegionSet::new(self.0.universe().regions().clone())
+    }
+
+    /// Number of universe regions plus the seven special tokens.
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size()
+    }
+
+    /// Number of universe regions (the first special id).
+    #[getter]
+    fn universe_size(&self) -> usize {
+        self.0.universe().len()
+    }
+
+    /// The special token strings in id order: unk, pad, mask, cls, eos, bos, sep.
+    #[getter]
+    fn special_tokens(&self) -> Vec<String> {
+        self.0.special_tokens().0.to_vec()
+    }
+
+    /// Names of the special tokens in id order.
+    #[getter]
+    fn special_names(&self) -> Vec<&'static str> {
+        SPECIAL_NAMES.to_vec()
+    }
+
+    /// `"bits"` or `"ailist"`, as read from the config.
+    #[getter]
+    fn tokenizer_type(&self) -> &'static str {
+        self.0.tokenizer_type().as_str()
+    }
+
+    /// Bytes held by the universe columns and overlap index.
+    #[getter]
+    fn heap_bytes(&self) -> usize {
+        self.0.universe().heap_bytes()
+    }
+
+    /// Every token string mapped to its id.
+    fn get_vocab<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        for id in 0..self.0.vocab_size() as u32 {
+            if let Some(t) = self.0.id_to_token(id) {
+                d.set_item(t, id)?;
+            }
+        }
+        Ok(d)
+    }
+
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other
+            .cast::<PyTokenizer>()
+            .is_ok_and(|o| Arc::ptr_eq(&self.0, &o.get().0) || *self.0 == *o.get().0)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Tokenizer({} universe regions, vocab_size={})",
+            self.0.universe().len(),
+            self.0.vocab_size()
+        )
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let tok = &*self.0;
+        let bytes = py.detach(|| state::to_bytes(tok));
+        let ctor = py.get_type::<PyTokenizer>().getattr("_from_state")?;
+        (ctor, (PyBytes::new(py, &bytes),)).into_pyobject(py)
+    }
+}
