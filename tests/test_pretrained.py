@@ -1,0 +1,72 @@
+"""from_pretrained through the Hub code path, against a cache folder built by the test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hub_cache import make_hub_cache
+
+from atacformer import RegionSet, Tokenizer
+
+CHECK = """
+import sys
+from atacformer import Tokenizer, RegionSet
+tok = Tokenizer.from_pretrained(sys.argv[1])
+print(tok.vocab_size, tok.unk_token, tok(RegionSet(sys.argv[2]))["input_ids"].tolist())
+"""
+
+
+def run_offline(cache: Path, repo_id: str, query: Path) -> str:
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache), HF_HOME=str(cache))
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK, repo_id, str(query)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    return out.stdout.strip()
+
+
+def test_repo_id_with_universe_only(tmp_path: Path, peaks_dir: Path):
+    cache = tmp_path / "hub"
+    make_hub_cache(cache, "databio/tiny-universe", {"universe.bed.gz": peaks_dir / "peaks.bed.gz"})
+    want = Tokenizer(peaks_dir / "peaks.bed")
+    ids = want(RegionSet(peaks_dir / "peaks.bed"))["input_ids"].tolist()
+    assert run_offline(cache, "databio/tiny-universe", peaks_dir / "peaks.bed") == (
+        f"32 <unk> {ids}"
+    )
+
+
+def test_repo_id_with_tokenizer_toml(tmp_path: Path, peaks_dir: Path):
+    cache = tmp_path / "hub"
+    saved = tmp_path / "saved"
+    Tokenizer.from_config(peaks_dir / "tokenizer_custom_specials.toml").save_pretrained(saved)
+    make_hub_cache(
+        cache,
+        "databio/tiny-config",
+        {"tokenizer.toml": saved / "tokenizer.toml", "universe.bed.gz": saved / "universe.bed.gz"},
+    )
+    out = run_offline(cache, "databio/tiny-config", peaks_dir / "peaks.bed")
+    assert out.startswith("32 <UNKNOWN> [0, 1, 2")
+
+
+def test_cache_dir_argument_in_process(tmp_path: Path, peaks_dir: Path):
+    cache = tmp_path / "hub"
+    make_hub_cache(cache, "someone/tiny", {"universe.bed": peaks_dir / "peaks.bed"})
+    tok = Tokenizer.from_pretrained("someone/tiny", cache_dir=cache, local_files_only=True)
+    assert tok == Tokenizer(peaks_dir / "peaks.bed")
+
+
+def test_unknown_repo_offline_is_a_clear_error(tmp_path: Path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(tmp_path))
+    code = "from atacformer import Tokenizer; Tokenizer.from_pretrained('nobody/nothing')"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode != 0
+    assert "MissingFileError" in out.stderr and "nobody/nothing" in out.stderr
