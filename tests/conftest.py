@@ -13,9 +13,7 @@ DATA = Path(__file__).parent / "data"
 
 def write_bed(path: Path, rows, gz: bool = False) -> Path:
     """Writes rows (tuples or raw strings) as tab-separated lines."""
-    text = "".join(
-        (r if isinstance(r, str) else "\t".join(map(str, r))) + "\n" for r in rows
-    )
+    text = "".join((r if isinstance(r, str) else "\t".join(map(str, r))) + "\n" for r in rows)
     if gz:
         path.write_bytes(gzip.compress(text.encode()))
     else:

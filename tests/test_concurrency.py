@@ -7,9 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import oracle_ids, write_bed
 
 from atacformer import Tokenizer
+
+from conftest import oracle_ids, write_bed
 
 
 def _case(tmp_path: Path, n_cells: int = 12):

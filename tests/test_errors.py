@@ -6,10 +6,11 @@ import gzip
 from pathlib import Path
 
 import pytest
-from conftest import write_bed
 
 import atacformer
 from atacformer import RegionSet, Tokenizer
+
+from conftest import write_bed
 
 BAD_LINES = [
     ("chr1\t5", "too few columns"),
@@ -108,7 +109,9 @@ def test_bad_config_files(tmp_path: Path, peaks_dir: Path):
         f'universe = "{peaks_dir / "peaks.bed"}"\n'
         'special_tokens = [\n  {name = "unk", token = "U"},\n  {name = "foo", token = "F"},\n]\n'
     )
-    with pytest.raises(atacformer.ParseError, match='unknown.toml:4: unknown special token name "foo"'):
+    with pytest.raises(
+        atacformer.ParseError, match='unknown.toml:4: unknown special token "foo"'
+    ):
         Tokenizer(unknown)
     no_universe = tmp_path / "nouni.toml"
     no_universe.write_text('tokenizer_type = "bits"\n')

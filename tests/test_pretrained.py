@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hub_cache import make_hub_cache
-
 from atacformer import RegionSet, Tokenizer
+
+from hub_cache import make_hub_cache
 
 CHECK = """
 import sys

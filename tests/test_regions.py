@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import write_bed
 
 import atacformer
 from atacformer import Region, RegionSet
+
+from conftest import write_bed
 
 
 def md5(s: str) -> str:
@@ -121,7 +122,9 @@ def test_to_bed_plain_and_gzip_round_trip(tmp_path: Path):
     rs.to_bed(tmp_path / "o.bed")
     assert (tmp_path / "o.bed").read_text() == "chr1\t1\t5\tn1\t9\nchrX\t2\t3\n"
     rs.to_bed(tmp_path / "o.bed.gz")
-    assert gzip.decompress((tmp_path / "o.bed.gz").read_bytes()) == b"chr1\t1\t5\tn1\t9\nchrX\t2\t3\n"
+    assert (
+        gzip.decompress((tmp_path / "o.bed.gz").read_bytes()) == b"chr1\t1\t5\tn1\t9\nchrX\t2\t3\n"
+    )
     assert RegionSet(tmp_path / "o.bed.gz") == rs
     assert pickle.loads(pickle.dumps(rs)) == rs
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import oracle_ids, write_bed
 
 import atacformer
 from atacformer import Region, RegionSet, Tokenizer
+
+from conftest import oracle_ids, write_bed
 
 
 def test_hand_checked_overlaps(small_universe):

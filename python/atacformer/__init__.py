@@ -41,7 +41,8 @@ __all__ = [
     "__version__",
     "get_num_threads",
     "set_num_threads",
-    *_MODEL_NAMES,
+    # model classes, imported lazily (see __getattr__)
+    "AtacformerConfig",
 ]
 
 

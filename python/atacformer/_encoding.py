@@ -26,9 +26,7 @@ class BatchEncoding(dict):
 
     def to(self, device: Any) -> BatchEncoding:
         """Moves torch tensors to ``device`` (other values are left as they are)."""
-        return BatchEncoding(
-            {k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()}
-        )
+        return BatchEncoding({k: v.to(device) if hasattr(v, "to") else v for k, v in self.items()})
 
     def convert_to_tensors(self, tensor_type: str | None) -> BatchEncoding:
         """Converts NumPy values to ``"pt"`` tensors (without a copy) in place."""

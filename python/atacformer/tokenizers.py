@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
@@ -243,7 +242,9 @@ class Tokenizer:
     @property
     def special_tokens_map(self) -> dict[str, str]:
         """``{"unk_token": "<unk>", ..., "sep_token": "<sep>"}``."""
-        return {f"{n}_token": t for n, t in zip(_SPECIAL_NAMES, self._tok.special_tokens)}
+        return {
+            f"{n}_token": t for n, t in zip(_SPECIAL_NAMES, self._tok.special_tokens, strict=True)
+        }
 
     @property
     def all_special_tokens(self) -> list[str]:

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What is wrong with one line of a BED-like file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +49,7 @@ impl fmt::Display for LineProblem {
 }
 
 /// Where an error happened: a file (or a description of an in-memory source).
-fn show_path(path: &PathBuf) -> String {
+fn show_path(path: &Path) -> String {
     path.display().to_string()
 }
 

@@ -1,28 +1,89 @@
 //! The overlap index over a universe.
 //!
-//! Per chromosome, regions are split into groups by width class (widths in `(2^(k-1), 2^k]`),
-//! and each group is a flat array sorted by (start, end). A region `[s, e)` of a group with
-//! largest width `w` can overlap `[qs, qe)` only if `qs - w < s < qe`, so one binary search
-//! finds the first candidate and a forward scan ends at the first start `>= qe`. Grouping by
-//! width keeps that scan short even when a few very long regions sit among short peaks, and
-//! the results stay exact for nested and overlapping universes.
+//! Per chromosome, regions are split into groups by width class (a class spans a factor of
+//! 16 in width), and each group is one flat array sorted by (start, end). A region `[s, e)`
+//! of a group whose widest region is `w` bp can overlap `[qs, qe)` only if
+//! `qs - w < s < qe`, so the first candidate is found and a forward scan stops at the first
+//! start `>= qe`. A bin table (one entry per `2^shift` bp, about one bin per region) turns
+//! the search for the first candidate into one lookup and a short scan. Grouping by width
+//! keeps the scan short when a few long regions sit among short peaks, and the results stay
+//! exact for nested and overlapping universes.
+
+/// One universe region in an index group: 12 bytes, read together during a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry {
+    start: u32,
+    end: u32,
+    id: u32,
+}
 
 /// Regions of one width class on one chromosome, sorted by (start, end).
 #[derive(Debug, Clone, Default)]
 struct Group {
     class: usize,
     max_width: u32,
-    starts: Vec<u32>,
-    ends: Vec<u32>,
-    ids: Vec<u32>,
+    /// `bins[b]` is the index of the first entry with `start >= b << shift`.
+    shift: u32,
+    bins: Vec<u32>,
+    entries: Vec<Entry>,
 }
 
 impl Group {
+    fn finish(&mut self) {
+        self.entries.shrink_to_fit();
+        let n = self.entries.len().max(1) as u64;
+        let last = self.entries.last().map_or(0, |e| u64::from(e.start));
+        // About one bin per region: the smallest shift with (last >> shift) < n.
+        self.shift = (0..32).find(|&s| (last >> s) < n).unwrap_or(32);
+        let n_bins = (last >> self.shift) as usize + 2;
+        let mut bins = Vec::with_capacity(n_bins);
+        let mut i = 0usize;
+        for b in 0..n_bins as u64 {
+            let edge = b << self.shift;
+            while i < self.entries.len() && u64::from(self.entries[i].start) < edge {
+                i += 1;
+            }
+            bins.push(i as u32);
+        }
+        self.bins = bins;
+    }
+
+    /// Index of the first entry with `start + max_width > qs`.
     #[inline]
     fn first_candidate(&self, qs: u32) -> usize {
-        let w = u64::from(self.max_width);
-        let qs = u64::from(qs);
-        self.starts.partition_point(|&s| u64::from(s) + w <= qs)
+        // start + w > qs  <=>  start >= qs + 1 - w
+        let t = (u64::from(qs) + 1).saturating_sub(u64::from(self.max_width));
+        let b = (t >> self.shift) as usize;
+        if b + 1 >= self.bins.len() {
+            return self.entries.len();
+        }
+        let (lo, hi) = (self.bins[b] as usize, self.bins[b + 1] as usize);
+        lo + self.entries[lo..hi].partition_point(|e| u64::from(e.start) < t)
+    }
+
+    /// Loads the bin and the first entry `first_candidate(qs)` would read; returns a value
+    /// only so the loads are not optimised away.
+    #[inline]
+    fn touch(&self, qs: u32) -> u32 {
+        let t = (u64::from(qs) + 1).saturating_sub(u64::from(self.max_width));
+        let b = (t >> self.shift) as usize;
+        match self.bins.get(b) {
+            Some(&i) => self.entries.get(i as usize).map_or(0, |e| e.start),
+            None => 0,
+        }
+    }
+
+    /// Calls `emit` for entries overlapping `[qs, qe)`, from the first candidate on.
+    #[inline]
+    fn scan(&self, qs: u32, qe: u32, mut emit: impl FnMut(&Entry)) {
+        for e in &self.entries[self.first_candidate(qs)..] {
+            if e.start >= qe {
+                break;
+            }
+            if e.end > qs {
+                emit(e);
+            }
+        }
     }
 }
 
@@ -41,12 +102,15 @@ pub struct OverlapIndex {
 /// Reusable space for queries that touch several width groups.
 #[derive(Debug, Default)]
 pub struct Scratch {
-    hits: Vec<(u32, u32, u32)>,
+    hits: Vec<Entry>,
 }
 
+/// Width class: widths within a factor of 16 share a class (0 bp is class 0).
 fn width_class(start: u32, end: u32) -> usize {
-    (u32::BITS - (end - start).leading_zeros()) as usize
+    (u32::BITS - (end - start).leading_zeros()).div_ceil(4) as usize
 }
+
+const N_CLASSES: usize = 9;
 
 /// Two regions with the same chromosome, start and end (ids in file order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,57 +121,54 @@ pub struct Duplicate {
 
 impl OverlapIndex {
     /// Builds the index; `chroms[i]`, `starts[i]`, `ends[i]` describe region id `i`.
-    /// Fails on the first duplicated region (by the order of the later copy's id).
+    /// Fails on the duplicated region whose later copy comes first in file order.
     pub fn build(
         n_chroms: usize,
         chroms: &[u32],
         starts: &[u32],
         ends: &[u32],
     ) -> Result<Self, Duplicate> {
-        let mut per_chrom: Vec<Vec<u32>> = vec![Vec::new(); n_chroms];
+        let mut groups: Vec<Vec<Group>> = (0..n_chroms)
+            .map(|_| (0..N_CLASSES).map(|_| Group::default()).collect())
+            .collect();
         for (id, &c) in chroms.iter().enumerate() {
-            per_chrom[c as usize].push(id as u32);
+            let (s, e) = (starts[id], ends[id]);
+            let class = width_class(s, e);
+            let g = &mut groups[c as usize][class];
+            g.class = class;
+            g.max_width = g.max_width.max(e - s);
+            g.entries.push(Entry {
+                start: s,
+                end: e,
+                id: id as u32,
+            });
         }
         let mut duplicate: Option<Duplicate> = None;
         let mut index = OverlapIndex {
             chroms: Vec::with_capacity(n_chroms),
         };
-        for mut ids in per_chrom {
-            ids.sort_unstable_by_key(|&id| (starts[id as usize], ends[id as usize], id));
-            for pair in ids.windows(2) {
-                let (a, b) = (pair[0] as usize, pair[1] as usize);
-                if starts[a] == starts[b] && ends[a] == ends[b] {
-                    let d = Duplicate {
-                        first: a as u32,
-                        second: b as u32,
-                    };
-                    if duplicate.is_none_or(|old| d.second < old.second) {
-                        duplicate = Some(d);
+        for chrom_groups in groups {
+            let mut kept = Vec::new();
+            for mut g in chrom_groups {
+                if g.entries.is_empty() {
+                    continue;
+                }
+                g.entries.sort_unstable();
+                for pair in g.entries.windows(2) {
+                    if (pair[0].start, pair[0].end) == (pair[1].start, pair[1].end) {
+                        let d = Duplicate {
+                            first: pair[0].id,
+                            second: pair[1].id,
+                        };
+                        if duplicate.is_none_or(|old| d.second < old.second) {
+                            duplicate = Some(d);
+                        }
                     }
                 }
+                g.finish();
+                kept.push(g);
             }
-            let mut by_class: Vec<Group> = vec![Group::default(); u32::BITS as usize + 1];
-            for id in ids {
-                let (s, e) = (starts[id as usize], ends[id as usize]);
-                let class = width_class(s, e);
-                let g = &mut by_class[class];
-                g.class = class;
-                g.max_width = g.max_width.max(e - s);
-                g.starts.push(s);
-                g.ends.push(e);
-                g.ids.push(id);
-            }
-            let groups = by_class
-                .into_iter()
-                .filter(|g| !g.ids.is_empty())
-                .map(|mut g| {
-                    g.starts.shrink_to_fit();
-                    g.ends.shrink_to_fit();
-                    g.ids.shrink_to_fit();
-                    g
-                })
-                .collect();
-            index.chroms.push(ChromIndex { groups });
+            index.chroms.push(ChromIndex { groups: kept });
         }
         match duplicate {
             Some(d) => Err(d),
@@ -118,34 +179,80 @@ impl OverlapIndex {
     /// Calls `emit(id)` for every region on `chrom` that overlaps `[qs, qe)`, in
     /// (start, end) order. Overlap means `start < qe && qs < end`.
     #[inline]
-    pub fn query(&self, chrom: u32, qs: u32, qe: u32, scratch: &mut Scratch, mut emit: impl FnMut(u32)) {
+    pub fn query(
+        &self,
+        chrom: u32,
+        qs: u32,
+        qe: u32,
+        scratch: &mut Scratch,
+        mut emit: impl FnMut(u32),
+    ) {
         let Some(ci) = self.chroms.get(chrom as usize) else {
             return;
         };
         match ci.groups.as_slice() {
-            [g] => {
-                let mut i = g.first_candidate(qs);
-                while i < g.starts.len() && g.starts[i] < qe {
-                    if g.ends[i] > qs {
-                        emit(g.ids[i]);
-                    }
-                    i += 1;
-                }
-            }
+            [g] => g.scan(qs, qe, |e| emit(e.id)),
             groups => {
                 scratch.hits.clear();
                 for g in groups {
-                    let mut i = g.first_candidate(qs);
-                    while i < g.starts.len() && g.starts[i] < qe {
-                        if g.ends[i] > qs {
-                            scratch.hits.push((g.starts[i], g.ends[i], g.ids[i]));
-                        }
-                        i += 1;
-                    }
+                    g.scan(qs, qe, |e| scratch.hits.push(*e));
                 }
                 scratch.hits.sort_unstable();
-                for &(_, _, id) in &scratch.hits {
-                    emit(id);
+                for e in &scratch.hits {
+                    emit(e.id);
+                }
+            }
+        }
+    }
+
+    /// Like [`OverlapIndex::query`] for many queries `(chrom, start, end)` in order, emitting
+    /// all ids into one stream. Unknown chromosomes are `u32::MAX`. Queries are handled in
+    /// small batches: first every query's first candidate is looked up, then all are
+    /// scanned, so the memory loads of neighbouring queries overlap instead of queueing.
+    pub fn query_many(
+        &self,
+        queries: impl Iterator<Item = (u32, u32, u32)>,
+        scratch: &mut Scratch,
+        mut emit: impl FnMut(u32),
+    ) {
+        const BATCH: usize = 16;
+        let mut batch = [(0u32, 0u32, 0u32); BATCH];
+        let mut first = [(None::<&Group>, 0usize); BATCH];
+        let mut queries = queries.peekable();
+        while queries.peek().is_some() {
+            let mut n = 0;
+            for q in queries.by_ref().take(BATCH) {
+                batch[n] = q;
+                n += 1;
+            }
+            // Touch each query's bin and first entry: independent loads that the CPU
+            // issues together, so the lookups below find them in cache.
+            let mut touched = 0u32;
+            for &(c, qs, _) in &batch[..n] {
+                if let Some([g]) = self.chroms.get(c as usize).map(|ci| ci.groups.as_slice()) {
+                    touched ^= g.touch(qs);
+                }
+            }
+            std::hint::black_box(touched);
+            for (slot, &(c, qs, _)) in first.iter_mut().zip(&batch[..n]) {
+                *slot = match self.chroms.get(c as usize).map(|ci| ci.groups.as_slice()) {
+                    Some([g]) => (Some(g), g.first_candidate(qs)),
+                    _ => (None, 0),
+                };
+            }
+            for (&(group, lo), &(c, qs, qe)) in first.iter().zip(&batch[..n]) {
+                match group {
+                    Some(g) => {
+                        for e in &g.entries[lo..] {
+                            if e.start >= qe {
+                                break;
+                            }
+                            if e.end > qs {
+                                emit(e.id);
+                            }
+                        }
+                    }
+                    None => self.query(c, qs, qe, scratch, &mut emit),
                 }
             }
         }
@@ -153,20 +260,19 @@ impl OverlapIndex {
 
     /// The id of the region exactly `[start, end)` on `chrom`, if there is one.
     pub fn find_exact(&self, chrom: u32, start: u32, end: u32) -> Option<u32> {
-        let ci = self.chroms.get(chrom as usize)?;
         if start > end {
             return None;
         }
+        let ci = self.chroms.get(chrom as usize)?;
         let class = width_class(start, end);
         let g = ci.groups.iter().find(|g| g.class == class)?;
-        let mut i = g.starts.partition_point(|&s| s < start);
-        while i < g.starts.len() && g.starts[i] == start {
-            if g.ends[i] == end {
-                return Some(g.ids[i]);
-            }
-            i += 1;
-        }
-        None
+        let i = g
+            .entries
+            .partition_point(|e| (e.start, e.end) < (start, end));
+        g.entries
+            .get(i)
+            .filter(|e| (e.start, e.end) == (start, end))
+            .map(|e| e.id)
     }
 
     /// Bytes held by the index arrays.
@@ -174,7 +280,7 @@ impl OverlapIndex {
         self.chroms
             .iter()
             .flat_map(|c| &c.groups)
-            .map(|g| 4 * (g.starts.capacity() + g.ends.capacity() + g.ids.capacity()))
+            .map(|g| g.entries.capacity() * std::mem::size_of::<Entry>() + g.bins.capacity() * 4)
             .sum()
     }
 }
@@ -228,7 +334,12 @@ mod tests {
         for _ in 0..3000 {
             let c = rng.below(4); // chromosome 3 is absent from the index
             let qs = rng.below(110_000);
-            let qe = qs + if rng.below(5) == 0 { 0 } else { rng.below(3000) };
+            let qe = qs
+                + if rng.below(5) == 0 {
+                    0
+                } else {
+                    rng.below(3000)
+                };
             let mut want: Vec<u32> = (0..starts.len() as u32)
                 .filter(|&i| {
                     let i = i as usize;
@@ -260,6 +371,12 @@ mod tests {
         assert_eq!(ix.find_exact(0, 5, 500), Some(2));
         assert_eq!(ix.find_exact(0, 10, 21), None);
         let dup = OverlapIndex::build(1, &[0, 0, 0], &[1, 5, 1], &[2, 6, 2]).err();
-        assert_eq!(dup, Some(Duplicate { first: 0, second: 2 }));
+        assert_eq!(
+            dup,
+            Some(Duplicate {
+                first: 0,
+                second: 2
+            })
+        );
     }
 }

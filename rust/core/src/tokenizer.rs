@@ -86,7 +86,11 @@ impl Tokenizer {
 
     /// A tokenizer over a BED universe with the default special tokens.
     pub fn from_bed(path: &Path) -> Result<Self> {
-        Self::new(Universe::from_bed(path)?, SpecialTokens::default(), TokenizerType::default())
+        Self::new(
+            Universe::from_bed(path)?,
+            SpecialTokens::default(),
+            TokenizerType::default(),
+        )
     }
 
     /// A tokenizer described by a TOML config.
@@ -112,7 +116,10 @@ impl Tokenizer {
             }
         }
         Err(Error::NotFound {
-            path: dir.join(format!("{CONFIG_FILE} (or {})", UNIVERSE_FILES.join(" or "))),
+            path: dir.join(format!(
+                "{CONFIG_FILE} (or {})",
+                UNIVERSE_FILES.join(" or ")
+            )),
         })
     }
 
@@ -130,7 +137,9 @@ impl Tokenizer {
     /// Writes `universe.bed.gz` and `tokenizer.toml` into `dir`, creating it if needed.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        self.universe.regions().to_bed(&dir.join(UNIVERSE_FILES[0]))?;
+        self.universe
+            .regions()
+            .to_bed(&dir.join(UNIVERSE_FILES[0]))?;
         let config = Config {
             universe: UNIVERSE_FILES[0].into(),
             special_tokens: self.specials.clone(),
@@ -212,15 +221,20 @@ impl Tokenizer {
     /// Appends the tokens of a region set to `out`; `[unk]` when nothing overlaps.
     pub fn tokenize_set_into<T: TokenId>(&self, set: &RegionSet, out: &mut Vec<T>) {
         let before = out.len();
-        let chrom_map: Vec<Option<u32>> = set
+        let chrom_map: Vec<u32> = set
             .chrom_names()
             .iter()
-            .map(|n| self.universe.chrom_id(n.as_bytes()))
+            .map(|n| self.universe.chrom_id(n.as_bytes()).unwrap_or(u32::MAX))
             .collect();
+        let queries = set
+            .chrom_indices()
+            .iter()
+            .zip(set.starts())
+            .zip(set.ends())
+            .map(|((&c, &s), &e)| (chrom_map[c as usize], s, e));
         let mut scratch = Scratch::default();
-        for ((&c, &s), &e) in set.chrom_indices().iter().zip(set.starts()).zip(set.ends()) {
-            self.push_query(chrom_map[c as usize], s, e, &mut scratch, out);
-        }
+        self.universe
+            .overlaps_many(queries, &mut scratch, |id| out.push(T::from_id(id)));
         self.unk_if_empty(out, before);
     }
 

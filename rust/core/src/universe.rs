@@ -88,8 +88,27 @@ impl Universe {
 
     /// Ids of regions on `chrom` overlapping `[start, end)`, in (start, end) order.
     #[inline]
-    pub fn overlaps(&self, chrom: u32, start: u32, end: u32, scratch: &mut Scratch, emit: impl FnMut(u32)) {
+    pub fn overlaps(
+        &self,
+        chrom: u32,
+        start: u32,
+        end: u32,
+        scratch: &mut Scratch,
+        emit: impl FnMut(u32),
+    ) {
         self.index.query(chrom, start, end, scratch, emit);
+    }
+
+    /// Ids overlapping each of many `(chrom, start, end)` queries, in one stream; an unknown
+    /// chromosome is `u32::MAX`.
+    #[inline]
+    pub fn overlaps_many(
+        &self,
+        queries: impl Iterator<Item = (u32, u32, u32)>,
+        scratch: &mut Scratch,
+        emit: impl FnMut(u32),
+    ) {
+        self.index.query_many(queries, scratch, emit);
     }
 
     /// Id of the region with exactly these coordinates.

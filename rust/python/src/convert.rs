@@ -36,6 +36,10 @@ pub fn extract_query<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Query<'py>> {
     if let Ok(set) = obj.cast::<PyRegionSet>() {
         return Ok(Query::Set(set.borrow()));
     }
+    // Lists and tuples first: the common small-input case skips the attribute probes.
+    if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+        return Ok(Query::Owned(from_iterable(obj)?));
+    }
     if is_path_like(obj) {
         return Ok(Query::Path(obj.extract::<PathBuf>()?));
     }
@@ -56,7 +60,11 @@ fn push_object(set: &mut RegionSet, item: &Bound<'_, PyAny>, i: usize) -> PyResu
     let (chr, start, end): (String, i128, i128) = if item.is_instance_of::<PyTuple>()
         || item.is_instance_of::<PyList>()
     {
-        (item.get_item(0)?.extract()?, item.get_item(1)?.extract()?, item.get_item(2)?.extract()?)
+        (
+            item.get_item(0)?.extract()?,
+            item.get_item(1)?.extract()?,
+            item.get_item(2)?.extract()?,
+        )
     } else {
         let attr = |name: &str| {
             item.getattr(name).map_err(|_| {
@@ -66,7 +74,11 @@ fn push_object(set: &mut RegionSet, item: &Bound<'_, PyAny>, i: usize) -> PyResu
                 ))
             })
         };
-        (attr("chr")?.extract()?, attr("start")?.extract()?, attr("end")?.extract()?)
+        (
+            attr("chr")?.extract()?,
+            attr("start")?.extract()?,
+            attr("end")?.extract()?,
+        )
     };
     let (start, end) = (coord(start, "start")?, coord(end, "end")?);
     set.push(&chr, start, end, None)
@@ -104,7 +116,8 @@ fn coords(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u3
         .iter()
         .enumerate()
         .map(|(i, &v)| {
-            u32::try_from(v).map_err(|_| invalid(format!("{what}[{i}] must be in 0..=4294967295, got {v}")))
+            u32::try_from(v)
+                .map_err(|_| invalid(format!("{what}[{i}] must be in 0..=4294967295, got {v}")))
         })
         .collect()
 }
@@ -129,7 +142,11 @@ pub fn from_arrays(
 
 /// Builds a set from a DataFrame's `chr` (or `chrom`), `start` and `end` columns.
 pub fn from_pandas(df: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
-    let has = |c: &str| df.getattr("columns")?.call_method1("__contains__", (c,))?.extract::<bool>();
+    let has = |c: &str| {
+        df.getattr("columns")?
+            .call_method1("__contains__", (c,))?
+            .extract::<bool>()
+    };
     let chrom_col = if has("chr")? {
         "chr"
     } else if has("chrom")? {

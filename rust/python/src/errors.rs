@@ -24,7 +24,12 @@ static IO: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// Creates `class name(AtacformerError, other)` in module `atacformer`.
-fn subclass(py: Python<'_>, name: &str, other: Bound<'_, PyType>, doc: &str) -> PyResult<Py<PyType>> {
+fn subclass(
+    py: Python<'_>,
+    name: &str,
+    other: Bound<'_, PyType>,
+    doc: &str,
+) -> PyResult<Py<PyType>> {
     let bases = PyTuple::new(py, [py.get_type::<AtacformerError>(), other])?;
     let ns = PyDict::new(py);
     ns.set_item("__module__", "atacformer")?;
@@ -46,15 +51,31 @@ fn get<'py>(py: Python<'py>, cell: &'static PyOnceLock<Py<PyType>>) -> Bound<'py
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("AtacformerError", py.get_type::<AtacformerError>())?;
-    let table: [(&str, &PyOnceLock<Py<PyType>>, Bound<'_, PyType>, &str); 4] = [
-        ("ParseError", &PARSE, py.get_type::<PyValueError>(),
-         "A malformed BED, TOML or compressed file; `path` and `line` say where."),
-        ("MissingFileError", &MISSING, py.get_type::<PyFileNotFoundError>(),
-         "A file that does not exist."),
-        ("AtacformerIOError", &IO, py.get_type::<PyOSError>(),
-         "A file that could not be read or written."),
-        ("InvalidInputError", &INVALID, py.get_type::<PyValueError>(),
-         "An argument with a bad value."),
+    let table = [
+        (
+            "ParseError",
+            &PARSE,
+            py.get_type::<PyValueError>(),
+            "A malformed BED, TOML or compressed file; `path` and `line` say where.",
+        ),
+        (
+            "MissingFileError",
+            &MISSING,
+            py.get_type::<PyFileNotFoundError>(),
+            "A file that does not exist.",
+        ),
+        (
+            "AtacformerIOError",
+            &IO,
+            py.get_type::<PyOSError>(),
+            "A file that could not be read or written.",
+        ),
+        (
+            "InvalidInputError",
+            &INVALID,
+            py.get_type::<PyValueError>(),
+            "An argument with a bad value.",
+        ),
     ];
     for (name, cell, base, doc) in table {
         let ty = subclass(py, name, base, doc)?;
@@ -69,7 +90,13 @@ pub fn invalid(msg: impl Into<String>) -> PyErr {
     Python::attach(|py| PyErr::from_type(get(py, &INVALID), msg.into()))
 }
 
-fn with_location(py: Python<'_>, ty: Bound<'_, PyType>, msg: String, path: String, line: u64) -> PyErr {
+fn with_location(
+    py: Python<'_>,
+    ty: Bound<'_, PyType>,
+    msg: String,
+    path: String,
+    line: u64,
+) -> PyErr {
     match ty.call1((msg.clone(),)) {
         Ok(exc) => {
             let _ = exc.setattr("path", path);
@@ -102,9 +129,11 @@ pub fn to_py(err: Error) -> PyErr {
             Error::Parse { path, line, .. }
             | Error::Compression { path, line, .. }
             | Error::Config { path, line, .. }
-            | Error::DuplicateRegion { path, second_line: line, .. } => {
-                with_location(py, get(py, &PARSE), msg, path.display().to_string(), line)
-            }
+            | Error::DuplicateRegion {
+                path,
+                second_line: line,
+                ..
+            } => with_location(py, get(py, &PARSE), msg, path.display().to_string(), line),
             Error::EmptyUniverse { path } => {
                 with_location(py, get(py, &PARSE), msg, path.display().to_string(), 0)
             }

@@ -7,13 +7,22 @@ use pyo3::types::PyTuple;
 use crate::errors::invalid;
 
 /// A genomic interval `[start, end)` on `chr` (0-based, half-open, bp).
-#[pyclass(name = "Region", module = "atacformer._core", frozen, eq, ord, hash, from_py_object)]
+#[pyclass(
+    name = "Region",
+    module = "atacformer._core",
+    frozen,
+    eq,
+    ord,
+    hash,
+    from_py_object
+)]
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PyRegion(pub Region);
 
 /// Checks a Python integer coordinate against `0..=2^32-1`.
 pub fn coord(value: i128, what: &str) -> PyResult<u32> {
-    u32::try_from(value).map_err(|_| invalid(format!("{what} must be in 0..=4294967295, got {value}")))
+    u32::try_from(value)
+        .map_err(|_| invalid(format!("{what} must be in 0..=4294967295, got {value}")))
 }
 
 #[pymethods]
@@ -25,7 +34,12 @@ impl PyRegion {
         if start > end {
             return Err(invalid(format!("start > end ({start} > {end})")));
         }
-        Ok(PyRegion(Region { chr, start, end, rest }))
+        Ok(PyRegion(Region {
+            chr,
+            start,
+            end,
+            rest,
+        }))
     }
 
     /// Chromosome name.
@@ -60,7 +74,10 @@ impl PyRegion {
     fn __repr__(&self) -> String {
         match &self.0.rest {
             None => format!("Region({:?}, {}, {})", self.0.chr, self.0.start, self.0.end),
-            Some(r) => format!("Region({:?}, {}, {}, rest={:?})", self.0.chr, self.0.start, self.0.end, r),
+            Some(r) => format!(
+                "Region({:?}, {}, {}, rest={:?})",
+                self.0.chr, self.0.start, self.0.end, r
+            ),
         }
     }
 
@@ -70,6 +87,12 @@ impl PyRegion {
     }
 
     fn __getnewargs__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
-        (self.0.chr.clone(), self.0.start, self.0.end, self.0.rest.clone()).into_pyobject(py)
+        (
+            self.0.chr.clone(),
+            self.0.start,
+            self.0.end,
+            self.0.rest.clone(),
+        )
+            .into_pyobject(py)
     }
 }

@@ -24,10 +24,11 @@ impl PyRegionSet {
     }
 
     fn read(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py
-            .detach(|| RegionSet::from_bed(&path))
-            .map_err(to_py)?;
-        Ok(PyRegionSet { inner, path: Some(path) })
+        let inner = py.detach(|| RegionSet::from_bed(&path)).map_err(to_py)?;
+        Ok(PyRegionSet {
+            inner,
+            path: Some(path),
+        })
     }
 
     fn index(&self, i: isize) -> PyResult<usize> {
@@ -85,7 +86,9 @@ impl PyRegionSet {
         starts: &Bound<'_, PyAny>,
         ends: &Bound<'_, PyAny>,
     ) -> PyResult<Self> {
-        Ok(PyRegionSet::new(convert::from_arrays(chroms, starts, ends)?))
+        Ok(PyRegionSet::new(convert::from_arrays(
+            chroms, starts, ends,
+        )?))
     }
 
     /// Builds a set from a DataFrame with `chr` (or `chrom`), `start` and `end` columns.
@@ -104,7 +107,10 @@ impl PyRegionSet {
         self.inner.len()
     }
 
-    fn __getitem__<'py>(slf: &Bound<'py, Self>, key: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    fn __getitem__<'py>(
+        slf: &Bound<'py, Self>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
         let this = slf.borrow();
         if let Ok(slice) = key.cast::<PySlice>() {
@@ -122,7 +128,10 @@ impl PyRegionSet {
     }
 
     fn __iter__(slf: Bound<'_, Self>) -> RegionSetIter {
-        RegionSetIter { set: slf.unbind(), next: 0 }
+        RegionSetIter {
+            set: slf.unbind(),
+            next: 0,
+        }
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
@@ -133,7 +142,11 @@ impl PyRegionSet {
 
     fn __repr__(&self) -> String {
         match &self.path {
-            Some(p) => format!("RegionSet({} regions from {:?})", self.inner.len(), p.display().to_string()),
+            Some(p) => format!(
+                "RegionSet({} regions from {:?})",
+                self.inner.len(),
+                p.display().to_string()
+            ),
             None => format!("RegionSet({} regions)", self.inner.len()),
         }
     }
@@ -193,7 +206,8 @@ impl PyRegionSet {
         cols.set_item("end", slf.getattr("ends")?)?;
         let this = slf.borrow();
         if (0..this.inner.len()).any(|i| this.inner.rest(i).is_some()) {
-            let rest: Vec<Option<&str>> = (0..this.inner.len()).map(|i| this.inner.rest(i)).collect();
+            let rest: Vec<Option<&str>> =
+                (0..this.inner.len()).map(|i| this.inner.rest(i)).collect();
             cols.set_item("rest", rest)?;
         }
         pd.getattr("DataFrame")?.call1((cols,))

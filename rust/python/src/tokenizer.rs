@@ -13,12 +13,18 @@ use crate::convert::{extract_query, Query};
 use crate::errors::to_py;
 use crate::region_set::PyRegionSet;
 
+/// A pair of 1-D int64 arrays: `(input_ids, attention_mask)`.
+type IdsAndMask<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
 /// An immutable interval tokenizer over one universe.
 #[pyclass(name = "Tokenizer", module = "atacformer._core", frozen)]
 pub struct PyTokenizer(pub Arc<Tokenizer>);
 
 impl PyTokenizer {
-    fn load(py: Python<'_>, f: impl FnOnce() -> atacformer_core::Result<Tokenizer> + Send) -> PyResult<Self> {
+    fn load(
+        py: Python<'_>,
+        f: impl FnOnce() -> atacformer_core::Result<Tokenizer> + Send,
+    ) -> PyResult<Self> {
         Ok(PyTokenizer(Arc::new(py.detach(f).map_err(to_py)?)))
     }
 
@@ -79,10 +85,7 @@ impl PyTokenizer {
     }
 
     /// `(input_ids, attention_mask)`: int64 arrays moved from Rust.
-    fn encode_regions<'py>(
-        &self,
-        regions: &Bound<'py, PyAny>,
-    ) -> PyResult<(Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>)> {
+    fn encode_regions<'py>(&self, regions: &Bound<'py, PyAny>) -> PyResult<IdsAndMask<'py>> {
         let py = regions.py();
         let ids = self.ids_of(regions)?;
         let mask = vec![1i64; ids.len()];
@@ -91,12 +94,18 @@ impl PyTokenizer {
 
     /// Token strings of the regions.
     fn tokenize(&self, regions: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
-        Ok(self.ids_of(regions)?.into_iter().map(|id| self.token_or_unk(id)).collect())
+        Ok(self
+            .ids_of(regions)?
+            .into_iter()
+            .map(|id| self.token_or_unk(id))
+            .collect())
     }
 
     /// Id of a token string, or the unk id.
     fn token_to_id(&self, token: &str) -> u32 {
-        self.0.token_to_id(token).unwrap_or_else(|| self.0.special_id(Special::Unk))
+        self.0
+            .token_to_id(token)
+            .unwrap_or_else(|| self.0.special_id(Special::Unk))
     }
 
     /// Ids of token strings (unk for unknown ones).
@@ -106,7 +115,10 @@ impl PyTokenizer {
 
     /// Token strings of ids (unk for unknown ones).
     fn ids_to_tokens(&self, ids: PyReadonlyArray1<'_, i64>) -> Vec<String> {
-        ids.as_array().iter().map(|&id| self.token_or_unk(id)).collect()
+        ids.as_array()
+            .iter()
+            .map(|&id| self.token_or_unk(id))
+            .collect()
     }
 
     /// The universe regions of `ids`, skipping special tokens.
