@@ -22,6 +22,7 @@ from ._core import (
     set_num_threads,
 )
 from ._encoding import BatchEncoding
+from .tokenized_cells import TokenizedCells, read_gtok, write_gtok
 from .tokenizers import Tokenizer
 
 _MODEL_NAMES = {
@@ -37,10 +38,13 @@ __all__ = [
     "ParseError",
     "Region",
     "RegionSet",
+    "TokenizedCells",
     "Tokenizer",
     "__version__",
     "get_num_threads",
+    "read_gtok",
     "set_num_threads",
+    "write_gtok",
     # model classes, imported lazily (see __getattr__)
     "AtacformerConfig",
 ]

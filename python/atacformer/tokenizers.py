@@ -16,6 +16,7 @@ import numpy as np
 
 from . import _core
 from ._encoding import BatchEncoding
+from .tokenized_cells import TokenizedCells
 
 PathLike = Union[str, "os.PathLike[str]"]
 Regions = Any  # RegionSet | BED path | DataFrame | iterable of region-like objects
@@ -23,6 +24,32 @@ Regions = Any  # RegionSet | BED path | DataFrame | iterable of region-like obje
 CONFIG_FILE = "tokenizer.toml"
 UNIVERSE_FILES = ("universe.bed.gz", "universe.bed")
 _SPECIAL_NAMES = ("unk", "pad", "mask", "cls", "eos", "bos", "sep")
+DEFAULT_SEED = 42
+
+
+def _is_region_set_like(x: Any) -> bool:
+    """True for the forms that are one whole cell: a RegionSet, a path or a DataFrame."""
+    return isinstance(x, (_core.RegionSet, str, os.PathLike)) or (
+        hasattr(x, "columns") and hasattr(x, "iloc")
+    )
+
+
+def _is_batch(regions: Any) -> bool:
+    """A list or tuple of cells, as opposed to one cell given as a list of regions."""
+    if not isinstance(regions, (list, tuple)) or not regions:
+        return False
+    first = regions[0]
+    if _is_region_set_like(first):
+        return True
+    if isinstance(first, (list, tuple)):  # a (chr, start, end) tuple, or a cell
+        return not (first and isinstance(first[0], str))
+    return False
+
+
+def _cell_name(cell: Any, i: int) -> str:
+    if isinstance(cell, (str, os.PathLike)):
+        return os.path.basename(os.fspath(cell))
+    return str(i)
 
 
 def _as_id_array(ids: Any) -> np.ndarray:
@@ -175,17 +202,174 @@ class Tokenizer:
     def __call__(
         self,
         regions: Regions,
+        padding: bool | str = False,
+        truncation: bool | str = False,
+        max_length: int | None = None,
         return_tensors: str | None = None,
         return_attention_mask: bool = True,
+        truncation_strategy: str = "random",
+        seed: int = DEFAULT_SEED,
     ) -> BatchEncoding:
-        """Tokenizes one region set into ``input_ids`` and ``attention_mask`` (int64, 1-D)."""
-        ids, mask = self._tok.encode_regions(regions)
-        enc = BatchEncoding(input_ids=ids)
-        if return_attention_mask:
-            enc["attention_mask"] = mask
-        if return_tensors is not None:
-            enc.convert_to_tensors(return_tensors)
-        return enc
+        """Tokenizes one region set, or a list of them (a batch), Hugging Face style.
+
+        One set gives 1-D int64 ``input_ids`` and ``attention_mask``. A batch gives a
+        :class:`TokenizedCells` as ``input_ids`` when not padded, else ``[n, width]`` int64
+        arrays where padded positions hold the pad id and have mask 0. ``truncation`` cuts
+        cells to ``max_length``: a seeded random subset in original order
+        (``truncation_strategy="random"``) or the first ids (``"first"``).
+        """
+        if not _is_batch(regions):
+            ids, mask = self._tok.encode_regions(regions)
+            if not truncation and padding in (False, "do_not_pad"):
+                enc = BatchEncoding(input_ids=ids)
+                if return_attention_mask:
+                    enc["attention_mask"] = mask
+                return enc.convert_to_tensors(return_tensors)
+            offsets = np.array([0, len(ids)], dtype=np.int64)
+            cells = TokenizedCells(ids.astype(np.int32), offsets, pad_token_id=self.pad_token_id)
+            enc = self._finish(
+                cells,
+                padding,
+                truncation,
+                max_length,
+                None,
+                return_attention_mask,
+                truncation_strategy,
+                seed,
+            )
+            for key, value in enc.items():
+                enc[key] = value[0] if isinstance(value, np.ndarray) else value
+            if isinstance(enc["input_ids"], TokenizedCells):
+                enc["input_ids"] = np.asarray(enc["input_ids"][0], dtype=np.int64)
+            return enc.convert_to_tensors(return_tensors)
+        cells = self.encode_cells(regions)
+        return self._finish(
+            cells,
+            padding,
+            truncation,
+            max_length,
+            return_tensors,
+            return_attention_mask,
+            truncation_strategy,
+            seed,
+        )
+
+    def _finish(
+        self,
+        cells: TokenizedCells,
+        padding: bool | str,
+        truncation: bool | str,
+        max_length: int | None,
+        return_tensors: str | None,
+        return_attention_mask: bool,
+        truncation_strategy: str,
+        seed: int,
+    ) -> BatchEncoding:
+        """Applies the truncation and padding options to ragged ids."""
+        truncate = truncation not in (False, "do_not_truncate")
+        if truncate and max_length is None:
+            raise _core.InvalidInputError("truncation needs max_length")
+        if padding in (False, "do_not_pad"):
+            if truncate:
+                cells = cells.truncate(max_length, truncation_strategy, seed)  # type: ignore[arg-type]
+            if return_tensors is not None:
+                raise _core.InvalidInputError(
+                    f"return_tensors={return_tensors!r} needs padding: cells differ in length"
+                )
+            return BatchEncoding(input_ids=cells)
+        if padding in (True, "longest"):
+            longest = int(cells.lengths.max()) if len(cells) else 0
+            width = min(longest, max_length) if truncate else longest  # type: ignore[type-var]
+        elif padding == "max_length":
+            if max_length is None:
+                raise _core.InvalidInputError("padding='max_length' needs max_length")
+            too_long = np.flatnonzero(cells.lengths > max_length)
+            if too_long.size and not truncate:
+                raise _core.InvalidInputError(
+                    f"cell {too_long[0]} has {cells.lengths[too_long[0]]} tokens, more than "
+                    f"max_length={max_length}; pass truncation=True"
+                )
+            width = max_length
+        else:
+            raise _core.InvalidInputError(
+                f"padding must be True, False, 'longest', 'max_length' or 'do_not_pad', "
+                f"got {padding!r}"
+            )
+        enc = cells.to_padded(
+            width,
+            truncation_strategy,
+            seed,
+            return_tensors=None,
+            pad_token_id=self.pad_token_id,
+            pad_to_max_length=True,
+        )
+        if not return_attention_mask:
+            del enc["attention_mask"]
+        return enc.convert_to_tensors(return_tensors)
+
+    def encode_cells(
+        self, cells: Sequence[Regions], names: Sequence[str] | None = None
+    ) -> TokenizedCells:
+        """Tokenizes many region sets in parallel (GIL released) into TokenizedCells.
+        Each cell is anything the single call accepts; empty or unmatched cells get [unk]."""
+        ids, offsets = self._tok.encode_batch(cells)
+        if names is None:
+            names = [_cell_name(c, i) for i, c in enumerate(cells)]
+        return TokenizedCells(ids, offsets, names, self.pad_token_id)
+
+    def tokenize_files(self, paths: Sequence[PathLike]) -> TokenizedCells:
+        """Tokenizes BED files (bulk region sets) in parallel; cells are named by file."""
+        paths = list(paths)
+        return self.encode_cells(paths, names=[os.path.basename(os.fspath(p)) for p in paths])
+
+    def pad(
+        self,
+        encoded_inputs: Any,
+        padding: bool | str = True,
+        max_length: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        return_attention_mask: bool | None = None,
+        return_tensors: str | None = None,
+        verbose: bool = True,
+    ) -> BatchEncoding:
+        """Pads a batch, following ``transformers.PreTrainedTokenizerBase.pad``.
+
+        ``encoded_inputs`` is a list of mappings with ``input_ids`` (what data collators
+        pass), or one mapping whose ``input_ids`` is a list of id sequences or a
+        :class:`TokenizedCells`. Other keys are stacked as they are. Nothing is truncated.
+        """
+        extra: dict[str, Any] = {}
+        if isinstance(encoded_inputs, (list, tuple)):
+            if not encoded_inputs:
+                raise _core.InvalidInputError("pad() got an empty batch")
+            rows = encoded_inputs
+            ids = [np.asarray(r["input_ids"]).reshape(-1) for r in rows]
+            for key in rows[0]:
+                if key not in ("input_ids", "attention_mask"):
+                    extra[key] = np.stack([np.asarray(r[key]) for r in rows])
+        else:
+            ids = encoded_inputs["input_ids"]
+            for key, value in encoded_inputs.items():
+                if key not in ("input_ids", "attention_mask"):
+                    extra[key] = value
+        cells = (
+            ids
+            if isinstance(ids, TokenizedCells)
+            else TokenizedCells.from_lists([np.asarray(i).reshape(-1) for i in ids])
+        )
+        longest = int(cells.lengths.max()) if len(cells) else 0
+        if padding in (False, "do_not_pad"):
+            return BatchEncoding(input_ids=cells, **extra)
+        width = max(longest, max_length or 0) if padding == "max_length" else longest
+        if pad_to_multiple_of:
+            width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
+        enc = cells.to_padded(
+            width, "first", 0, pad_token_id=self.pad_token_id, pad_to_max_length=True
+        )
+        if return_attention_mask is False:
+            del enc["attention_mask"]
+        enc.update(extra)
+        return enc.convert_to_tensors(return_tensors)
 
     def tokenize(self, regions: Regions) -> list[str]:
         """The token strings (``chr:start-end``) of the universe regions hit by ``regions``."""

@@ -6,6 +6,7 @@ use pyo3::prelude::*;
 
 mod convert;
 mod errors;
+mod ragged;
 mod region;
 mod region_set;
 mod tokenizer;
@@ -39,6 +40,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<region::PyRegion>()?;
     m.add_class::<region_set::PyRegionSet>()?;
     m.add_class::<tokenizer::PyTokenizer>()?;
+    m.add_function(wrap_pyfunction!(ragged::pad_ragged, m)?)?;
+    m.add_function(wrap_pyfunction!(ragged::truncate_ragged, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use atacformer_core::batch::{tokenize_batch, Cell};
 use atacformer_core::{state, Special, Tokenizer, SPECIAL_NAMES};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
@@ -14,6 +15,8 @@ use crate::errors::to_py;
 use crate::region_set::PyRegionSet;
 
 /// A pair of 1-D int64 arrays: `(input_ids, attention_mask)`.
+type Flat<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
+
 type IdsAndMask<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
 /// An immutable interval tokenizer over one universe.
@@ -90,6 +93,32 @@ impl PyTokenizer {
         let ids = self.ids_of(regions)?;
         let mask = vec![1i64; ids.len()];
         Ok((ids.into_pyarray(py), mask.into_pyarray(py)))
+    }
+
+    /// Token ids of many cells, tokenized in parallel: flat int32 `ids` and int64 `offsets`.
+    fn encode_batch<'py>(&self, cells: &Bound<'py, PyAny>) -> PyResult<Flat<'py>> {
+        let py = cells.py();
+        let queries = cells
+            .try_iter()?
+            .enumerate()
+            .map(|(i, c)| {
+                extract_query(&c?).map_err(|e| {
+                    let msg = format!("cell {i}: {}", e.value(py));
+                    PyErr::from_type(e.get_type(py), msg)
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let batch: Vec<Cell<'_>> = queries
+            .iter()
+            .map(|q| match q {
+                Query::Set(s) => Cell::Set(&s.inner),
+                Query::Owned(s) => Cell::Set(s),
+                Query::Path(p) => Cell::Bed(p),
+            })
+            .collect();
+        let tok = &*self.0;
+        let (ids, offsets) = py.detach(|| tokenize_batch(tok, &batch)).map_err(to_py)?;
+        Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
     }
 
     /// Token strings of the regions.

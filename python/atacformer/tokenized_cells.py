@@ -1,0 +1,309 @@
+"""`TokenizedCells`: token ids of many cells in one flat buffer.
+
+Cell ``i`` owns ``ids[offsets[i]:offsets[i + 1]]``. ``ids`` is int32 (vocabularies fit) and
+``offsets`` is int64 with ``n_cells + 1`` entries; both are NumPy arrays moved out of Rust
+without a copy. ``names`` holds one barcode, file name or cell id per cell.
+
+Files
+-----
+``save``/``load`` use the single-file ``.atok`` format, little-endian, 8-byte aligned::
+
+    b"ATOK" | u32 version (1) | u64 n_cells | u64 n_ids | i64 pad_token_id (-1: none)
+    | u64 names_bytes | i64 offsets[n_cells + 1] | i32 ids[n_ids] | pad to 8
+    | names as UTF-8, one per line
+
+``load`` memory-maps the offsets and ids, so opening a file of any size is instant.
+``read_gtok``/``write_gtok`` handle the peer's one-cell ``.gtok`` files: ``b"GTOK"``, a flag
+byte (``0x01``: u16 ids, ``0x02``: u32 ids), then the little-endian ids.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from ._encoding import BatchEncoding
+
+_MAGIC = b"ATOK"
+_VERSION = 1
+_HEADER = np.dtype(
+    [
+        ("magic", "S4"),
+        ("version", "<u4"),
+        ("n_cells", "<u8"),
+        ("n_ids", "<u8"),
+        ("pad", "<i8"),
+        ("names_bytes", "<u8"),
+    ]
+)
+
+
+class TokenizedCells:
+    """Ragged token ids of many cells (see the module docstring for the layout)."""
+
+    def __init__(
+        self,
+        ids: Any,
+        offsets: Any,
+        names: Sequence[str] | None = None,
+        pad_token_id: int | None = None,
+    ) -> None:
+        ids = np.asanyarray(ids)  # keeps a memory map a memory map
+        offsets = np.asanyarray(offsets)
+        if ids.dtype != np.int32:
+            ids = ids.astype(np.int32)
+        if offsets.dtype != np.int64:
+            offsets = offsets.astype(np.int64)
+        if ids.ndim != 1 or offsets.ndim != 1 or len(offsets) == 0:
+            raise _core.InvalidInputError("ids and offsets must be 1-D, offsets non-empty")
+        if offsets[0] != 0 or offsets[-1] != len(ids) or np.any(np.diff(offsets) < 0):
+            raise _core.InvalidInputError(
+                "offsets must start at 0, never decrease and end at len(ids)"
+            )
+        n = len(offsets) - 1
+        if names is None:
+            names = [str(i) for i in range(n)]
+        names = list(names)
+        if len(names) != n:
+            raise _core.InvalidInputError(f"{len(names)} names for {n} cells")
+        self.ids: np.ndarray = ids
+        self.offsets: np.ndarray = offsets
+        self.names: list[str] = names
+        self.pad_token_id = pad_token_id
+
+    @classmethod
+    def from_lists(
+        cls,
+        cells: Sequence[Any],
+        names: Sequence[str] | None = None,
+        pad_token_id: int | None = None,
+    ) -> TokenizedCells:
+        """Builds from a list of id sequences (copies them into one buffer)."""
+        arrays = [np.asarray(c, dtype=np.int32).reshape(-1) for c in cells]
+        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+        np.cumsum([len(a) for a in arrays], out=offsets[1:])
+        ids = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
+        return cls(ids, offsets, names, pad_token_id)
+
+    # ------------------------------------------------------------------ access
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Number of ids per cell, ``[n_cells]`` int64."""
+        return np.diff(self.offsets)
+
+    def __getitem__(self, key: Any) -> Any:
+        """``cells[i]`` is a view of cell i's ids; a slice, mask or index array selects a
+        new TokenizedCells."""
+        if isinstance(key, (int, np.integer)):
+            n = len(self)
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"cell index {key} out of range for {n} cells")
+            return self.ids[self.offsets[i] : self.offsets[i + 1]]
+        if isinstance(key, slice):
+            key = np.arange(len(self))[key]
+        index = np.asarray(key)
+        if index.dtype == bool:
+            if index.shape != (len(self),):
+                raise IndexError(f"boolean mask of shape {index.shape} for {len(self)} cells")
+            index = np.flatnonzero(index)
+        index = index.astype(np.int64, copy=False).reshape(-1)
+        if index.size and (index.max() >= len(self) or index.min() < -len(self)):
+            raise IndexError(f"cell index out of range for {len(self)} cells")
+        index = np.where(index < 0, index + len(self), index)
+        return self._take(index)
+
+    def _take(self, index: np.ndarray) -> TokenizedCells:
+        starts, lengths = self.offsets[index], self.lengths[index]
+        offsets = np.zeros(len(index) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        # Gather every selected id at once: position p of the output comes from
+        # starts[cell] + (p - offsets[cell]).
+        source = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        ids = self.ids[source] if len(source) else np.zeros(0, dtype=np.int32)
+        return TokenizedCells(ids, offsets, [self.names[i] for i in index], self.pad_token_id)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        for i in range(len(self)):
+            yield self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+    def __repr__(self) -> str:
+        lengths = self.lengths
+        mean = float(lengths.mean()) if len(lengths) else 0.0
+        return f"TokenizedCells({len(self)} cells, {len(self.ids)} ids, mean length {mean:.1f})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, TokenizedCells)
+            and np.array_equal(self.offsets, other.offsets)
+            and np.array_equal(self.ids, other.ids)
+            and self.names == other.names
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    # ------------------------------------------------------- filtering, padding
+    def filter(
+        self, min_tokens: int | None = None, max_tokens: int | None = None
+    ) -> TokenizedCells:
+        """Cells with ``min_tokens <= length <= max_tokens`` (either bound optional)."""
+        keep = np.ones(len(self), dtype=bool)
+        if min_tokens is not None:
+            keep &= self.lengths >= min_tokens
+        if max_tokens is not None:
+            keep &= self.lengths <= max_tokens
+        return self[keep]
+
+    def truncate(
+        self, max_length: int, truncation_strategy: str = "random", seed: int = 0
+    ) -> TokenizedCells:
+        """Every cell cut to at most ``max_length`` ids (seeded subset or first ids)."""
+        ids, offsets = _core.truncate_ragged(
+            self.ids, self.offsets, max_length, truncation_strategy, seed
+        )
+        return TokenizedCells(ids, offsets, self.names, self.pad_token_id)
+
+    def to_padded(
+        self,
+        max_length: int | None = None,
+        truncation_strategy: str = "random",
+        seed: int = 0,
+        return_tensors: str | None = None,
+        pad_token_id: int | None = None,
+        pad_to_max_length: bool = False,
+    ) -> BatchEncoding:
+        """``input_ids`` and ``attention_mask``, ``[n_cells, width]`` int64.
+
+        ``width`` is the longest cell, capped at ``max_length`` (or exactly ``max_length``
+        with ``pad_to_max_length``). Longer cells are truncated deterministically.
+        """
+        pad = self.pad_token_id if pad_token_id is None else pad_token_id
+        if pad is None:
+            raise _core.InvalidInputError("to_padded needs pad_token_id (none is stored)")
+        longest = int(self.lengths.max()) if len(self) else 0
+        if max_length is None:
+            width = longest
+        else:
+            width = max_length if pad_to_max_length else min(longest, max_length)
+        input_ids, mask = _core.pad_ragged(
+            self.ids, self.offsets, width, pad, truncation_strategy, seed
+        )
+        enc = BatchEncoding(input_ids=input_ids, attention_mask=mask)
+        return enc.convert_to_tensors(return_tensors)
+
+    # ------------------------------------------------------------------- files
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Writes the ``.atok`` format; replaces the file atomically."""
+        names = "\n".join(self.names).encode()
+        if any("\n" in n for n in self.names):
+            raise _core.InvalidInputError("cell names must not contain newlines")
+        header = np.zeros((), dtype=_HEADER)
+        header["magic"], header["version"] = _MAGIC, _VERSION
+        header["n_cells"], header["n_ids"] = len(self), len(self.ids)
+        header["pad"] = -1 if self.pad_token_id is None else self.pad_token_id
+        header["names_bytes"] = len(names)
+        path = Path(path)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(header.tobytes())
+                f.write(np.ascontiguousarray(self.offsets, dtype="<i8").tobytes())
+                f.write(np.ascontiguousarray(self.ids, dtype="<i4").tobytes())
+                f.write(b"\0" * (-4 * len(self.ids) % 8))
+                f.write(names)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> TokenizedCells:
+        """Opens an ``.atok`` file, memory-mapping its offsets and ids."""
+        path = Path(path)
+        if not path.is_file():
+            raise _core.MissingFileError(2, "No such file or directory", str(path))
+        size = path.stat().st_size
+        if size < _HEADER.itemsize:
+            raise _core.ParseError(f"{path}: too short to be an .atok file")
+        header = np.fromfile(path, dtype=_HEADER, count=1)[0]
+        if header["magic"] != _MAGIC or header["version"] != _VERSION:
+            raise _core.ParseError(f"{path}: not an .atok file (bad magic or version)")
+        n, n_ids, names_bytes = (int(header[k]) for k in ("n_cells", "n_ids", "names_bytes"))
+        at = _HEADER.itemsize
+        ids_at = at + 8 * (n + 1)
+        names_at = ids_at + 4 * n_ids + (-4 * n_ids % 8)
+        if names_at + names_bytes != size:
+            raise _core.ParseError(f"{path}: truncated or corrupt .atok file")
+        offsets = np.memmap(path, dtype="<i8", mode="r", offset=at, shape=(n + 1,))
+        ids = (
+            np.memmap(path, dtype="<i4", mode="r", offset=ids_at, shape=(n_ids,))
+            if n_ids
+            else np.zeros(0, dtype=np.int32)
+        )
+        with open(path, "rb") as f:
+            f.seek(names_at)
+            text = f.read(names_bytes).decode()
+        names = text.split("\n") if n else []
+        pad = int(header["pad"])
+        return cls(ids, offsets, names, None if pad < 0 else pad)
+
+    @classmethod
+    def from_gtok(cls, paths: Sequence[str | os.PathLike[str]]) -> TokenizedCells:
+        """One cell per ``.gtok`` file, named by the file's stem."""
+        return cls.from_lists([read_gtok(p) for p in paths], names=[Path(p).stem for p in paths])
+
+    def to_gtok(self, directory: str | os.PathLike[str]) -> list[Path]:
+        """Writes ``{name}.gtok`` per cell into ``directory``; returns the paths."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, ids in zip(self.names, self, strict=True):
+            p = out / f"{name}.gtok"
+            write_gtok(p, ids)
+            paths.append(p)
+        return paths
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            TokenizedCells,
+            (np.asarray(self.ids), np.asarray(self.offsets), self.names, self.pad_token_id),
+        )
+
+
+def read_gtok(path: str | os.PathLike[str]) -> np.ndarray:
+    """Ids of a peer ``.gtok`` file as int32."""
+    path = Path(path)
+    if not path.is_file():
+        raise _core.MissingFileError(2, "No such file or directory", str(path))
+    data = path.read_bytes()
+    if len(data) < 5 or data[:4] != b"GTOK":
+        raise _core.ParseError(f"{path}: not a .gtok file (missing GTOK magic)")
+    flag, body = data[4], data[5:]
+    dtype = {1: "<u2", 2: "<u4"}.get(flag)
+    if dtype is None:
+        raise _core.ParseError(f"{path}: unknown .gtok flag byte {flag:#04x}")
+    width = np.dtype(dtype).itemsize
+    if len(body) % width:
+        raise _core.ParseError(f"{path}: truncated .gtok file")
+    ids = np.frombuffer(body, dtype=dtype)
+    if ids.size and int(ids.max()) > np.iinfo(np.int32).max:
+        raise _core.ParseError(f"{path}: id above 2^31-1")
+    return ids.astype(np.int32)
+
+
+def write_gtok(path: str | os.PathLike[str], ids: Any) -> None:
+    """Writes ids as a ``.gtok`` file: u16 when every id fits, else u32."""
+    ids = np.asarray(ids).reshape(-1)
+    if ids.size and ids.min() < 0:
+        raise _core.InvalidInputError(".gtok ids must be non-negative")
+    small = not ids.size or int(ids.max()) < 2**16
+    body = ids.astype("<u2" if small else "<u4").tobytes()
+    Path(path).write_bytes(b"GTOK" + bytes([1 if small else 2]) + body)
