@@ -109,9 +109,7 @@ def test_bad_config_files(tmp_path: Path, peaks_dir: Path):
         f'universe = "{peaks_dir / "peaks.bed"}"\n'
         'special_tokens = [\n  {name = "unk", token = "U"},\n  {name = "foo", token = "F"},\n]\n'
     )
-    with pytest.raises(
-        atacformer.ParseError, match='unknown.toml:4: unknown special token "foo"'
-    ):
+    with pytest.raises(atacformer.ParseError, match='unknown.toml:4: unknown special token "foo"'):
         Tokenizer(unknown)
     no_universe = tmp_path / "nouni.toml"
     no_universe.write_text('tokenizer_type = "bits"\n')

@@ -121,11 +121,7 @@ pub fn trim_eol(mut line: &[u8]) -> &[u8] {
 /// Parses one line (without its terminator).
 pub fn parse_line(line: &[u8]) -> std::result::Result<Line<'_>, LineProblem> {
     let (chrom, after) = next_field(line);
-    if chrom.is_empty()
-        || chrom[0] == b'#'
-        || chrom == b"track"
-        || chrom == b"browser"
-    {
+    if chrom.is_empty() || chrom[0] == b'#' || chrom == b"track" || chrom == b"browser" {
         return Ok(Line::Skip);
     }
     let (start, after) = next_field(after);
@@ -235,7 +231,9 @@ pub fn for_each_record(
                 f(line_no, rec)?;
             }
             // A first data line whose start is not a number is a header.
-            Err(LineProblem::NotAnInteger { column: "start", .. }) if !seen_data => {
+            Err(LineProblem::NotAnInteger {
+                column: "start", ..
+            }) if !seen_data => {
                 seen_data = true;
             }
             Err(problem) => {
@@ -287,7 +285,10 @@ mod tests {
     #[test]
     fn splits_on_tabs_and_runs_of_spaces() {
         let r = data("chr1\t10\t20");
-        assert_eq!((r.chrom, r.start, r.end, r.rest), (&b"chr1"[..], 10, 20, &b""[..]));
+        assert_eq!(
+            (r.chrom, r.start, r.end, r.rest),
+            (&b"chr1"[..], 10, 20, &b""[..])
+        );
         let r = data("chr2   5  \t 9   name\t0.5");
         assert_eq!((r.chrom, r.start, r.end), (&b"chr2"[..], 5, 9));
         assert_eq!(r.rest, b"name\t0.5");
@@ -295,7 +296,14 @@ mod tests {
 
     #[test]
     fn skips_comments_tracks_and_blank_lines() {
-        for line in ["", "   ", "# hi", "track name=x", "browser position chr1", "#chrom\tstart"] {
+        for line in [
+            "",
+            "   ",
+            "# hi",
+            "track name=x",
+            "browser position chr1",
+            "#chrom\tstart",
+        ] {
             assert_eq!(parse_line(line.as_bytes()), Ok(Line::Skip), "{line:?}");
         }
     }
@@ -303,14 +311,50 @@ mod tests {
     #[test]
     fn reports_each_problem() {
         let err = |s: &str| parse_line(s.as_bytes()).err();
-        assert_eq!(err("chr1\t5"), Some(LineProblem::TooFewColumns { found: 2, needed: 3 }));
-        assert_eq!(err("chr1"), Some(LineProblem::TooFewColumns { found: 1, needed: 3 }));
-        assert!(matches!(err("chr1\tx\t5"), Some(LineProblem::NotAnInteger { column: "start", .. })));
-        assert!(matches!(err("chr1\t1\t5.5"), Some(LineProblem::NotAnInteger { column: "end", .. })));
-        assert!(matches!(err("chr1\t-1\t5"), Some(LineProblem::Negative { column: "start", .. })));
-        assert!(matches!(err("chr1\t1\t4294967296"), Some(LineProblem::TooLarge { column: "end", .. })));
-        assert!(matches!(err("chr1\t1\t99999999999999999999"), Some(LineProblem::TooLarge { .. })));
-        assert_eq!(err("chr1\t9\t5"), Some(LineProblem::StartAfterEnd { start: 9, end: 5 }));
+        assert_eq!(
+            err("chr1\t5"),
+            Some(LineProblem::TooFewColumns {
+                found: 2,
+                needed: 3
+            })
+        );
+        assert_eq!(
+            err("chr1"),
+            Some(LineProblem::TooFewColumns {
+                found: 1,
+                needed: 3
+            })
+        );
+        assert!(matches!(
+            err("chr1\tx\t5"),
+            Some(LineProblem::NotAnInteger {
+                column: "start",
+                ..
+            })
+        ));
+        assert!(matches!(
+            err("chr1\t1\t5.5"),
+            Some(LineProblem::NotAnInteger { column: "end", .. })
+        ));
+        assert!(matches!(
+            err("chr1\t-1\t5"),
+            Some(LineProblem::Negative {
+                column: "start",
+                ..
+            })
+        ));
+        assert!(matches!(
+            err("chr1\t1\t4294967296"),
+            Some(LineProblem::TooLarge { column: "end", .. })
+        ));
+        assert!(matches!(
+            err("chr1\t1\t99999999999999999999"),
+            Some(LineProblem::TooLarge { .. })
+        ));
+        assert_eq!(
+            err("chr1\t9\t5"),
+            Some(LineProblem::StartAfterEnd { start: 9, end: 5 })
+        );
         assert_eq!(data("chr1\t0\t4294967295").end, u32::MAX);
     }
 

@@ -96,14 +96,17 @@ impl Config {
                 return Err(config_err(
                     line,
                     format!(
-                        "unknown special token name {:?} (expected one of {})",
+                        "unknown special token {:?} (expected one of {})",
                         s.name,
                         SPECIAL_NAMES.join(", ")
                     ),
                 ));
             };
             if s.token.is_empty() {
-                return Err(config_err(line, format!("special token {:?} is empty", s.name)));
+                return Err(config_err(
+                    line,
+                    format!("special token {:?} is empty", s.name),
+                ));
             }
             special_tokens.0[i] = s.token;
         }
@@ -123,7 +126,10 @@ impl Config {
             self.tokenizer_type.as_str()
         );
         for (name, token) in SPECIAL_NAMES.iter().zip(&self.special_tokens.0) {
-            s.push_str(&format!("    {{ name = \"{name}\", token = {} }},\n", toml_string(token)));
+            s.push_str(&format!(
+                "    {{ name = \"{name}\", token = {} }},\n",
+                toml_string(token)
+            ));
         }
         s.push_str("]\n");
         s
@@ -138,7 +144,9 @@ fn toml_string(s: &str) -> String {
         match ch {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04X}", c as u32))
+            }
             c => out.push(c),
         }
     }

@@ -3,10 +3,12 @@
 //!
 //! All coordinates are 0-based and half-open (`[start, end)`, bp), as in BED.
 
+pub mod batch;
 pub mod bed;
 pub mod config;
 pub mod error;
 pub mod index;
+pub mod pad;
 pub mod parallel;
 pub mod ragged;
 pub mod region;

@@ -55,11 +55,21 @@ mod tests {
             end: e,
             rest: None,
         };
-        let mut v = vec![r("chr2", 5, 9), r("chr1", 7, 8), r("chr1", 7, 7), r("chr1", 2, 100)];
+        let mut v = vec![
+            r("chr2", 5, 9),
+            r("chr1", 7, 8),
+            r("chr1", 7, 7),
+            r("chr1", 2, 100),
+        ];
         v.sort();
         assert_eq!(
             v,
-            vec![r("chr1", 2, 100), r("chr1", 7, 7), r("chr1", 7, 8), r("chr2", 5, 9)]
+            vec![
+                r("chr1", 2, 100),
+                r("chr1", 7, 7),
+                r("chr1", 7, 8),
+                r("chr2", 5, 9)
+            ]
         );
         assert_eq!(r("chr1", 10, 25).width(), 15);
         assert_eq!(r("chr1", 10, 25).to_string(), "chr1:10-25");

@@ -50,9 +50,7 @@ impl RegionSet {
                         .to_owned(),
                 )
             };
-            let chrom = set
-                .intern(rec.chrom)
-                .ok_or_else(|| not_utf8(path, line))?;
+            let chrom = set.intern(rec.chrom).ok_or_else(|| not_utf8(path, line))?;
             set.push_interned(chrom, rec.start, rec.end, rest);
             lines.push(line);
             Ok(())
@@ -88,24 +86,40 @@ impl RegionSet {
     ) -> Result<Self> {
         let n = chroms.len();
         if starts.len() != n || ends.len() != n {
-            return Err(Error::InvalidInput("region columns differ in length".into()));
+            return Err(Error::InvalidInput(
+                "region columns differ in length".into(),
+            ));
         }
         if let Some(i) = chroms.iter().position(|&c| c as usize >= names.len()) {
-            return Err(Error::InvalidInput(format!("region {i}: chromosome index out of range")));
+            return Err(Error::InvalidInput(format!(
+                "region {i}: chromosome index out of range"
+            )));
         }
         if let Some(i) = (0..n).find(|&i| starts[i] > ends[i]) {
             return Err(Error::InvalidInput(format!(
                 "region {i}: {}",
-                LineProblem::StartAfterEnd { start: starts[i], end: ends[i] }
+                LineProblem::StartAfterEnd {
+                    start: starts[i],
+                    end: ends[i]
+                }
             )));
         }
         let mut lookup = HashMap::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
             if lookup.insert(name.as_bytes().into(), i as u32).is_some() {
-                return Err(Error::InvalidInput(format!("chromosome {name:?} named twice")));
+                return Err(Error::InvalidInput(format!(
+                    "chromosome {name:?} named twice"
+                )));
             }
         }
-        Ok(RegionSet { names, lookup, chroms, starts, ends, rest: None })
+        Ok(RegionSet {
+            names,
+            lookup,
+            chroms,
+            starts,
+            ends,
+            rest: None,
+        })
     }
 
     /// Releases spare capacity of the columns.
@@ -173,7 +187,8 @@ impl RegionSet {
         self.len() == other.len()
             && self.starts == other.starts
             && self.ends == other.ends
-            && (0..self.len()).all(|i| self.chrom(i) == other.chrom(i) && self.rest(i) == other.rest(i))
+            && (0..self.len())
+                .all(|i| self.chrom(i) == other.chrom(i) && self.rest(i) == other.rest(i))
     }
 
     /// Forgets the columns after the third.
@@ -353,7 +368,9 @@ mod tests {
         let mut s = set();
         assert_eq!(s.chrom(0), "chr2");
         s.sort();
-        let got: Vec<_> = (0..3).map(|i| s.get(i).expect("in range").to_string()).collect();
+        let got: Vec<_> = (0..3)
+            .map(|i| s.get(i).expect("in range").to_string())
+            .collect();
         assert_eq!(got, ["chr1:10-20", "chr1:30-40", "chr2:5-9"]);
     }
 

@@ -75,9 +75,10 @@ impl<'a> Cursor<'a> {
             .map_err(|_| Error::InvalidInput("tokenizer state holds invalid UTF-8".into()))
     }
     fn u32s(&mut self, n: usize) -> Result<Vec<u32>> {
-        let bytes = self.take(n.checked_mul(4).ok_or_else(|| {
-            Error::InvalidInput("tokenizer state is corrupt".into())
-        })?)?;
+        let bytes = self.take(
+            n.checked_mul(4)
+                .ok_or_else(|| Error::InvalidInput("tokenizer state is corrupt".into()))?,
+        )?;
         Ok(bytes
             .chunks_exact(4)
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
@@ -89,19 +90,27 @@ impl<'a> Cursor<'a> {
 pub fn from_bytes(bytes: &[u8]) -> Result<Tokenizer> {
     let mut c = Cursor(bytes);
     if c.take(4)? != MAGIC || c.take(1)? != [VERSION] {
-        return Err(Error::InvalidInput("not an atacformer tokenizer state".into()));
+        return Err(Error::InvalidInput(
+            "not an atacformer tokenizer state".into(),
+        ));
     }
     let kind = match c.take(1)? {
         [0] => TokenizerType::Bits,
         [1] => TokenizerType::Ailist,
-        _ => return Err(Error::InvalidInput("unknown tokenizer type in state".into())),
+        _ => {
+            return Err(Error::InvalidInput(
+                "unknown tokenizer type in state".into(),
+            ))
+        }
     };
     let mut specials = SpecialTokens::default();
     for s in specials.0.iter_mut() {
         *s = c.string()?;
     }
     let n_names = c.u32()? as usize;
-    let names = (0..n_names).map(|_| c.string()).collect::<Result<Vec<_>>>()?;
+    let names = (0..n_names)
+        .map(|_| c.string())
+        .collect::<Result<Vec<_>>>()?;
     let n = usize::try_from(c.u64()?)
         .map_err(|_| Error::InvalidInput("tokenizer state is corrupt".into()))?;
     let chroms = c.u32s(n)?;
@@ -120,8 +129,12 @@ mod tests {
         let rs = RegionSet::from_columns(&["chr1", "chr2"], &[1, 5], &[3, 9]).expect("valid");
         let mut sp = SpecialTokens::default();
         sp.0[0] = "<UNKNOWN>".into();
-        let tok = Tokenizer::new(Universe::from_regions(rs).expect("valid"), sp, TokenizerType::Ailist)
-            .expect("small");
+        let tok = Tokenizer::new(
+            Universe::from_regions(rs).expect("valid"),
+            sp,
+            TokenizerType::Ailist,
+        )
+        .expect("small");
         let bytes = to_bytes(&tok);
         assert_eq!(from_bytes(&bytes).expect("round trip"), tok);
         for cut in [0, 3, 5, bytes.len() - 1] {

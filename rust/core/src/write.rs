@@ -21,7 +21,10 @@ pub fn write_atomically(
         if path.extension().is_some_and(|e| e == "gz") {
             let mut gz = GzEncoder::new(file, Compression::default());
             fill(&mut gz)?;
-            gz.finish()?.into_inner().map_err(|e| e.into_error())?.sync_all()
+            gz.finish()?
+                .into_inner()
+                .map_err(|e| e.into_error())?
+                .sync_all()
         } else {
             let mut file = file;
             fill(&mut file)?;
