@@ -5,8 +5,10 @@
 
 pub mod batch;
 pub mod bed;
+pub mod bgzf;
 pub mod config;
 pub mod error;
+pub mod fragments;
 pub mod index;
 pub mod pad;
 pub mod parallel;
@@ -20,6 +22,7 @@ pub mod write;
 
 pub use config::{SpecialTokens, TokenizerType, SPECIAL_NAMES};
 pub use error::{Error, LineProblem, Result};
+pub use fragments::{tokenize_fragments, FragmentOptions, FragmentStats, GenomicOrder};
 pub use ragged::Ragged;
 pub use region::Region;
 pub use region_set::RegionSet;

@@ -1,0 +1,367 @@
+//! BGZF, the blocked gzip of bgzip and htslib: a series of gzip members of at most 64 KiB
+//! of data each, whose header carries the member's compressed size in a `BC` extra
+//! subfield. Knowing each block's size up front lets a reader hand whole blocks to
+//! several threads; this module reads raw blocks, inflates one block, and writes BGZF.
+
+use std::io::{self, Read, Write};
+
+use libdeflater::{CompressionLvl, Compressor, Decompressor};
+
+/// Most data bytes one block may hold.
+pub const MAX_BLOCK_DATA: usize = 65536;
+
+/// Data bytes per block written by [`Writer`] (as htslib's `BGZF_BLOCK_SIZE`).
+pub const WRITE_BLOCK_DATA: usize = 0xff00;
+
+/// The empty block that ends a BGZF file.
+pub const EOF_MARKER: [u8; 28] = [
+    0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 0x06, 0, b'B', b'C', 0x02, 0, 0x1b, 0, 0x03, 0, 0,
+    0, 0, 0, 0, 0, 0, 0,
+];
+
+/// Fixed part of a gzip member header: magic, CM, FLG, MTIME, XFL, OS, XLEN.
+const FIXED_HEADER: usize = 12;
+
+/// True when `head` (the first bytes of a file) begins a BGZF block: gzip with an extra
+/// field holding a `BC` subfield of two bytes.
+pub fn is_bgzf(head: &[u8]) -> bool {
+    if head.len() < FIXED_HEADER || head[..3] != [0x1f, 0x8b, 0x08] || head[3] & 0x04 == 0 {
+        return false;
+    }
+    let xlen = usize::from(u16::from_le_bytes([head[10], head[11]]));
+    head.get(FIXED_HEADER..FIXED_HEADER + xlen)
+        .is_some_and(|extra| block_size_field(extra).is_some())
+}
+
+/// The `BSIZE` value (block size minus one) in a gzip extra field, if it has a `BC` subfield.
+fn block_size_field(mut extra: &[u8]) -> Option<u16> {
+    while extra.len() >= 4 {
+        let len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
+        let data = extra.get(4..4 + len)?;
+        if extra[..2] == *b"BC" && len == 2 {
+            return Some(u16::from_le_bytes([data[0], data[1]]));
+        }
+        extra = &extra[4 + len..];
+    }
+    None
+}
+
+/// Where one raw block sits in a buffer of raw blocks, and how much data it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockSpan {
+    /// Offset of the block's first byte in the raw buffer.
+    pub start: usize,
+    /// Compressed size of the whole block (header and trailer included), bytes.
+    pub len: usize,
+    /// Uncompressed size (the block's `ISIZE`), bytes.
+    pub data_len: usize,
+}
+
+/// Reads whole raw BGZF blocks from a byte stream without inflating them.
+pub struct BlockReader<R> {
+    inner: R,
+    /// Compressed offset of the next block, for messages.
+    offset: u64,
+    last_was_empty: bool,
+    started: bool,
+}
+
+impl<R: Read> BlockReader<R> {
+    pub fn new(inner: R) -> Self {
+        BlockReader {
+            inner,
+            offset: 0,
+            last_was_empty: false,
+            started: false,
+        }
+    }
+
+    /// Appends the next block to `raw` and says where it is; `Ok(None)` at the end of the
+    /// stream. Errors are messages about corrupt or truncated input (or I/O failures).
+    pub fn read_block(&mut self, raw: &mut Vec<u8>) -> Result<Option<BlockSpan>, String> {
+        let start = raw.len();
+        let mut header = [0u8; FIXED_HEADER];
+        let got = read_full(&mut self.inner, &mut header).map_err(|e| e.to_string())?;
+        if got == 0 {
+            if self.started && !self.last_was_empty {
+                return Err(format!(
+                    "the file ends at byte {} without the BGZF end-of-file marker (truncated?)",
+                    self.offset
+                ));
+            }
+            return Ok(None);
+        }
+        self.started = true;
+        let at = self.offset;
+        if got < FIXED_HEADER {
+            return Err(format!("truncated BGZF block header at byte {at}"));
+        }
+        if header[..3] != [0x1f, 0x8b, 0x08] || header[3] & 0x04 == 0 {
+            return Err(format!("not a BGZF block at byte {at}"));
+        }
+        let xlen = usize::from(u16::from_le_bytes([header[10], header[11]]));
+        raw.extend_from_slice(&header);
+        raw.resize(start + FIXED_HEADER + xlen, 0);
+        self.fill(&mut raw[start + FIXED_HEADER..], at)?;
+        let Some(bsize) = block_size_field(&raw[start + FIXED_HEADER..]) else {
+            return Err(format!("gzip member at byte {at} has no BGZF block size"));
+        };
+        let len = usize::from(bsize) + 1;
+        if len < FIXED_HEADER + xlen + 8 {
+            return Err(format!(
+                "BGZF block at byte {at} is too small ({len} bytes)"
+            ));
+        }
+        raw.resize(start + len, 0);
+        self.fill(&mut raw[start + FIXED_HEADER + xlen..], at)?;
+        let t = &raw[start + len - 4..];
+        let data_len = u32::from_le_bytes([t[0], t[1], t[2], t[3]]) as usize;
+        if data_len > MAX_BLOCK_DATA {
+            return Err(format!(
+                "BGZF block at byte {at} claims {data_len} data bytes (at most {MAX_BLOCK_DATA})"
+            ));
+        }
+        self.offset += len as u64;
+        self.last_was_empty = data_len == 0;
+        Ok(Some(BlockSpan {
+            start,
+            len,
+            data_len,
+        }))
+    }
+
+    fn fill(&mut self, buf: &mut [u8], at: u64) -> Result<(), String> {
+        let got = read_full(&mut self.inner, buf).map_err(|e| e.to_string())?;
+        if got < buf.len() {
+            return Err(format!("truncated BGZF block at byte {at}"));
+        }
+        Ok(())
+    }
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Inflates one raw block into `out`, which must be exactly its `ISIZE` long; checks the
+/// CRC32 and size.
+pub fn inflate_block(d: &mut Decompressor, block: &[u8], out: &mut [u8]) -> Result<(), String> {
+    match d.gzip_decompress(block, out) {
+        Ok(n) if n == out.len() => Ok(()),
+        Ok(n) => Err(format!(
+            "BGZF block holds {n} bytes but its trailer says {}",
+            out.len()
+        )),
+        Err(e) => Err(format!("corrupt BGZF block ({e:?})")),
+    }
+}
+
+/// Appends one BGZF block holding `data` (at most [`WRITE_BLOCK_DATA`] bytes) to `out`.
+pub fn encode_block(c: &mut Compressor, data: &[u8], out: &mut Vec<u8>) -> io::Result<()> {
+    if data.len() > WRITE_BLOCK_DATA {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a BGZF block holds at most 65280 bytes",
+        ));
+    }
+    let start = out.len();
+    out.resize(start + 18, 0);
+    out[start..start + 16].copy_from_slice(&[
+        0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 0x06, 0, b'B', b'C', 0x02, 0,
+    ]);
+    let bound = c.deflate_compress_bound(data.len());
+    out.resize(start + 18 + bound, 0);
+    let n = match c.deflate_compress(data, &mut out[start + 18..]) {
+        Ok(n) if n + 26 <= MAX_BLOCK_DATA => n,
+        // Incompressible data: store it instead (a stored block adds 5 bytes).
+        _ => {
+            let mut stored = Compressor::new(
+                CompressionLvl::new(0)
+                    .map_err(|_| io::Error::other("libdeflate has no level 0"))?,
+            );
+            stored
+                .deflate_compress(data, &mut out[start + 18..])
+                .map_err(|e| io::Error::other(format!("{e:?}")))?
+        }
+    };
+    out.truncate(start + 18 + n);
+    let bsize =
+        u16::try_from(n + 25).map_err(|_| io::Error::other("BGZF block does not fit in 64 KiB"))?;
+    out[start + 16..start + 18].copy_from_slice(&bsize.to_le_bytes());
+    out.extend_from_slice(&libdeflater::crc32(data).to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    Ok(())
+}
+
+/// Writes BGZF: blocks of up to `block_data` bytes, then the end-of-file marker on
+/// [`Writer::finish`].
+pub struct Writer<W: Write> {
+    inner: W,
+    pending: Vec<u8>,
+    block_data: usize,
+    compressor: Compressor,
+    out: Vec<u8>,
+}
+
+impl<W: Write> Writer<W> {
+    /// A writer with htslib's block size and compression level `level` (0-12).
+    pub fn new(inner: W, level: i32) -> io::Result<Self> {
+        Self::with_block_size(inner, level, WRITE_BLOCK_DATA)
+    }
+
+    /// A writer whose blocks hold at most `block_data` bytes (1 to 65280); small blocks
+    /// are useful to test lines that span blocks.
+    pub fn with_block_size(inner: W, level: i32, block_data: usize) -> io::Result<Self> {
+        let lvl = CompressionLvl::new(level)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "compression level 0-12"))?;
+        if !(1..=WRITE_BLOCK_DATA).contains(&block_data) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "BGZF block size must be 1 to 65280 bytes",
+            ));
+        }
+        Ok(Writer {
+            inner,
+            pending: Vec::with_capacity(block_data),
+            block_data,
+            compressor: Compressor::new(lvl),
+            out: Vec::new(),
+        })
+    }
+
+    fn flush_block(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.out.clear();
+        encode_block(&mut self.compressor, &self.pending, &mut self.out)?;
+        self.inner.write_all(&self.out)?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Writes the last block and the end-of-file marker, and returns the inner writer.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.flush_block()?;
+        self.inner.write_all(&EOF_MARKER)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Writer<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let room = self.block_data - self.pending.len();
+        let n = room.min(buf.len());
+        self.pending.extend_from_slice(&buf[..n]);
+        if self.pending.len() == self.block_data {
+            self.flush_block()?;
+        }
+        Ok(n)
+    }
+
+    /// Flushes the inner writer; the partial block stays pending so blocks stay full.
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_bgzf(data: &[u8], block: usize) -> Vec<u8> {
+        let mut w = Writer::with_block_size(Vec::new(), 6, block).expect("valid settings");
+        w.write_all(data).expect("in memory");
+        w.finish().expect("in memory")
+    }
+
+    fn read_all(file: &[u8]) -> Result<Vec<u8>, String> {
+        let mut r = BlockReader::new(file);
+        let mut raw = Vec::new();
+        let mut out = Vec::new();
+        let mut d = Decompressor::new();
+        while let Some(span) = r.read_block(&mut raw)? {
+            let at = out.len();
+            out.resize(at + span.data_len, 0);
+            inflate_block(
+                &mut d,
+                &raw[span.start..span.start + span.len],
+                &mut out[at..],
+            )?;
+        }
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trips_and_is_readable_as_multi_member_gzip() {
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let file = write_bgzf(&data, WRITE_BLOCK_DATA);
+        assert!(is_bgzf(&file));
+        assert!(file.ends_with(&EOF_MARKER));
+        assert_eq!(read_all(&file).expect("valid"), data);
+        let mut via_flate = Vec::new();
+        flate2::read::MultiGzDecoder::new(&file[..])
+            .read_to_end(&mut via_flate)
+            .expect("valid gzip");
+        assert_eq!(via_flate, data);
+        // Tiny blocks too.
+        assert_eq!(
+            read_all(&write_bgzf(&data[..5000], 7)).expect("valid"),
+            &data[..5000]
+        );
+    }
+
+    #[test]
+    fn incompressible_data_is_stored() {
+        let mut x = 0x1234_5678_u32;
+        let data: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        assert_eq!(
+            read_all(&write_bgzf(&data, WRITE_BLOCK_DATA)).expect("valid"),
+            data
+        );
+    }
+
+    #[test]
+    fn plain_gzip_is_not_bgzf() {
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"hello").expect("in memory");
+        let gz = enc.finish().expect("in memory");
+        assert!(!is_bgzf(&gz));
+        assert!(!is_bgzf(b"chr1\t1\t2\n"));
+        assert!(is_bgzf(&EOF_MARKER));
+    }
+
+    #[test]
+    fn truncation_and_corruption_are_errors() {
+        let data = b"chr1\t10\t20\tAAAC-1\t1\n".repeat(5000);
+        let file = write_bgzf(&data, 1000);
+        // Cut inside a block, at a block boundary (no EOF marker), and in the header.
+        for cut in [file.len() / 2, file.len() - EOF_MARKER.len(), 5] {
+            assert!(read_all(&file[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut bad = file.clone();
+        bad[20] ^= 0x55; // inside the first block's deflate data
+        assert!(read_all(&bad).is_err());
+        assert_eq!(read_all(&[]).expect("empty input"), b"");
+    }
+}
