@@ -1,1 +1,78 @@
-fn main() {}
+//! Criterion benches of the core: building a universe index and tokenizing region sets.
+//!
+//! `cargo bench -p atacformer-core --bench tokenize`. Data is synthetic: regions spread
+//! uniformly over 24 chromosomes of 100 Mb, generated in memory at start-up.
+
+use std::hint::black_box;
+
+use atacformer_core::{RegionSet, SpecialTokens, Tokenizer, TokenizerType, Universe};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+/// Deterministic SplitMix64 stream.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+fn regions(n: usize, width: (u32, u32), seed: u64, unique: bool) -> RegionSet {
+    let mut rng = Rng(seed);
+    let names: Vec<String> = (1..=24).map(|i| format!("chr{i}")).collect();
+    let mut rows: Vec<(usize, u32, u32)> = (0..n)
+        .map(|_| {
+            let c = (rng.next() % 24) as usize;
+            let w = width.0 + (rng.next() % u64::from(width.1 - width.0)) as u32;
+            let s = (rng.next() % 100_000_000) as u32;
+            (c, s, s + w)
+        })
+        .collect();
+    if unique {
+        rows.sort_unstable();
+        rows.dedup();
+    }
+    let chroms: Vec<&str> = rows.iter().map(|r| names[r.0].as_str()).collect();
+    let starts: Vec<u32> = rows.iter().map(|r| r.1).collect();
+    let ends: Vec<u32> = rows.iter().map(|r| r.2).collect();
+    RegionSet::from_columns(&chroms, &starts, &ends).expect("generated regions are valid")
+}
+
+fn bench(c: &mut Criterion) {
+    let universe = regions(1_000_000, (200, 1500), 1, true);
+    let queries = regions(1_000_000, (100, 1000), 2, false);
+    let mut sorted = queries.clone();
+    sorted.sort();
+    let tok = Tokenizer::new(
+        Universe::from_regions(universe.clone()).expect("valid universe"),
+        SpecialTokens::default(),
+        TokenizerType::Bits,
+    )
+    .expect("fits");
+
+    let mut g = c.benchmark_group("universe");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(universe.len() as u64));
+    g.bench_function("build_index_1m", |b| {
+        b.iter(|| Universe::from_regions(black_box(universe.clone())))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("tokenize");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(queries.len() as u64));
+    g.bench_function("random_order_1m", |b| {
+        b.iter(|| tok.tokenize_set::<i64>(black_box(&queries)))
+    });
+    g.bench_function("sorted_1m", |b| {
+        b.iter(|| tok.tokenize_set::<i64>(black_box(&sorted)))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -25,7 +25,8 @@ def _case(tmp_path: Path, n_cells: int = 12):
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
 def test_dataloader_workers(tmp_path: Path, context: str):
-    torch = pytest.importorskip("torch")
+    import torch
+
     from workers import CellDataset
 
     tok, universe, cells = _case(tmp_path)

@@ -23,12 +23,7 @@ pub fn tokenize_batch(tok: &Tokenizer, cells: &[Cell<'_>]) -> Result<(Vec<i32>, 
     });
     let mut offsets = Vec::with_capacity(cells.len() + 1);
     offsets.push(0i64);
-    let mut total = 0usize;
-    for r in &per_cell {
-        if let Ok(ids) = r {
-            total += ids.len();
-        }
-    }
+    let total = per_cell.iter().flatten().map(Vec::len).sum();
     let mut ids = Vec::with_capacity(total);
     for r in per_cell {
         ids.extend_from_slice(&r?);
