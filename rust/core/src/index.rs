@@ -1,7 +1,8 @@
 //! The overlap index over a universe.
 //!
-//! Per chromosome, regions are split into groups by width class (a class spans a factor of
-//! 16 in width), and each group is one flat array sorted by (start, end). A region `[s, e)`
+//! Per chromosome, regions are split into groups of similar width (a group's widest region
+//! is at most 16 times, or 4 kb more than, its narrowest), and each group is one flat array
+//! sorted by (start, end). A region `[s, e)`
 //! of a group whose widest region is `w` bp can overlap `[qs, qe)` only if
 //! `qs - w < s < qe`, so the first candidate is found and a forward scan stops at the first
 //! start `>= qe`. A bin table (one entry per `2^shift` bp, about one bin per region) turns
@@ -17,10 +18,10 @@ struct Entry {
     id: u32,
 }
 
-/// Regions of one width class on one chromosome, sorted by (start, end).
+/// Regions of similar width on one chromosome, sorted by (start, end).
 #[derive(Debug, Clone, Default)]
 struct Group {
-    class: usize,
+    min_width: u32,
     max_width: u32,
     /// `bins[b]` is the index of the first entry with `start >= b << shift`.
     shift: u32,
@@ -105,12 +106,37 @@ pub struct Scratch {
     hits: Vec<Entry>,
 }
 
-/// Width class: widths within a factor of 16 share a class (0 bp is class 0).
-fn width_class(start: u32, end: u32) -> usize {
-    (u32::BITS - (end - start).leading_zeros()).div_ceil(4) as usize
+/// Widest region, in bp, that shares a group whose narrowest region is `w` bp: 16 times as
+/// wide, and never less than 4 kb wider, so one scan wastes at most a few entries.
+fn group_limit(w: u32) -> u32 {
+    w.saturating_mul(16).max(w.saturating_add(4096))
 }
 
-const N_CLASSES: usize = 9;
+/// Splits one chromosome's regions into groups of similar width, narrowest first.
+fn split_by_width(entries: Vec<Entry>) -> Vec<Group> {
+    let mut widths: Vec<u32> = entries.iter().map(|e| e.end - e.start).collect();
+    widths.sort_unstable();
+    let mut mins: Vec<u32> = Vec::new();
+    for w in widths {
+        if mins.last().is_none_or(|&m| w > group_limit(m)) {
+            mins.push(w);
+        }
+    }
+    let mut groups: Vec<Group> = mins
+        .iter()
+        .map(|&m| Group {
+            min_width: m,
+            ..Group::default()
+        })
+        .collect();
+    for e in entries {
+        let w = e.end - e.start;
+        let g = &mut groups[mins.partition_point(|&m| m <= w) - 1];
+        g.max_width = g.max_width.max(w);
+        g.entries.push(e);
+    }
+    groups
+}
 
 /// Two regions with the same chromosome, start and end (ids in file order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,21 +154,15 @@ impl OverlapIndex {
         starts: &[u32],
         ends: &[u32],
     ) -> Result<Self, Duplicate> {
-        let mut groups: Vec<Vec<Group>> = (0..n_chroms)
-            .map(|_| (0..N_CLASSES).map(|_| Group::default()).collect())
-            .collect();
+        let mut per_chrom: Vec<Vec<Entry>> = vec![Vec::new(); n_chroms];
         for (id, &c) in chroms.iter().enumerate() {
-            let (s, e) = (starts[id], ends[id]);
-            let class = width_class(s, e);
-            let g = &mut groups[c as usize][class];
-            g.class = class;
-            g.max_width = g.max_width.max(e - s);
-            g.entries.push(Entry {
-                start: s,
-                end: e,
+            per_chrom[c as usize].push(Entry {
+                start: starts[id],
+                end: ends[id],
                 id: id as u32,
             });
         }
+        let groups = per_chrom.into_iter().map(split_by_width);
         let mut duplicate: Option<Duplicate> = None;
         let mut index = OverlapIndex {
             chroms: Vec::with_capacity(n_chroms),
@@ -150,9 +170,6 @@ impl OverlapIndex {
         for chrom_groups in groups {
             let mut kept = Vec::new();
             for mut g in chrom_groups {
-                if g.entries.is_empty() {
-                    continue;
-                }
                 g.entries.sort_unstable();
                 for pair in g.entries.windows(2) {
                     if (pair[0].start, pair[0].end) == (pair[1].start, pair[1].end) {
@@ -264,8 +281,11 @@ impl OverlapIndex {
             return None;
         }
         let ci = self.chroms.get(chrom as usize)?;
-        let class = width_class(start, end);
-        let g = ci.groups.iter().find(|g| g.class == class)?;
+        let w = end - start;
+        let g = &ci.groups[ci
+            .groups
+            .partition_point(|g| g.min_width <= w)
+            .checked_sub(1)?];
         let i = g
             .entries
             .partition_point(|e| (e.start, e.end) < (start, end));

@@ -226,13 +226,13 @@ impl Tokenizer {
             .iter()
             .map(|n| self.universe.chrom_id(n.as_bytes()).unwrap_or(u32::MAX))
             .collect();
+        let mut scratch = Scratch::default();
         let queries = set
             .chrom_indices()
             .iter()
             .zip(set.starts())
             .zip(set.ends())
             .map(|((&c, &s), &e)| (chrom_map[c as usize], s, e));
-        let mut scratch = Scratch::default();
         self.universe
             .overlaps_many(queries, &mut scratch, |id| out.push(T::from_id(id)));
         self.unk_if_empty(out, before);
