@@ -1,0 +1,98 @@
+"""`AtacformerConfig`: the hyper-parameters of an Atacformer checkpoint (its ``config.json``).
+
+Defaults describe the published vocabulary (890,711 ids: 890,704 universe regions followed by
+the special tokens unk, pad, mask, cls, eos, bos, sep). Importing this module needs
+transformers but not torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig
+
+try:  # transformers >= 4.56 spells it PreTrainedConfig; 4.5x has only PretrainedConfig
+    from transformers import PreTrainedConfig as _BaseConfig
+except ImportError:  # pragma: no cover - depends on the installed transformers
+    from transformers import PretrainedConfig as _BaseConfig
+
+__all__ = ["AtacformerConfig"]
+
+
+class AtacformerConfig(_BaseConfig):
+    """Configuration of an Atacformer encoder and its task heads.
+
+    Shape: ``vocab_size`` ids, ``hidden_size`` H, ``intermediate_size`` I (feed-forward),
+    ``num_hidden_layers`` post-LayerNorm encoder layers of ``num_attention_heads`` heads, and
+    ``max_position_embeddings`` learned positions, added only when ``use_pos_embeddings``.
+
+    Batch correction: ``num_batches`` experimental batches to predict (required by
+    ``AtacformerForUnsupervisedBatchCorrection``), ``lambda_adv`` weight of the adversarial
+    loss, ``grl_alpha`` gradient-reversal scale, ``bc_unfreeze_last_n_layers`` encoder layers
+    left trainable.
+    """
+
+    model_type = "atacformer"
+
+    def __init__(
+        self,
+        use_pos_embeddings: bool = True,
+        vocab_size: int = 890711,
+        max_position_embeddings: int = 8192,
+        hidden_size: int = 384,
+        intermediate_size: int = 1536,
+        num_hidden_layers: int = 6,
+        num_attention_heads: int = 8,
+        pad_token_id: int = 890705,
+        eos_token_id: int = 890708,
+        bos_token_id: int = 890709,
+        cls_token_id: int = 890707,
+        sep_token_id: int = 890710,
+        sparse_prediction: bool = True,
+        norm_eps: float = 1e-5,
+        embedding_dropout: float = 0.0,
+        initializer_range: float = 0.02,
+        initializer_cutoff_factor: float = 2.0,
+        tie_word_embeddings: bool = True,
+        num_batches: int | None = None,
+        lambda_adv: float = 1.0,
+        grl_alpha: float = 1.0,
+        bc_unfreeze_last_n_layers: int = 2,
+        **kwargs: Any,
+    ) -> None:
+        if hidden_size % num_attention_heads != 0:
+            raise ValueError(
+                f"hidden_size ({hidden_size}) must be a multiple of "
+                f"num_attention_heads ({num_attention_heads})"
+            )
+        self.use_pos_embeddings = use_pos_embeddings
+        self.vocab_size = vocab_size
+        self.max_position_embeddings = max_position_embeddings
+        self.hidden_size = hidden_size
+        self.intermediate_size = intermediate_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.sparse_prediction = sparse_prediction
+        self.norm_eps = norm_eps
+        self.embedding_dropout = embedding_dropout
+        self.initializer_range = initializer_range
+        self.initializer_cutoff_factor = initializer_cutoff_factor
+        self.num_batches = num_batches
+        self.lambda_adv = lambda_adv
+        self.grl_alpha = grl_alpha
+        self.bc_unfreeze_last_n_layers = bc_unfreeze_last_n_layers
+        token_ids = {
+            "pad_token_id": pad_token_id,
+            "eos_token_id": eos_token_id,
+            "bos_token_id": bos_token_id,
+            "cls_token_id": cls_token_id,
+            "sep_token_id": sep_token_id,
+        }
+        super().__init__(**token_ids, tie_word_embeddings=tie_word_embeddings, **kwargs)
+        # Set again after super(): 4.5x resets some token ids there, 5.x may not keep cls/sep.
+        for name, value in token_ids.items():
+            setattr(self, name, value)
+        self.tie_word_embeddings = tie_word_embeddings
+
+
+AutoConfig.register("atacformer", AtacformerConfig, exist_ok=True)
