@@ -64,3 +64,43 @@ def synthetic_cells(
             types.append(t)
     order = rng.permutation(len(cells))
     return [cells[i] for i in order], np.asarray(types)[order], n_regions
+
+
+def stock_encoder(model):
+    """A ``torch.nn.TransformerEncoder`` holding ``model``'s encoder weights (loaded strictly)."""
+    import torch
+
+    cfg = model.config
+    layer = torch.nn.TransformerEncoderLayer(
+        cfg.hidden_size,
+        cfg.num_attention_heads,
+        cfg.intermediate_size,
+        dropout=0.1,
+        batch_first=True,
+    )
+    enc = torch.nn.TransformerEncoder(layer, cfg.num_hidden_layers, enable_nested_tensor=False)
+    enc.load_state_dict(model.base_model.encoder.state_dict(), strict=True)
+    return enc.eval()
+
+
+def oracle_tokens(model, cells):
+    """Brute force: each cell alone through the stock encoder; a list of ``[n_i, H]`` arrays."""
+    import torch
+
+    enc = stock_encoder(model)
+    emb = model.base_model.embeddings
+    out = []
+    with torch.no_grad():
+        for cell in cells:
+            ids = torch.as_tensor(np.asarray(cell, dtype=np.int64)).reshape(1, -1)
+            x = emb.token_embeddings(ids)
+            if model.config.use_pos_embeddings:
+                x = x + emb.position_embeddings(torch.arange(ids.shape[1]))[None]
+            out.append(enc(x)[0].numpy() if ids.shape[1] else np.zeros((0, x.shape[-1])))
+    return out
+
+
+def oracle_pooled(model, cells):
+    """Brute-force cell embeddings ``[n_cells, H]``: the plain mean of :func:`oracle_tokens`."""
+    h = model.config.hidden_size
+    return np.stack([t.mean(0) if len(t) else np.zeros(h) for t in oracle_tokens(model, cells)])
