@@ -9,6 +9,7 @@ pub mod bgzf;
 pub mod config;
 pub mod error;
 pub mod fragments;
+pub mod gather;
 pub mod index;
 pub mod pad;
 pub mod parallel;

@@ -1,0 +1,792 @@
+//! Tokenization of a cells x peaks matrix (AnnData) by gathering: each peak is mapped to its
+//! universe ids once ([`peak_table`]), then each cell takes the union of the ids of its
+//! accessible peaks.
+//!
+//! The matrix comes as CSR arrays (`indptr`, `indices`, optional `data`), in any integer
+//! type NumPy uses for them. An entry is accessible when it is stored and, if `data` is
+//! given, nonzero; column indices need not be sorted and may repeat. A cell's ids are
+//! unique and in ascending genomic order (see [`crate::GenomicOrder`]); a cell with none gets
+//! `[unk]`. Special-token ids in the peak table are ignored.
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::index::Scratch;
+use crate::parallel;
+use crate::ragged::Ragged;
+use crate::region_set::RegionSet;
+use crate::tokenizer::{Special, Tokenizer};
+
+/// Integer types of CSR `indptr` and `indices`.
+pub trait CsrIndex: Copy + Send + Sync {
+    /// The value as an index, or `None` when negative or too large.
+    fn to_index(self) -> Option<usize>;
+}
+
+macro_rules! csr_index {
+    ($($t:ty),*) => {$(
+        impl CsrIndex for $t {
+            #[inline]
+            fn to_index(self) -> Option<usize> {
+                usize::try_from(self).ok()
+            }
+        }
+    )*};
+}
+csr_index!(i32, i64, u32, u64, usize);
+
+/// Element types of CSR `data`: which stored values count as accessible.
+pub trait Stored: Copy + Send + Sync {
+    fn is_nonzero(self) -> bool;
+}
+
+macro_rules! stored_num {
+    ($($t:ty),*) => {$(
+        impl Stored for $t {
+            #[inline]
+            fn is_nonzero(self) -> bool {
+                self != (0 as $t)
+            }
+        }
+    )*};
+}
+stored_num!(i8, i16, i32, i64, u8, u16, u32, u64, f32, f64);
+
+impl Stored for bool {
+    #[inline]
+    fn is_nonzero(self) -> bool {
+        self
+    }
+}
+
+/// A CSR matrix of cells (rows) x peaks (columns), borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Csr<'a, P, I, D> {
+    /// Row `r` holds entries `indptr[r]..indptr[r + 1]`; length `n_rows + 1`.
+    pub indptr: &'a [P],
+    /// Column (peak) index of each entry.
+    pub indices: &'a [I],
+    /// Stored values; `None` when every stored entry counts as accessible.
+    pub data: Option<&'a [D]>,
+}
+
+/// Universe ids of each peak: peak `p` owns `ids[offsets[p]..offsets[p + 1]]`.
+#[derive(Debug, Clone, Copy)]
+pub struct PeakTable<'a> {
+    pub ids: &'a [i32],
+    pub offsets: &'a [i64],
+}
+
+/// The universe ids overlapping each peak (no `[unk]` for a peak that overlaps nothing),
+/// as a flat id array and offsets of length `n_peaks + 1`.
+pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> (Vec<i32>, Vec<i64>) {
+    let universe = tok.universe();
+    let chrom_map: Vec<Option<u32>> = peaks
+        .chrom_names()
+        .iter()
+        .map(|n| universe.chrom_id(n.as_bytes()))
+        .collect();
+    let mut scratch = Scratch::default();
+    let mut ids = Vec::with_capacity(peaks.len());
+    let mut offsets = Vec::with_capacity(peaks.len() + 1);
+    offsets.push(0);
+    for ((&c, &s), &e) in peaks
+        .chrom_indices()
+        .iter()
+        .zip(peaks.starts())
+        .zip(peaks.ends())
+    {
+        if let Some(c) = chrom_map[c as usize] {
+            universe.overlaps(c, s, e, &mut scratch, |id| ids.push(id as i32));
+        }
+        offsets.push(ids.len() as i64);
+    }
+    (ids, offsets)
+}
+
+/// Marks an empty slot of [`LocalTable::slots`].
+const NO_ID: u32 = u32::MAX;
+/// Flag of a second slot that points into [`LocalTable::many`].
+const MANY: u32 = 1 << 31;
+
+/// Peak table translated to dense local ranks: only the universe regions some peak
+/// touches, numbered in genomic order.
+struct LocalTable {
+    /// Per peak, its first two local ranks ([`NO_ID`] when absent); a peak with more has
+    /// `MANY | i` second, where `many[i]` counts the ranks after the first and they
+    /// follow. Most peaks overlap one or two regions, so one 8-byte read serves them.
+    slots: Vec<[u32; 2]>,
+    many: Vec<u32>,
+    /// Number of local ranks per peak, saturated at 255 (look at `slots` then): a small
+    /// array for the pass that bounds each job's output.
+    counts: Vec<u8>,
+    /// Universe id of each local rank.
+    ids: Vec<u32>,
+}
+
+impl LocalTable {
+    #[inline]
+    fn count(&self, p: usize) -> usize {
+        match self.counts[p] {
+            255 => {
+                let i = (self.slots[p][1] & !MANY) as usize;
+                1 + self.many[i] as usize
+            }
+            c => usize::from(c),
+        }
+    }
+}
+
+fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
+    let n = tok.universe().len();
+    let vocab = tok.vocab_size() as i64;
+    let offsets = peaks.offsets;
+    if offsets.first() != Some(&0) || offsets.last() != Some(&(peaks.ids.len() as i64)) {
+        return Err(Error::InvalidInput(format!(
+            "peak table offsets must start at 0 and end at the number of ids ({})",
+            peaks.ids.len()
+        )));
+    }
+    if let Some(w) = offsets.windows(2).position(|w| w[0] > w[1]) {
+        return Err(Error::InvalidInput(format!(
+            "peak table offsets decrease at peak {w}"
+        )));
+    }
+    for (i, &id) in peaks.ids.iter().enumerate() {
+        if !(0..vocab).contains(&i64::from(id)) {
+            return Err(Error::InvalidInput(format!(
+                "peak table id {id} at position {i} is not in the vocabulary (0..{vocab})"
+            )));
+        }
+    }
+    // Rank the ids the peaks use in genomic order by sorting the table's entries by
+    // (chromosome name, start, end), without touching the rest of the universe. Peaks
+    // usually come in genomic order, so the entries are nearly sorted already.
+    let regions = tok.universe().regions();
+    let names = regions.chrom_names();
+    let mut by_name: Vec<usize> = (0..names.len()).collect();
+    by_name.sort_by(|&a, &b| names[a].as_bytes().cmp(names[b].as_bytes()));
+    let mut chrom_rank = vec![0u32; names.len()];
+    for (r, &c) in by_name.iter().enumerate() {
+        chrom_rank[c] = r as u32;
+    }
+    let (chroms, starts, ends) = (regions.chrom_indices(), regions.starts(), regions.ends());
+    let mut keyed: Vec<(u32, u32, u32, u32, u32)> = peaks
+        .ids
+        .iter()
+        .enumerate()
+        .filter(|&(_, &id)| (id as usize) < n)
+        .map(|(i, &id)| {
+            let u = id as usize;
+            (
+                chrom_rank[chroms[u] as usize],
+                starts[u],
+                ends[u],
+                id as u32,
+                i as u32,
+            )
+        })
+        .collect();
+    if !insertion_sort_bounded(&mut keyed) {
+        keyed.sort_unstable();
+    }
+    // Local rank of each entry of the peak table (special ids keep NO_ID).
+    let mut local_of = vec![NO_ID; peaks.ids.len()];
+    let mut ids: Vec<u32> = Vec::new();
+    for &(_, _, _, id, i) in &keyed {
+        if ids.last() != Some(&id) {
+            ids.push(id);
+        }
+        local_of[i as usize] = (ids.len() - 1) as u32;
+    }
+    let n_peaks = offsets.len() - 1;
+    let mut slots = Vec::with_capacity(n_peaks);
+    let mut many = Vec::new();
+    let mut mine = Vec::new();
+    for w in offsets.windows(2) {
+        mine.clear();
+        mine.extend(
+            local_of[w[0] as usize..w[1] as usize]
+                .iter()
+                .filter(|&&l| l != NO_ID),
+        );
+        mine.sort_unstable();
+        mine.dedup();
+        slots.push(match mine.as_slice() {
+            [] => [NO_ID, NO_ID],
+            &[a] => [a, NO_ID],
+            &[a, b] => [a, b],
+            [a, rest @ ..] => {
+                let at = u32::try_from(many.len())
+                    .ok()
+                    .filter(|&i| i < MANY)
+                    .ok_or_else(|| Error::InvalidInput("peak table too large".into()))?;
+                many.push(rest.len() as u32);
+                many.extend_from_slice(rest);
+                [*a, MANY | at]
+            }
+        });
+    }
+    let counts = slots
+        .iter()
+        .map(|&[a, b]| match (a, b) {
+            (NO_ID, _) => 0,
+            (_, NO_ID) => 1,
+            (_, b) if b & MANY == 0 => 2,
+            (_, b) => u8::try_from(1 + many[(b & !MANY) as usize]).unwrap_or(255),
+        })
+        .collect();
+    Ok(LocalTable {
+        slots,
+        many,
+        counts,
+        ids,
+    })
+}
+
+/// For each row of a CSR matrix, the union of the universe ids of its accessible peaks,
+/// unique, in ascending genomic order; `[unk]` for a row with none. Rows are named by
+/// `names` (e.g. `obs_names`) or, when `None`, by their index.
+pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
+    tok: &Tokenizer,
+    matrix: &Csr<'_, P, I, D>,
+    peaks: &PeakTable<'_>,
+    names: Option<Vec<String>>,
+) -> Result<Ragged> {
+    let Some(n_rows) = matrix.indptr.len().checked_sub(1) else {
+        return Err(Error::InvalidInput(
+            "indptr is empty (it has n_rows + 1 entries)".into(),
+        ));
+    };
+    let n_peaks = peaks.offsets.len().saturating_sub(1);
+    if let Some(data) = matrix.data {
+        if data.len() != matrix.indices.len() {
+            return Err(Error::InvalidInput(format!(
+                "data has {} entries but indices has {}",
+                data.len(),
+                matrix.indices.len()
+            )));
+        }
+    }
+    let mut bounds = Vec::with_capacity(matrix.indptr.len());
+    for (r, &p) in matrix.indptr.iter().enumerate() {
+        let p = p
+            .to_index()
+            .filter(|&p| p <= matrix.indices.len())
+            .ok_or_else(|| {
+                Error::InvalidInput(format!(
+                    "indptr[{r}] is out of range 0..={}",
+                    matrix.indices.len()
+                ))
+            })?;
+        if bounds.last().is_some_and(|&last| p < last) {
+            return Err(Error::InvalidInput(format!(
+                "indptr decreases at row {}",
+                r - 1
+            )));
+        }
+        bounds.push(p);
+    }
+    let names = match names {
+        Some(n) if n.len() != n_rows => {
+            return Err(Error::InvalidInput(format!(
+                "{} names for {n_rows} rows",
+                n.len()
+            )))
+        }
+        Some(n) => n,
+        None => (0..n_rows).map(|r| r.to_string()).collect(),
+    };
+    let table = local_table(tok, peaks)?;
+    let unk = tok.special_id(Special::Unk) as i32;
+    let threads = parallel::num_threads();
+    let jobs: Vec<std::ops::Range<usize>> = (0..n_rows)
+        .step_by(ROWS_PER_JOB)
+        .map(|a| a..(a + ROWS_PER_JOB).min(n_rows))
+        .collect();
+    let par_map = |f: &(dyn Fn(&std::ops::Range<usize>) -> Result<usize> + Sync)| {
+        if threads > 1 {
+            parallel::install(|| jobs.par_iter().map(f).collect::<Vec<_>>())
+        } else {
+            jobs.iter().map(f).collect()
+        }
+    };
+    // Pass 1: bound each job's output (every id of every accessible peak, plus an unk per
+    // row), checking the indices on the way. Pass 2 then writes each job straight into
+    // its part of the output, in parallel, so no job output is copied and the output's
+    // pages are first touched by several threads (slow in virtual machines).
+    let mut room = Vec::with_capacity(jobs.len() + 1);
+    room.push(0usize);
+    for b in par_map(&|rows| {
+        let mut total = 0;
+        for r in rows.clone() {
+            total += 1;
+            for k in bounds[r]..bounds[r + 1] {
+                if let Some(p) = peak_of(matrix, k, r, n_peaks)? {
+                    total += table.count(p);
+                }
+            }
+        }
+        Ok(total)
+    }) {
+        let total = room.last().copied().unwrap_or(0) + b?;
+        room.push(total);
+    }
+    let mut ids = vec![0i32; room.last().copied().unwrap_or(0)];
+    let mut parts: Vec<&mut [i32]> = Vec::with_capacity(jobs.len());
+    let mut rest = ids.as_mut_slice();
+    for w in room.windows(2) {
+        let (part, tail) = rest.split_at_mut(w[1] - w[0]);
+        parts.push(part);
+        rest = tail;
+    }
+    let mut lens = vec![0usize; n_rows];
+    let mut len_parts: Vec<&mut [usize]> = lens.chunks_mut(ROWS_PER_JOB).collect();
+    let run = |((rows, part), row_lens): (
+        (&std::ops::Range<usize>, &mut &mut [i32]),
+        &mut &mut [usize],
+    )| {
+        gather_rows(
+            matrix,
+            &bounds,
+            &table,
+            n_peaks,
+            unk,
+            rows.clone(),
+            part,
+            row_lens,
+        )
+    };
+    let written: Vec<Result<usize>> = if threads > 1 {
+        parallel::install(|| {
+            jobs.par_iter()
+                .zip(parts.par_iter_mut())
+                .zip(len_parts.par_iter_mut())
+                .map(run)
+                .collect()
+        })
+    } else {
+        jobs.iter()
+            .zip(parts.iter_mut())
+            .zip(len_parts.iter_mut())
+            .map(run)
+            .collect()
+    };
+    // Close the gaps left by duplicate ids.
+    let mut at = 0;
+    for (w, n) in room.windows(2).zip(written) {
+        let n = n?;
+        ids.copy_within(w[0]..w[0] + n, at);
+        at += n;
+    }
+    ids.truncate(at);
+    let mut offsets = Vec::with_capacity(n_rows + 1);
+    offsets.push(0i64);
+    let mut end = 0i64;
+    for len in lens {
+        end += len as i64;
+        offsets.push(end);
+    }
+    let out = Ragged {
+        ids,
+        offsets,
+        names,
+    };
+    Ok(out)
+}
+
+/// The peak of CSR entry `k` of row `r`, or `None` when its stored value is zero.
+#[inline]
+fn peak_of<P: CsrIndex, I: CsrIndex, D: Stored>(
+    matrix: &Csr<'_, P, I, D>,
+    k: usize,
+    r: usize,
+    n_peaks: usize,
+) -> Result<Option<usize>> {
+    if let Some(data) = matrix.data {
+        if !data[k].is_nonzero() {
+            return Ok(None);
+        }
+    }
+    match matrix.indices[k].to_index() {
+        Some(p) if p < n_peaks => Ok(Some(p)),
+        _ => Err(Error::InvalidInput(format!(
+            "column index of entry {k} (row {r}) is out of range 0..{n_peaks}"
+        ))),
+    }
+}
+
+/// The slots of the accessible peaks of row `r`, in entry order. Loading them in a loop
+/// with no branch on their values keeps many cache misses in flight at once.
+fn row_slots<P: CsrIndex, I: CsrIndex, D: Stored>(
+    matrix: &Csr<'_, P, I, D>,
+    table: &LocalTable,
+    n_peaks: usize,
+    r: usize,
+    entries: std::ops::Range<usize>,
+    out: &mut Vec<[u32; 2]>,
+) -> Result<()> {
+    out.clear();
+    for k in entries {
+        if let Some(p) = peak_of(matrix, k, r, n_peaks)? {
+            out.push(table.slots[p]);
+        }
+    }
+    Ok(())
+}
+
+/// Writes the local ranks of `slots` to the front of `buf` (growing it as needed) and
+/// returns how many. Both slots are written unconditionally and the count advanced by how
+/// many are real, so the loop has no branch on the data except for the rare peak with
+/// more than two ranks.
+fn expand(table: &LocalTable, slots: &[[u32; 2]], buf: &mut Vec<u32>) -> usize {
+    if buf.len() < 2 * slots.len() + 2 {
+        buf.resize(2 * slots.len() + 2, 0);
+    }
+    let mut n = 0;
+    for &[a, b] in slots {
+        if b != NO_ID && b & MANY != 0 {
+            let i = (b & !MANY) as usize;
+            let rest = &table.many[i + 1..i + 1 + table.many[i] as usize];
+            let need = n + 1 + rest.len() + 2 * slots.len() + 2;
+            if buf.len() < need {
+                buf.resize(need, 0);
+            }
+            buf[n] = a;
+            buf[n + 1..n + 1 + rest.len()].copy_from_slice(rest);
+            n += 1 + rest.len();
+            continue;
+        }
+        buf[n] = a;
+        buf[n + 1] = b;
+        n += usize::from(a != NO_ID) + usize::from(b != NO_ID);
+    }
+    n
+}
+
+/// Sorts a nearly sorted slice by insertion, the cheapest sort when each value is at most a
+/// few places from home (peaks in genomic order with sorted column indices, the usual
+/// AnnData layout, give ranks out of order only where peaks overlap). Gives up, returning
+/// false, once the work exceeds a few moves per value; the slice is then a permutation of
+/// the input.
+fn insertion_sort_bounded<T: Copy + Ord>(v: &mut [T]) -> bool {
+    let mut budget = 4 * v.len() + 64;
+    for i in 1..v.len() {
+        let x = v[i];
+        if x >= v[i - 1] {
+            continue;
+        }
+        let mut j = i;
+        while j > 0 && v[j - 1] > x {
+            v[j] = v[j - 1];
+            j -= 1;
+        }
+        v[j] = x;
+        budget = match budget.checked_sub(i - j) {
+            Some(b) => b,
+            None => return false,
+        };
+    }
+    true
+}
+
+/// Sorts the local ranks of one row (duplicates may remain): in place when nearly sorted,
+/// else with a bitmap for dense rows or a general sort.
+fn sort_row(v: &mut [u32], words: usize, bits: &mut Vec<u64>) {
+    if insertion_sort_bounded(v) {
+        return;
+    }
+    if v.len() * 4 < words {
+        v.sort_unstable();
+        return;
+    }
+    bits.resize(words, 0);
+    let (mut lo, mut hi) = (usize::MAX, 0usize);
+    for &l in v.iter() {
+        let w = (l / 64) as usize;
+        bits[w] |= 1 << (l % 64);
+        lo = lo.min(w);
+        hi = hi.max(w);
+    }
+    let mut n = 0;
+    if lo <= hi {
+        for (w, word) in bits[lo..=hi].iter_mut().enumerate() {
+            let mut x = std::mem::take(word);
+            while x != 0 {
+                v[n] = ((lo + w) * 64) as u32 + x.trailing_zeros();
+                n += 1;
+                x &= x - 1;
+            }
+        }
+    }
+    // The bitmap removed duplicates; repeat the last rank to keep the length.
+    if let Some(&last) = v[..n].last() {
+        v[n..].fill(last);
+    }
+}
+
+/// Rows per parallel job.
+const ROWS_PER_JOB: usize = 32;
+
+/// Gathers rows `rows` into `out` (which has room for them) and their lengths into
+/// `lens`; returns the number of ids written.
+#[allow(clippy::too_many_arguments)]
+fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
+    matrix: &Csr<'_, P, I, D>,
+    bounds: &[usize],
+    table: &LocalTable,
+    n_peaks: usize,
+    unk: i32,
+    rows: std::ops::Range<usize>,
+    out: &mut [i32],
+    lens: &mut [usize],
+) -> Result<usize> {
+    let words = table.ids.len().div_ceil(64);
+    let mut slots = Vec::new();
+    let mut locals = Vec::new();
+    let mut bits = Vec::new();
+    let mut at = 0;
+    for (r, len) in rows.zip(lens.iter_mut()) {
+        row_slots(
+            matrix,
+            table,
+            n_peaks,
+            r,
+            bounds[r]..bounds[r + 1],
+            &mut slots,
+        )?;
+        let n = expand(table, &slots, &mut locals);
+        let v = &mut locals[..n];
+        sort_row(v, words, &mut bits);
+        let before = at;
+        let mut prev = NO_ID;
+        for &l in v.iter() {
+            if l != prev {
+                out[at] = table.ids[l as usize] as i32;
+                at += 1;
+                prev = l;
+            }
+        }
+        if at == before {
+            out[at] = unk;
+            at += 1;
+        }
+        *len = at - before;
+    }
+    Ok(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fragments::tests::{tokenizer, Rng};
+
+    fn csr<'a>(
+        indptr: &'a [i64],
+        indices: &'a [i32],
+        data: Option<&'a [f32]>,
+    ) -> Csr<'a, i64, i32, f32> {
+        Csr {
+            indptr,
+            indices,
+            data,
+        }
+    }
+
+    fn rows(r: &Ragged) -> Vec<Vec<i32>> {
+        (0..r.len()).map(|i| r.cell(i).to_vec()).collect()
+    }
+
+    #[test]
+    fn hand_checked_rows() {
+        // Genomic order: chr1:0-100 (0), chr1:50-150 (1), chr10:0-100 (3), chr2:0-100 (2).
+        let tok = tokenizer(&[
+            ("chr1", 0, 100),
+            ("chr1", 50, 150),
+            ("chr2", 0, 100),
+            ("chr10", 0, 100),
+        ]);
+        let peaks = RegionSet::from_columns(
+            &["chr2", "chr1", "chrX", "chr10", "chr1"],
+            &[10, 60, 0, 0, 120],
+            &[20, 70, 10, 5, 130],
+        )
+        .expect("valid");
+        let (ids, offsets) = peak_table(&tok, &peaks);
+        assert_eq!(ids, vec![2, 0, 1, 3, 1]);
+        assert_eq!(offsets, vec![0, 1, 3, 3, 4, 5]);
+        let table = PeakTable {
+            ids: &ids,
+            offsets: &offsets,
+        };
+        let indptr = [0, 3, 4, 7, 7];
+        let indices = [4, 0, 1, 2, 3, 0, 1];
+        let data = [1.0, 2.0, 1.0, 1.0, 1.0, 5.0, 0.0];
+        let unk = tok.special_id(Special::Unk) as i32;
+        let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        let got = gather_csr(
+            &tok,
+            &csr(&indptr, &indices, Some(&data)),
+            &table,
+            Some(names.clone()),
+        )
+        .expect("valid");
+        // Row 1 has only a peak that overlaps nothing; row 2's last entry is an explicit
+        // zero; row 3 is empty.
+        assert_eq!(
+            rows(&got),
+            vec![vec![0, 1, 2], vec![unk], vec![3, 2], vec![unk]]
+        );
+        assert_eq!(got.names, names);
+        // Without data every stored entry counts; default names are row numbers.
+        let got = gather_csr(&tok, &csr(&indptr, &indices, None), &table, None).expect("valid");
+        assert_eq!(rows(&got)[2], vec![0, 1, 3, 2]);
+        assert_eq!(got.names, vec!["0", "1", "2", "3"]);
+        // Special ids in the peak table (such as unk) are ignored.
+        let with_unk = [unk, 2];
+        let got = gather_csr(
+            &tok,
+            &csr(&[0, 1], &[0], None),
+            &PeakTable {
+                ids: &with_unk,
+                offsets: &[0, 2],
+            },
+            None,
+        )
+        .expect("valid");
+        assert_eq!(rows(&got), vec![vec![2]]);
+    }
+
+    #[test]
+    fn matches_brute_force_on_random_matrices() {
+        let names = ["chr1", "chr2", "chr10", "chrY"];
+        for seed in 0..4u64 {
+            let mut rng = Rng(100 + seed);
+            let mut regions: Vec<(&str, u32, u32)> = Vec::new();
+            while regions.len() < 2000 {
+                let s = rng.below(100_000);
+                let r = (names[rng.below(4) as usize], s, s + 20 + rng.below(500));
+                if !regions.contains(&r) {
+                    regions.push(r);
+                }
+            }
+            let tok = tokenizer(&regions);
+            let n_peaks = 700;
+            let (pc, (ps, pe)): (Vec<&str>, (Vec<u32>, Vec<u32>)) = (0..n_peaks)
+                .map(|_| {
+                    let s = rng.below(100_000);
+                    (names[rng.below(4) as usize], (s, s + rng.below(1500)))
+                })
+                .unzip();
+            let peaks = RegionSet::from_columns(&pc, &ps, &pe).expect("valid");
+            let (ids, offsets) = peak_table(&tok, &peaks);
+            let mut indptr = vec![0i64];
+            let (mut indices, mut data) = (Vec::new(), Vec::new());
+            let n_rows = 150;
+            for r in 0..n_rows {
+                // Sparse rows, dense rows (bitmap path) and empty rows.
+                let nnz = match r % 3 {
+                    0 => rng.below(5),
+                    1 => rng.below(60),
+                    _ => 300 + rng.below(400),
+                };
+                for _ in 0..nnz {
+                    indices.push(rng.below(n_peaks as u64));
+                    data.push(if rng.below(6) == 0 {
+                        0.0
+                    } else {
+                        1.0 + rng.below(3) as f64
+                    });
+                }
+                indptr.push(indices.len() as i64);
+            }
+            let got = gather_csr(
+                &tok,
+                &Csr {
+                    indptr: &indptr,
+                    indices: &indices,
+                    data: Some(&data),
+                },
+                &PeakTable {
+                    ids: &ids,
+                    offsets: &offsets,
+                },
+                None,
+            )
+            .expect("valid");
+            let unk = tok.special_id(Special::Unk) as i32;
+            for r in 0..n_rows {
+                let mut want: Vec<i32> = Vec::new();
+                for k in indptr[r] as usize..indptr[r + 1] as usize {
+                    if data[k] != 0.0 {
+                        let p = indices[k] as usize;
+                        want.extend_from_slice(&ids[offsets[p] as usize..offsets[p + 1] as usize]);
+                    }
+                }
+                want.sort_by_key(|&id| regions[id as usize]);
+                want.dedup();
+                if want.is_empty() {
+                    want.push(unk);
+                }
+                assert_eq!(got.cell(r), want.as_slice(), "seed {seed} row {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_input() {
+        let tok = tokenizer(&[("chr1", 0, 100)]);
+        let ids = [0];
+        let ok_peaks = PeakTable {
+            ids: &ids,
+            offsets: &[0, 1],
+        };
+        let bad = |indptr: &[i64], indices: &[i32], data: Option<&[f32]>, peaks: &PeakTable<'_>| {
+            matches!(
+                gather_csr(&tok, &csr(indptr, indices, data), peaks, None),
+                Err(Error::InvalidInput(_))
+            )
+        };
+        assert!(bad(&[], &[], None, &ok_peaks), "empty indptr");
+        assert!(
+            bad(&[0, 2, 1], &[0, 0], None, &ok_peaks),
+            "decreasing indptr"
+        );
+        assert!(
+            bad(&[0, 3], &[0, 0], None, &ok_peaks),
+            "indptr past the end"
+        );
+        assert!(bad(&[-1, 1], &[0], None, &ok_peaks), "negative indptr");
+        assert!(
+            bad(&[0, 1], &[1], None, &ok_peaks),
+            "column index too large"
+        );
+        assert!(
+            bad(&[0, 1], &[-1], None, &ok_peaks),
+            "negative column index"
+        );
+        assert!(
+            bad(&[0, 1], &[0], Some(&[1.0, 2.0]), &ok_peaks),
+            "data length"
+        );
+        let out_of_vocab = [100];
+        let p = PeakTable {
+            ids: &out_of_vocab,
+            offsets: &[0, 1],
+        };
+        assert!(bad(&[0, 1], &[0], None, &p), "peak id out of vocabulary");
+        let p = PeakTable {
+            ids: &ids,
+            offsets: &[0, 2],
+        };
+        assert!(bad(&[0, 1], &[0], None, &p), "peak offsets past the end");
+        let names = Some(vec!["a".to_string(), "b".to_string()]);
+        assert!(matches!(
+            gather_csr(&tok, &csr(&[0, 1], &[0], None), &ok_peaks, names),
+            Err(Error::InvalidInput(_))
+        ));
+        // Zero rows is fine.
+        let empty = gather_csr(&tok, &csr(&[0], &[], None), &ok_peaks, None).expect("valid");
+        assert!(empty.is_empty() && empty.offsets == vec![0]);
+    }
+}
