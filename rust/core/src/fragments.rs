@@ -207,8 +207,9 @@ impl Hasher for FastHasher {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
-/// A barcode of at most 23 bytes held inline (bytes, zero padding, length in the last
-/// byte), so a lookup compares three words in the table instead of chasing a pointer.
+/// A barcode of at most 23 bytes held inline (little-endian bytes, zero padding, length in
+/// the last byte), so a lookup compares three words in the table instead of chasing a
+/// pointer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct ShortKey([u64; 3]);
 
@@ -217,18 +218,25 @@ impl ShortKey {
 
     #[inline]
     fn new(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() > Self::MAX {
+        let n = bytes.len();
+        if n > Self::MAX {
             return None;
         }
-        let mut b = [0u8; 24];
-        b[..bytes.len()].copy_from_slice(bytes);
-        b[23] = bytes.len() as u8;
-        let word = |i: usize| {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&b[8 * i..8 * i + 8]);
-            u64::from_le_bytes(w)
-        };
-        Some(ShortKey([word(0), word(1), word(2)]))
+        // Whole words by fixed-size copies and the tail byte by byte: no memcpy call.
+        let mut w = [0u64; 3];
+        let full = n / 8;
+        for (i, word) in w.iter_mut().enumerate().take(full) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[8 * i..8 * i + 8]);
+            *word = u64::from_le_bytes(b);
+        }
+        let mut tail = 0u64;
+        for (j, &c) in bytes[8 * full..].iter().enumerate() {
+            tail |= u64::from(c) << (8 * j);
+        }
+        w[full] |= tail;
+        w[2] |= (n as u64) << 56;
+        Some(ShortKey(w))
     }
 }
 
@@ -1835,7 +1843,14 @@ pub(crate) mod tests {
                 .collect();
             let tok = tokenizer(&refs);
             let n_barcodes = 1 + rng.below(40) as usize;
-            let barcodes: Vec<String> = (0..n_barcodes).map(|i| format!("BC{i:03}-1")).collect();
+            // Short, 10x-like (18 bytes, inline keys) and long (heap keys) barcodes.
+            let barcodes: Vec<String> = (0..n_barcodes)
+                .map(|i| match i % 3 {
+                    0 => format!("BC{i:03}-1"),
+                    1 => format!("AACG{i:012}-1"),
+                    _ => format!("sample-with-a-long-name#{i:04}"),
+                })
+                .collect();
             let mut lines: Vec<(String, u32, u32, String)> = (0..1500)
                 .map(|_| {
                     let c = chroms[rng.below(4) as usize].to_string();
@@ -1903,6 +1918,35 @@ pub(crate) mod tests {
         let f = temp_file("dups.tsv", text.as_bytes());
         let (r, _) = tokenize_fragments(&tok, &f.0, &FragmentOptions::default()).expect("valid");
         assert_eq!(cells(&r), owned(&[("A", &[0, 1])]));
+    }
+
+    #[test]
+    fn barcode_keys_are_exact_at_every_length() {
+        // Keys of every length around the inline limit, including zero bytes that must not
+        // be confused with padding.
+        let mut all: Vec<Vec<u8>> = Vec::new();
+        for n in 0..=30usize {
+            for k in [vec![b'A'; n], vec![0u8; n], (1..=n as u8).collect()] {
+                if !all.contains(&k) {
+                    all.push(k);
+                }
+            }
+        }
+        let mut map = BarcodeMap::default();
+        for (i, k) in all.iter().enumerate() {
+            assert_eq!(map.insert(k, i as u32), None, "{k:?}");
+        }
+        for (i, k) in all.iter().enumerate() {
+            assert_eq!(map.get(k), Some(i as u32), "{k:?}");
+        }
+        assert_eq!(map.len(), all.len());
+        assert_eq!(map.get(b"AAAC"), None);
+        let mut out = [None; BATCH];
+        let keys: Vec<&[u8]> = all.iter().take(BATCH).map(Vec::as_slice).collect();
+        map.get_batch(keys.iter().copied(), &mut out);
+        for (k, got) in keys.iter().zip(out) {
+            assert_eq!(got, map.get(k));
+        }
     }
 
     #[test]
