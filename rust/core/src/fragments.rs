@@ -40,7 +40,10 @@
 //! query the universe; the line that straddles two chunks is stitched and parsed when the
 //! chunks are merged. Merging is serial and in file order, so the first-seen order of cells
 //! is exact, and it overlaps with the reading of the next batch and the parsing of the one
-//! after. Memory is the output plus a few chunks per thread.
+//! after. Parallel work runs in [`crate::parallel`]'s pool (serially after a fork). Memory
+//! is the output plus a few chunks per thread; with `unique`, a cell's ids are sorted and
+//! deduplicated whenever they reach four times their last deduplicated size, so duplicates
+//! never hold more than about four times the output.
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -159,6 +159,11 @@ fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
             )));
         }
     }
+    if u32::try_from(peaks.ids.len()).is_err() {
+        return Err(Error::InvalidInput(
+            "the peak table holds more than 2^32-1 ids".into(),
+        ));
+    }
     // Rank the ids the peaks use in genomic order by sorting the table's entries by
     // (chromosome name, start, end), without touching the rest of the universe. Peaks
     // usually come in genomic order, so the entries are nearly sorted already.
@@ -672,14 +677,25 @@ mod tests {
             }
             let tok = tokenizer(&regions);
             let n_peaks = 700;
-            let (pc, (ps, pe)): (Vec<&str>, (Vec<u32>, Vec<u32>)) = (0..n_peaks)
+            let (mut pc, (mut ps, mut pe)): (Vec<&str>, (Vec<u32>, Vec<u32>)) = (0..n_peaks - 1)
                 .map(|_| {
                     let s = rng.below(100_000);
                     (names[rng.below(4) as usize], (s, s + rng.below(1500)))
                 })
                 .unzip();
-            let peaks = RegionSet::from_columns(&pc, &ps, &pe).expect("valid");
+            // One peak overlapping hundreds of regions (more than 255).
+            pc.push("chr1");
+            ps.push(0);
+            pe.push(100_000);
+            let mut peaks = RegionSet::from_columns(&pc, &ps, &pe).expect("valid");
+            // Half the seeds use the usual AnnData layout: peaks in genomic order and
+            // sorted column indices, the nearly sorted fast path.
+            let ordered = seed % 2 == 1;
+            if ordered {
+                peaks.sort();
+            }
             let (ids, offsets) = peak_table(&tok, &peaks);
+            assert!(offsets.windows(2).any(|w| w[1] - w[0] > 255));
             let mut indptr = vec![0i64];
             let (mut indices, mut data) = (Vec::new(), Vec::new());
             let n_rows = 150;
@@ -690,8 +706,12 @@ mod tests {
                     1 => rng.below(60),
                     _ => 300 + rng.below(400),
                 };
-                for _ in 0..nnz {
-                    indices.push(rng.below(n_peaks as u64));
+                let mut row: Vec<u32> = (0..nnz).map(|_| rng.below(n_peaks as u64)).collect();
+                if ordered {
+                    row.sort_unstable();
+                }
+                for p in row {
+                    indices.push(p);
                     data.push(if rng.below(6) == 0 {
                         0.0
                     } else {
@@ -730,6 +750,43 @@ mod tests {
                 }
                 assert_eq!(got.cell(r), want.as_slice(), "seed {seed} row {r}");
             }
+        }
+    }
+
+    #[test]
+    fn row_sorting_paths_agree_with_sort() {
+        let mut rng = Rng(9);
+        let mut bits = Vec::new();
+        for case in 0..60 {
+            let len = rng.below(400) as usize;
+            let mut v: Vec<u32> = (0..len).map(|_| rng.below(1000)).collect();
+            if case % 3 == 0 {
+                v.sort_unstable();
+                // A few local swaps: nearly sorted.
+                for _ in 0..len / 10 {
+                    let i = rng.below(len as u64) as usize;
+                    if i + 1 < len {
+                        v.swap(i, i + 1);
+                    }
+                }
+            }
+            let mut want = v.clone();
+            want.sort_unstable();
+            let mut got = v.clone();
+            sort_row(&mut got, 1000usize.div_ceil(64), &mut bits);
+            got.dedup();
+            want.dedup();
+            assert_eq!(got, want, "case {case}");
+            assert!(bits.iter().all(|&w| w == 0), "the bitmap is left clear");
+            let mut near = v.clone();
+            if insertion_sort_bounded(&mut near) {
+                assert!(near.is_sorted());
+            } else {
+                near.sort_unstable();
+            }
+            let mut all = v;
+            all.sort_unstable();
+            assert_eq!(near, all, "a permutation either way");
         }
     }
 
