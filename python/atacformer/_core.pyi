@@ -18,8 +18,13 @@ __all__ = [
     "RegionSet",
     "Tokenizer",
     "__version__",
+    "gather_csr",
     "get_num_threads",
+    "pad_ragged",
+    "peak_table",
     "set_num_threads",
+    "tokenize_fragments",
+    "truncate_ragged",
 ]
 
 class AtacformerError(Exception):
@@ -35,6 +40,42 @@ class InvalidInputError(AtacformerError, ValueError): ...
 
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
+def pad_ragged(
+    ids: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    width: int,
+    pad_id: int,
+    strategy: str = "random",
+    seed: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+def truncate_ragged(
+    ids: npt.NDArray[np.int32],
+    offsets: npt.NDArray[np.int64],
+    max_length: int,
+    strategy: str = "random",
+    seed: int = 0,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+def tokenize_fragments(
+    tokenizer: Tokenizer,
+    path: str | os.PathLike[str],
+    barcodes: list[str] | None = None,
+    barcodes_path: str | os.PathLike[str] | None = None,
+    min_fragments: int = 0,
+    max_fragments: int | None = None,
+    unique: bool = True,
+    skip_bad_lines: bool = False,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], list[str], dict[str, Any]]: ...
+def peak_table(
+    tokenizer: Tokenizer, peaks: RegionSet
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+def gather_csr(
+    tokenizer: Tokenizer,
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int64],
+    data: npt.NDArray[Any] | None,
+    peak_ids: npt.NDArray[np.int32],
+    peak_offsets: npt.NDArray[np.int64],
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
 
 @final
 class Region:
@@ -117,6 +158,9 @@ class Tokenizer:
     def encode_regions(
         self, regions: Any
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+    def encode_batch(
+        self, cells: Any
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
     def tokenize(self, regions: Any) -> list[str]: ...
     def token_to_id(self, token: str) -> int: ...
     def tokens_to_ids(self, tokens: list[str]) -> list[int]: ...

@@ -9,6 +9,7 @@ this module adds the Hugging Face-style surface: ``from_pretrained``/``save_pret
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
 
@@ -321,6 +322,77 @@ class Tokenizer:
         """Tokenizes BED files (bulk region sets) in parallel; cells are named by file."""
         paths = list(paths)
         return self.encode_cells(paths, names=[os.path.basename(os.fspath(p)) for p in paths])
+
+    def tokenize_fragments(
+        self,
+        path: PathLike,
+        barcodes: Sequence[str] | PathLike | None = None,
+        min_fragments: int = 0,
+        max_fragments: int | None = None,
+        unique: bool = True,
+        on_error: str = "raise",
+    ) -> TokenizedCells:
+        """Tokenizes a 10x fragment file (plain, gzip or BGZF), one cell per barcode.
+
+        Streams the file on several threads with memory bounded by the output. A fragment
+        that overlaps nothing contributes nothing. ``unique`` keeps each id once per cell in
+        genomic order. ``barcodes`` (a list, or a file with one per line) selects cells and
+        fixes their order, and a listed cell with no tokens gets ``[unk]``; otherwise cells
+        come in first-seen order and empty ones are dropped. ``min_fragments`` and
+        ``max_fragments`` bound the number of fragment lines per barcode.
+        ``on_error="skip"`` skips malformed lines and warns with their count.
+        """
+        if on_error not in ("raise", "skip"):
+            raise _core.InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        listed: list[str] | None = None
+        listed_path: PathLike | None = None
+        if isinstance(barcodes, (str, os.PathLike)):
+            listed_path = barcodes
+        elif barcodes is not None:
+            listed = [str(b) for b in barcodes]
+        ids, offsets, names, stats = _core.tokenize_fragments(
+            self._tok,
+            path,
+            barcodes=listed,
+            barcodes_path=listed_path,
+            min_fragments=min_fragments,
+            max_fragments=max_fragments,
+            unique=unique,
+            skip_bad_lines=on_error == "skip",
+        )
+        if stats["skipped_lines"]:
+            warnings.warn(
+                f"{os.fspath(path)}: skipped {stats['skipped_lines']} malformed line(s); the "
+                f"first, line {stats['first_skipped_line']}: {stats['first_skipped_problem']}",
+                stacklevel=2,
+            )
+        return TokenizedCells(ids, offsets, names, self.pad_token_id)
+
+    def tokenize_anndata(
+        self, adata: Any, layer: str | None = None, chunk_size: int = 10_000
+    ) -> TokenizedCells:
+        """Tokenizes a cells x peaks AnnData, one cell per row, aligned with ``obs_names``.
+
+        Peaks come from ``var`` columns ``chr``/``chrom``, ``start``, ``end``, or from
+        ``var_names`` like ``chr1:100-600`` or ``chr1-100-600``. A nonzero entry means
+        accessible. ``X`` (or ``layers[layer]``) may be CSR, CSC or dense; a backed
+        ``.h5ad`` is read ``chunk_size`` rows at a time. Each peak is mapped to universe
+        ids once, then each cell gathers the ids of its peaks (unique, genomic order).
+        """
+        from ._anndata import peaks_of, row_chunks
+
+        peak_ids, peak_offsets = _core.peak_table(self._tok, peaks_of(adata))
+        parts = []
+        for indptr, indices, data in row_chunks(adata, layer, chunk_size):
+            parts.append(_core.gather_csr(self._tok, indptr, indices, data, peak_ids, peak_offsets))
+        if len(parts) == 1:
+            ids, offsets = parts[0]
+        else:
+            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+            lengths = np.concatenate([np.diff(p[1]) for p in parts]) if parts else []
+            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+        return TokenizedCells(ids, offsets, list(map(str, adata.obs_names)), self.pad_token_id)
 
     def pad(
         self,

@@ -4,6 +4,7 @@
 
 use pyo3::prelude::*;
 
+mod cells;
 mod convert;
 mod errors;
 mod ragged;
@@ -40,6 +41,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<region::PyRegion>()?;
     m.add_class::<region_set::PyRegionSet>()?;
     m.add_class::<tokenizer::PyTokenizer>()?;
+    m.add_function(wrap_pyfunction!(cells::tokenize_fragments, m)?)?;
+    m.add_function(wrap_pyfunction!(cells::peak_table, m)?)?;
+    m.add_function(wrap_pyfunction!(cells::gather_csr, m)?)?;
     m.add_function(wrap_pyfunction!(ragged::pad_ragged, m)?)?;
     m.add_function(wrap_pyfunction!(ragged::truncate_ragged, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;

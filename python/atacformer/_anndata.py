@@ -1,0 +1,97 @@
+"""Reading peaks and accessibility out of AnnData objects (the ``anndata`` extra)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from . import _core
+
+_NAME = re.compile(r"^(.+?)[:\-](\d+)-(\d+)$")
+
+
+def peaks_of(adata: Any) -> _core.RegionSet:
+    """The peaks of ``adata.var`` as a RegionSet, from columns or from ``var_names``."""
+    var = adata.var
+    chrom_col = next((c for c in ("chr", "chrom") if c in var.columns), None)
+    if chrom_col is not None and "start" in var.columns and "end" in var.columns:
+        return _from_columns(var[chrom_col], var["start"].to_numpy(), var["end"].to_numpy())
+    names = list(map(str, adata.var_names))
+    parsed = [_NAME.match(n) for n in names]
+    bad = next((i for i, m in enumerate(parsed) if m is None), None)
+    if bad is not None or not names:
+        example = repr(names[bad]) if bad is not None else "(no peaks)"
+        raise _core.InvalidInputError(
+            "cannot find peak coordinates: adata.var needs 'chr' (or 'chrom'), 'start' and "
+            f"'end' columns, or var_names like 'chr1:100-600' or 'chr1-100-600'; "
+            f"got var_names such as {example}"
+        )
+    matches = [m for m in parsed if m is not None]
+    return _core.RegionSet.from_arrays(
+        [m.group(1) for m in matches],
+        np.array([int(m.group(2)) for m in matches]),
+        np.array([int(m.group(3)) for m in matches]),
+    )
+
+
+def _from_columns(chroms: Any, starts: np.ndarray, ends: np.ndarray) -> _core.RegionSet:
+    """A RegionSet from a chromosome column (interned with pandas, no str per peak)."""
+    import pandas as pd
+
+    codes, names = pd.factorize(chroms)
+    bounds = np.iinfo(np.uint32)
+    for what, col in (("start", starts), ("end", ends)):
+        if not np.issubdtype(col.dtype, np.integer):
+            raise _core.InvalidInputError(f"var[{what!r}] must hold integers, got {col.dtype}")
+        if col.size and (col.min() < 0 or col.max() > bounds.max):
+            raise _core.InvalidInputError(f"var[{what!r}] must be in 0..=4294967295")
+    if (codes < 0).any():
+        raise _core.InvalidInputError("var has peaks without a chromosome")
+    return _core.RegionSet._from_state(
+        [str(n) for n in names],
+        codes.astype(np.uint32),
+        starts.astype(np.uint32),
+        ends.astype(np.uint32),
+        None,
+    )
+
+
+def _csr_arrays(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``indptr``, ``indices`` (int64) and ``data`` of any matrix, as CSR rows."""
+    import scipy.sparse as sp
+
+    if sp.issparse(matrix):
+        csr = matrix.tocsr() if matrix.format != "csr" else matrix
+        data = csr.data
+    else:
+        dense = np.asarray(matrix)
+        if dense.ndim != 2:
+            raise _core.InvalidInputError(f"expected a 2-D matrix, got shape {dense.shape}")
+        rows, cols = np.nonzero(dense)
+        counts = np.bincount(rows, minlength=dense.shape[0])
+        indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return indptr, cols.astype(np.int64), None
+    return (
+        np.asarray(csr.indptr, dtype=np.int64),
+        np.asarray(csr.indices, dtype=np.int64),
+        np.ascontiguousarray(data),
+    )
+
+
+def row_chunks(
+    adata: Any, layer: str | None, chunk_size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    """CSR arrays of the matrix, whole when in memory, ``chunk_size`` rows when backed."""
+    if layer is not None and layer not in adata.layers:
+        raise _core.InvalidInputError(f"adata has no layer {layer!r}")
+    if not getattr(adata, "isbacked", False):
+        yield _csr_arrays(adata.X if layer is None else adata.layers[layer])
+        return
+    for lo in range(0, adata.n_obs, chunk_size):
+        hi = min(lo + chunk_size, adata.n_obs)
+        view = adata[lo:hi]
+        yield _csr_arrays(view.X if layer is None else view.layers[layer])
