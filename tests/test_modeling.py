@@ -462,6 +462,26 @@ def test_cell_embeddings_equal_the_per_cell_oracle(layout, batch_size):
         np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
 
 
+def test_packed_batches_cut_at_a_token_budget_give_the_same_embeddings(monkeypatch):
+    import atacformer.modeling_atacformer as modeling
+
+    model = make(max_position_embeddings=256)
+    cells = random_cells(LENGTHS, seed=6)
+    # The budget becomes max(512, bytes // (4 * 96)) tokens: 512, smaller than the batch.
+    monkeypatch.setattr(modeling, "_PACKED_BYTES", 1)
+    calls = []
+    original = modeling.AtacformerModel._forward_packed
+    monkeypatch.setattr(
+        modeling.AtacformerModel,
+        "_forward_packed",
+        lambda self, ids, lens, device: calls.append(len(ids)) or original(self, ids, lens, device),
+    )
+    many = [np.resize(c, 200) for c in cells]  # 9 cells x 200 tokens in one batch of 64
+    got = model.encode_tokenized_cells(many, progress=False)
+    assert calls == [400, 400, 400, 400, 200]
+    np.testing.assert_allclose(got, oracle_pooled(model, many), atol=1e-5)
+
+
 def test_cell_embeddings_from_the_real_tokenized_cells_class():
     from atacformer.tokenized_cells import TokenizedCells
 

@@ -52,6 +52,10 @@ __all__ = [
 
 _TRANSFORMERS_5 = int(_transformers_version.split(".")[0]) >= 5
 _TOKEN_EMBEDDINGS = "atacformer.embeddings.token_embeddings.weight"
+# Packed batches are cut so that the widest activation, [tokens, intermediate] fp32, stays
+# under glibc's 32 MiB mmap threshold: buffers are then reused from the heap instead of being
+# mapped and page-faulted afresh for every layer (a 20 % slowdown on CPU otherwise).
+_PACKED_BYTES = 24 << 20
 IGNORE_INDEX = -100
 """Label value excluded from every loss (special and pad tokens)."""
 
@@ -308,6 +312,8 @@ class AtacformerPreTrainedModel(PreTrainedModel):
         autocast = _autocast(run_device, dtype, next(self.parameters()).dtype)
 
         n_cells, hidden = len(lengths), self.config.hidden_size
+        widest = max(self.config.intermediate_size, 3 * hidden)
+        budget = max(512, _PACKED_BYTES // (4 * widest))
         pooled = np.zeros((n_cells, hidden), dtype=np.float32) if pool_tokens else None
         per_token: list[Any] = [None] * (0 if pool_tokens else n_cells)
         # Longest first: similar lengths share a batch, and memory peaks at the start.
@@ -316,8 +322,7 @@ class AtacformerPreTrainedModel(PreTrainedModel):
         self.eval()
         try:
             with torch.inference_mode(), autocast, _progress(n_cells, progress) as bar:
-                for first in range(0, n_cells, batch_size):
-                    idx = order[first : first + batch_size]
+                for idx in _batches(order, lengths, batch_size, layout, budget):
                     lens = lengths[idx]
                     batch_ids = ids[_ranges(offsets[idx], lens)]
                     if layout == "packed":
@@ -753,6 +758,27 @@ def truncate_ragged(
     new_offsets = np.zeros_like(offsets)
     np.cumsum(np.minimum(lengths, max_tokens), out=new_offsets[1:])
     return ids[keep], new_offsets
+
+
+def _batches(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, layout: str, budget: int
+) -> Iterator[np.ndarray]:
+    """Cell indices per batch: ``batch_size`` cells, packed ones also cut at ``budget`` tokens.
+
+    Packed cells do not interact, so cutting a batch changes nothing but memory use.
+    """
+    for first in range(0, len(order), batch_size):
+        idx = order[first : first + batch_size]
+        if layout != "packed":
+            yield idx
+            continue
+        start, total = 0, 0
+        for j, n in enumerate(lengths[idx].tolist()):
+            if total and total + n > budget:
+                yield idx[start:j]
+                start, total = j, 0
+            total += n
+        yield idx[start:]
 
 
 def _pad_flat(ids: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
