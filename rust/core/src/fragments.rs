@@ -1,7 +1,8 @@
 //! Tokenization of 10x Genomics fragment files: one token list per cell (barcode).
 //!
 //! # Format
-//! Tab-separated lines `chrom, start, end, barcode, count[, extra columns...]`, with
+//! Lines `chrom, start, end, barcode, count[, extra columns...]` separated by tabs (or runs
+//! of spaces, which some tools write), with
 //! 0-based half-open coordinates (bp). Lines starting with `#` and blank lines are skipped.
 //! The file may be plain text, gzip, or BGZF (gzip whose members carry a `BC` extra
 //! subfield); the kind is detected from the first bytes, not the file name.
@@ -27,9 +28,8 @@
 //!   summed). A cell outside the bounds is dropped, whether it was listed or not.
 //!
 //! # Errors
-//! A malformed line (fewer than five columns, a coordinate or count that is not a
-//! non-negative integer, `start > end`, an empty chromosome or barcode, a barcode that is not
-//! UTF-8) is an [`Error::Parse`] naming the file and 1-based line; with `skip_bad_lines` it
+//! A malformed line (fewer than five non-empty columns, a coordinate or count that is not a
+//! non-negative integer, `start > end`, a barcode that is not UTF-8) is an [`Error::Parse`] naming the file and 1-based line; with `skip_bad_lines` it
 //! is skipped and counted in [`FragmentStats`]. With a barcode list, a barcode that is not
 //! UTF-8 simply matches no listed barcode. Corrupt or truncated gzip or BGZF (including a
 //! BGZF file without its end-of-file marker) is an [`Error::Compression`].
@@ -751,7 +751,7 @@ fn number_then_tab(line: &[u8], mut i: usize) -> Option<(u32, usize)> {
     Some((u32::try_from(v).ok()?, i))
 }
 
-/// Parses a well-formed line quickly; `None` for anything else (see [`diagnose`]).
+/// Parses a tab-separated line quickly; `None` for anything else (see [`parse_fields`]).
 #[inline]
 fn fast_parse(line: &[u8]) -> Option<Fragment<'_>> {
     let t1 = memchr(b'\t', line)?;
@@ -784,43 +784,40 @@ fn fast_parse(line: &[u8]) -> Option<Fragment<'_>> {
     })
 }
 
-/// Says what is wrong with a line that [`fast_parse`] rejected.
-fn diagnose(line: &[u8]) -> LineProblem {
-    let fields: Vec<&[u8]> = line.split(|&b| b == b'\t').collect();
+/// The general parser, for lines [`fast_parse`] rejects: columns separated by tabs or
+/// runs of spaces (some tools write fragments that way). Says what is wrong otherwise.
+fn parse_fields(line: &[u8]) -> Result<Fragment<'_>, LineProblem> {
+    let fields: Vec<&[u8]> = line
+        .split(|&b| b == b'\t' || b == b' ')
+        .filter(|f| !f.is_empty())
+        .collect();
     if fields.len() < 5 {
-        return LineProblem::TooFewColumns {
+        return Err(LineProblem::TooFewColumns {
             found: fields.len(),
             needed: 5,
-        };
+        });
     }
-    if fields[0].is_empty() {
-        return LineProblem::Other("empty chromosome name".into());
-    }
-    let start = match parse_coord(fields[1], "start") {
-        Ok(v) => v,
-        Err(p) => return p,
-    };
-    let end = match parse_coord(fields[2], "end") {
-        Ok(v) => v,
-        Err(p) => return p,
-    };
+    let start = parse_coord(fields[1], "start")?;
+    let end = parse_coord(fields[2], "end")?;
     if start > end {
-        return LineProblem::StartAfterEnd { start, end };
-    }
-    if fields[3].is_empty() {
-        return LineProblem::Other("empty barcode".into());
+        return Err(LineProblem::StartAfterEnd { start, end });
     }
     let count = fields[4];
-    if count.is_empty() || !count.iter().all(u8::is_ascii_digit) {
-        return match parse_coord(count, "count") {
+    if !count.iter().all(u8::is_ascii_digit) {
+        return Err(match parse_coord(count, "count") {
             Err(p) => p,
             Ok(_) => LineProblem::NotAnInteger {
                 column: "count",
                 value: String::from_utf8_lossy(count).into_owned(),
             },
-        };
+        });
     }
-    LineProblem::Other("malformed fragment line".into())
+    Ok(Fragment {
+        chrom: fields[0],
+        start,
+        end,
+        barcode: fields[3],
+    })
 }
 
 /// Lines parsed before their barcodes are looked up: a batch of independent lookups
@@ -852,15 +849,15 @@ fn parse_lines(ctx: &Ctx<'_>, known: &BarcodeMap, text: &[u8]) -> Body {
             if line.is_empty() || line[0] == b'#' {
                 continue;
             }
-            match fast_parse(line) {
-                Some(f) => batch.push((f, line_no)),
-                None if line.trim_ascii().is_empty() => {}
-                None if ctx.skip_bad => {
-                    b.bad(true, line_no, diagnose(line));
+            match fast_parse(line).map_or_else(|| parse_fields(line), Ok) {
+                Ok(f) => batch.push((f, line_no)),
+                Err(_) if line.trim_ascii().is_empty() => {}
+                Err(problem) if ctx.skip_bad => {
+                    b.bad(true, line_no, problem);
                 }
                 // Lines before this one in the batch may still fail first.
-                None => {
-                    stop = Some((line_no, diagnose(line)));
+                Err(problem) => {
+                    stop = Some((line_no, problem));
                     break;
                 }
             }
@@ -1630,6 +1627,20 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn runs_of_spaces_separate_columns_like_tabs() {
+        let (tok, good) = small();
+        let spaced: String = good
+            .lines()
+            .map(|l| l.replace('\t', "    ") + "\n")
+            .collect();
+        let opts = FragmentOptions::default();
+        let want = run_everywhere(&tok, good.as_bytes(), &opts).expect("tabs");
+        let got = run_everywhere(&tok, spaced.as_bytes(), &opts).expect("spaces");
+        assert_eq!(cells(&got.0), cells(&want.0));
+        assert!(!want.0.ids.is_empty());
+    }
+
+    #[test]
     fn bad_lines_raise_with_line_numbers_or_are_skipped() {
         let (tok, good) = small();
         let cases: [(&[u8], LineProblem); 7] = [
@@ -1641,9 +1652,9 @@ pub(crate) mod tests {
                 },
             ),
             (
-                b"chr1 5 9 A 1",
+                b"chr1  5 9 \tA",
                 LineProblem::TooFewColumns {
-                    found: 1,
+                    found: 4,
                     needed: 5,
                 },
             ),
