@@ -60,7 +60,8 @@ def _from_columns(chroms: Any, starts: np.ndarray, ends: np.ndarray) -> _core.Re
 
 
 def _csr_arrays(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``indptr``, ``indices`` (int64) and ``data`` of any matrix, as CSR rows."""
+    """``indptr`` (int64), ``indices`` (int32 or int64, not copied) and ``data`` of any
+    matrix, as CSR rows."""
     import scipy.sparse as sp
 
     if sp.issparse(matrix):
@@ -75,9 +76,12 @@ def _csr_arrays(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
         indptr = np.zeros(dense.shape[0] + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
         return indptr, cols.astype(np.int64), None
+    indices = csr.indices
+    if indices.dtype not in (np.int32, np.int64):
+        indices = indices.astype(np.int64)
     return (
         np.asarray(csr.indptr, dtype=np.int64),
-        np.asarray(csr.indices, dtype=np.int64),
+        np.ascontiguousarray(indices),
         np.ascontiguousarray(data),
     )
 

@@ -71,11 +71,12 @@ def peak_table(
 def gather_csr(
     tokenizer: Tokenizer,
     indptr: npt.NDArray[np.int64],
-    indices: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int32] | npt.NDArray[np.int64],
     data: npt.NDArray[Any] | None,
     peak_ids: npt.NDArray[np.int32],
     peak_offsets: npt.NDArray[np.int64],
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+    names: list[str],
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], list[str]]: ...
 
 @final
 class Region:

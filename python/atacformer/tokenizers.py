@@ -382,9 +382,17 @@ class Tokenizer:
         from ._anndata import peaks_of, row_chunks
 
         peak_ids, peak_offsets = _core.peak_table(self._tok, peaks_of(adata))
+        names = list(map(str, adata.obs_names))
         parts = []
+        row = 0
         for indptr, indices, data in row_chunks(adata, layer, chunk_size):
-            parts.append(_core.gather_csr(self._tok, indptr, indices, data, peak_ids, peak_offsets))
+            chunk = names[row : row + len(indptr) - 1]
+            row += len(indptr) - 1
+            parts.append(
+                _core.gather_csr(self._tok, indptr, indices, data, peak_ids, peak_offsets, chunk)[
+                    :2
+                ]
+            )
         if len(parts) == 1:
             ids, offsets = parts[0]
         else:
@@ -392,7 +400,7 @@ class Tokenizer:
             lengths = np.concatenate([np.diff(p[1]) for p in parts]) if parts else []
             offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
             np.cumsum(lengths, out=offsets[1:])
-        return TokenizedCells(ids, offsets, list(map(str, adata.obs_names)), self.pad_token_id)
+        return TokenizedCells(ids, offsets, names, self.pad_token_id)
 
     def pad(
         self,

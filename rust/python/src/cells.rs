@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use atacformer_core::fragments::{read_barcodes, tokenize_fragments as core_fragments};
 use atacformer_core::gather::{gather_csr as core_gather, peak_table as core_peak_table};
-use atacformer_core::gather::{Csr, PeakTable, Stored};
+use atacformer_core::gather::{Csr, CsrIndex, PeakTable, Stored};
 use atacformer_core::FragmentOptions;
 use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -15,6 +15,7 @@ use crate::region_set::PyRegionSet;
 use crate::tokenizer::PyTokenizer;
 
 type Flat<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
+type Named<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>, Vec<String>);
 /// `(ids, offsets, cell names, stats)` of a fragment file.
 type Fragments<'py> = (
     Bound<'py, PyArray1<i32>>,
@@ -84,14 +85,16 @@ pub fn peak_table<'py>(
     (ids.into_pyarray(py), offsets.into_pyarray(py))
 }
 
-fn gather_typed<'py, D: Stored + Element>(
+fn gather_typed<'py, I: CsrIndex + Element, D: Stored + Element>(
     py: Python<'py>,
     tok: &PyTokenizer,
     indptr: &[i64],
-    indices: &[i64],
+    indices: PyReadonlyArray1<'py, I>,
     data: Option<PyReadonlyArray1<'py, D>>,
     peaks: PeakTable<'_>,
-) -> PyResult<Flat<'py>> {
+    names: Vec<String>,
+) -> PyResult<Named<'py>> {
+    let indices = indices.as_slice()?;
     let data = data.as_ref().map(|d| d.as_slice()).transpose()?;
     let matrix = Csr {
         indptr,
@@ -100,45 +103,57 @@ fn gather_typed<'py, D: Stored + Element>(
     };
     let tok = &*tok.0;
     let r = py
-        .detach(|| core_gather(tok, &matrix, &peaks, None))
+        .detach(|| core_gather(tok, &matrix, &peaks, Some(names)))
         .map_err(to_py)?;
-    Ok((r.ids.into_pyarray(py), r.offsets.into_pyarray(py)))
+    Ok((r.ids.into_pyarray(py), r.offsets.into_pyarray(py), r.names))
 }
 
-/// Per CSR row, the unique universe ids of its accessible peaks in genomic order.
-/// `data` may be None (every stored entry is accessible) or a bool/int/float array.
+/// Per CSR row, the unique universe ids of its accessible peaks in genomic order, with the
+/// rows named by `names`. `indices` may be int32 or int64; `data` may be None (every stored
+/// entry is accessible) or a bool, integer or float array.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, indptr, indices, data, peak_ids, peak_offsets))]
+#[pyo3(signature = (tokenizer, indptr, indices, data, peak_ids, peak_offsets, names))]
+#[allow(clippy::too_many_arguments)]
 pub fn gather_csr<'py>(
     py: Python<'py>,
     tokenizer: &PyTokenizer,
     indptr: PyReadonlyArray1<'py, i64>,
-    indices: PyReadonlyArray1<'py, i64>,
+    indices: Bound<'py, PyAny>,
     data: Option<Bound<'py, PyAny>>,
     peak_ids: PyReadonlyArray1<'py, i32>,
     peak_offsets: PyReadonlyArray1<'py, i64>,
-) -> PyResult<Flat<'py>> {
+    names: Vec<String>,
+) -> PyResult<Named<'py>> {
     let peaks = PeakTable {
         ids: peak_ids.as_slice()?,
         offsets: peak_offsets.as_slice()?,
     };
-    let (indptr, indices) = (indptr.as_slice()?, indices.as_slice()?);
-    let Some(data) = data else {
-        return gather_typed::<bool>(py, tokenizer, indptr, indices, None, peaks);
-    };
-    macro_rules! try_dtype {
-        ($($t:ty),*) => {$(
-            if let Ok(d) = data.extract::<PyReadonlyArray1<'py, $t>>() {
-                return gather_typed::<$t>(py, tokenizer, indptr, indices, Some(d), peaks);
+    let indptr = indptr.as_slice()?;
+    macro_rules! with_data {
+        ($i:ty, $ix:ident, $data:ident, $($d:ty),*) => {$(
+            if let Ok(d) = $data.extract::<PyReadonlyArray1<'py, $d>>() {
+                return gather_typed::<$i, $d>(py, tokenizer, indptr, $ix, Some(d), peaks, names);
             }
         )*};
     }
-    try_dtype!(f32, f64, i64, i32, i16, i8, u8, u16, u32, u64, bool);
-    let dtype = data
-        .cast::<numpy::PyUntypedArray>()
-        .map(|a| a.dtype().to_string())
-        .unwrap_or_else(|_| "a non-array".into());
+    macro_rules! with_indices {
+        ($($i:ty),*) => {$(
+            if let Ok(ix) = indices.extract::<PyReadonlyArray1<'py, $i>>() {
+                let Some(data) = &data else {
+                    return gather_typed::<$i, bool>(py, tokenizer, indptr, ix, None, peaks, names);
+                };
+                with_data!($i, ix, data, f32, f64, i64, i32, i16, i8, u8, u16, u32, u64, bool);
+            }
+        )*};
+    }
+    with_indices!(i32, i64);
+    let dtype = |x: Option<&Bound<'py, PyAny>>| {
+        x.and_then(|a| a.cast::<numpy::PyUntypedArray>().ok())
+            .map_or_else(|| "a non-array".to_string(), |a| a.dtype().to_string())
+    };
     Err(invalid(format!(
-        "matrix data of dtype {dtype} is not supported"
+        "unsupported matrix arrays: indices of dtype {}, data of dtype {}",
+        dtype(Some(&indices)),
+        dtype(data.as_ref())
     )))
 }
