@@ -15,7 +15,11 @@ use crate::region_set::PyRegionSet;
 use crate::tokenizer::PyTokenizer;
 
 type Flat<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
-type Named<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>, Vec<String>);
+type Named<'py> = (
+    Bound<'py, PyArray1<i32>>,
+    Bound<'py, PyArray1<i64>>,
+    Vec<String>,
+);
 /// `(ids, offsets, cell names, stats)` of a fragment file.
 type Fragments<'py> = (
     Bound<'py, PyArray1<i32>>,
