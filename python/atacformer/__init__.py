@@ -27,6 +27,25 @@ from .tokenizers import Tokenizer
 
 _MODEL_NAMES = {
     "AtacformerConfig": "configuration_atacformer",
+    **dict.fromkeys(
+        [
+            "AtacformerForCellClustering",
+            "AtacformerForMaskedLM",
+            "AtacformerForReplacedTokenDetection",
+            "AtacformerForUnsupervisedBatchCorrection",
+            "AtacformerModel",
+            "AtacformerPreTrainedModel",
+        ],
+        "modeling_atacformer",
+    ),
+    **dict.fromkeys(
+        [
+            "DataCollatorForBatchCorrection",
+            "DataCollatorForReplacedTokenDetection",
+            "DataCollatorForTriplets",
+        ],
+        "training",
+    ),
 }
 
 __all__ = [
@@ -45,8 +64,17 @@ __all__ = [
     "read_gtok",
     "set_num_threads",
     "write_gtok",
-    # model classes, imported lazily (see __getattr__)
+    # model classes and collators, imported lazily (see __getattr__)
     "AtacformerConfig",
+    "AtacformerForCellClustering",
+    "AtacformerForMaskedLM",
+    "AtacformerForReplacedTokenDetection",
+    "AtacformerForUnsupervisedBatchCorrection",
+    "AtacformerModel",
+    "AtacformerPreTrainedModel",
+    "DataCollatorForBatchCorrection",
+    "DataCollatorForReplacedTokenDetection",
+    "DataCollatorForTriplets",
 ]
 
 
