@@ -309,6 +309,28 @@ def test_save_and_load_round_trip_is_exact_and_uses_safetensors(tmp_path: Path, 
     assert set(saved) <= set(a)
 
 
+HEAD_KEYS = {  # saved head keys per class (the tied lm_head is not written)
+    AtacformerModel: set(),
+    AtacformerForMaskedLM: set(),
+    AtacformerForReplacedTokenDetection: set(DISCRIMINATOR_KEYS),
+    AtacformerForCellClustering: set(),
+    AtacformerForUnsupervisedBatchCorrection: set(DISCRIMINATOR_KEYS)
+    | {"batch_prediction_head.weight", "batch_prediction_head.bias"},
+}
+
+
+@pytest.mark.parametrize("source", ALL_CLASSES)
+def test_every_task_checkpoint_loads_into_every_class(tmp_path: Path, source):
+    saved = make(source, seed=4)
+    saved.save_pretrained(tmp_path)
+    encoder_weight = saved.base_model.encoder.layers[1].linear1.weight
+    for target in ALL_CLASSES:
+        model, info = target.from_pretrained(tmp_path, output_loading_info=True, num_batches=3)
+        assert set(info["missing_keys"]) == HEAD_KEYS[target] - HEAD_KEYS[source]
+        assert set(info["unexpected_keys"]) == HEAD_KEYS[source] - HEAD_KEYS[target]
+        assert torch.equal(model.base_model.encoder.layers[1].linear1.weight, encoder_weight)
+
+
 def test_lm_head_is_tied_to_the_token_embeddings():
     model = make(AtacformerForMaskedLM)
     assert model.lm_head.weight is model.atacformer.embeddings.token_embeddings.weight
