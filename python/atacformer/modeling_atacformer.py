@@ -32,6 +32,7 @@ from transformers import __version__ as _transformers_version
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 
+from . import _core
 from .configuration_atacformer import AtacformerConfig
 
 try:  # transformers 5: init functions that skip weights already loaded from a checkpoint
@@ -731,34 +732,22 @@ def truncate_ragged(
     """Keeps at most ``max_tokens`` ids per cell, in their original order.
 
     ``"first"`` keeps the leading ids; ``"random"`` a uniform random subset drawn from
-    ``seed`` (the same input and seed always give the same subset). Returns new flat ids and
-    offsets; the input is returned as is when no cell is too long.
+    ``seed`` (the same input and seed always give the same subset). This is the tokenizer's
+    own truncation (in Rust), so a cell is cut the same way here and in
+    ``tokenizer(cells, truncation=True, ...)``. Returns new flat ids and offsets; the input
+    is returned as is when no cell is too long.
     """
     if max_tokens < 1:
         raise ValueError(f"max_tokens_per_cell must be positive, got {max_tokens}")
     if strategy not in ("random", "first"):
         raise ValueError(f"truncation_strategy must be 'random' or 'first', got {strategy!r}")
     offsets = np.asarray(offsets, dtype=np.int64)
-    lengths = np.diff(offsets)
-    long = np.flatnonzero(lengths > max_tokens)
-    if len(long) == 0:
+    if not (np.diff(offsets) > max_tokens).any():
         return ids, offsets
-    long_lens = lengths[long]
-    tokens = _ranges(offsets[long], long_lens)  # positions of the long cells' ids in `ids`
-    if strategy == "first":
-        rank = tokens - np.repeat(offsets[long], long_lens)
-    else:
-        cell = np.repeat(np.arange(len(long)), long_lens)
-        keys = np.random.default_rng(seed).random(len(tokens))
-        by_key = np.lexsort((keys, cell))  # grouped by cell, random order inside each cell
-        cum = np.repeat(np.cumsum(long_lens) - long_lens, long_lens)
-        rank = np.empty(len(tokens), dtype=np.int64)
-        rank[by_key] = np.arange(len(tokens)) - cum
-    keep = np.ones(len(ids), dtype=bool)
-    keep[tokens] = rank < max_tokens
-    new_offsets = np.zeros_like(offsets)
-    np.cumsum(np.minimum(lengths, max_tokens), out=new_offsets[1:])
-    return ids[keep], new_offsets
+    kept, new_offsets = _core.truncate_ragged(
+        np.ascontiguousarray(ids, dtype=np.int32), offsets, max_tokens, strategy, seed
+    )
+    return kept.astype(np.asarray(ids).dtype, copy=False), new_offsets
 
 
 def _batches(
