@@ -200,50 +200,144 @@ impl LineReader {
     }
 
     fn read_error(&self, e: io::Error) -> Error {
-        if self.source.compressed {
-            Error::Compression {
-                path: self.source.path.clone(),
-                line: self.line_no,
-                message: e.to_string(),
-            }
-        } else {
-            Error::io(&self.source.path, e)
-        }
+        read_error(&self.source, self.line_no, e)
     }
 }
 
+/// Digits of `line` from `i` up to a tab (or the end when `last`): `(value, next index)`.
+#[inline(always)]
+fn digits_until_tab(line: &[u8], mut i: usize, last: bool) -> Option<(u32, usize)> {
+    let begin = i;
+    let mut v: u64 = 0;
+    while let Some(&b) = line.get(i) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            break;
+        }
+        v = v * 10 + u64::from(d);
+        i += 1;
+    }
+    let ends_right = match line.get(i) {
+        Some(b'\t') => true,
+        None => last,
+        _ => false,
+    };
+    if i == begin || i - begin > 10 || !ends_right {
+        return None;
+    }
+    Some((u32::try_from(v).ok()?, i))
+}
+
+/// Parses a plain tab-separated data line quickly; `None` sends the line to [`parse_line`],
+/// which handles everything else (spaces, comments, headers) and names the problems.
+#[inline]
+fn fast_record(line: &[u8]) -> Option<Record<'_>> {
+    let t1 = memchr::memchr(b'\t', line)?;
+    let chrom = &line[..t1];
+    if matches!(chrom.first(), None | Some(b'#' | b' ')) || chrom == b"track" || chrom == b"browser"
+    {
+        return None;
+    }
+    let (start, t2) = digits_until_tab(line, t1 + 1, false)?;
+    let (end, t3) = digits_until_tab(line, t2 + 1, true)?;
+    if start > end || line.get(t3 + 1).is_some_and(|&b| b == b'\t' || b == b' ') {
+        return None;
+    }
+    Some(Record {
+        chrom,
+        start,
+        end,
+        rest: line.get(t3 + 1..).unwrap_or_default(),
+    })
+}
+
 /// Calls `f(line_no, record)` for every data line of a BED file, applying the header rule.
+///
+/// Lines are cut straight out of the reader's buffer; only a line that straddles two
+/// buffer fills is copied.
 pub fn for_each_record(
     path: &Path,
     mut f: impl FnMut(u64, Record<'_>) -> Result<()>,
 ) -> Result<()> {
-    let mut reader = LineReader::open(path)?;
+    let mut src = open(path)?;
+    let mut line_no = 0u64;
     let mut seen_data = false;
-    loop {
-        let (line_no, parsed) = match reader.next_line()? {
-            None => return Ok(()),
-            Some((n, line)) => (n, parse_line(line)),
-        };
-        match parsed {
-            Ok(Line::Skip) => {}
+    let mut handle = |line_no: u64, line: &[u8]| -> Result<()> {
+        let line = trim_eol(line);
+        if let Some(rec) = fast_record(line) {
+            seen_data = true;
+            return f(line_no, rec);
+        }
+        match parse_line(line) {
+            Ok(Line::Skip) => Ok(()),
             Ok(Line::Data(rec)) => {
                 seen_data = true;
-                f(line_no, rec)?;
+                f(line_no, rec)
             }
             // A first data line whose start is not a number is a header.
             Err(LineProblem::NotAnInteger {
                 column: "start", ..
             }) if !seen_data => {
                 seen_data = true;
+                Ok(())
             }
-            Err(problem) => {
-                return Err(Error::Parse {
-                    path: path.to_path_buf(),
-                    line: line_no,
-                    problem,
-                })
+            Err(problem) => Err(Error::Parse {
+                path: path.to_path_buf(),
+                line: line_no,
+                problem,
+            }),
+        }
+    };
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let chunk = match src.reader.fill_buf() {
+            Ok(c) => c,
+            Err(e) => return Err(read_error(&src, line_no, e)),
+        };
+        if chunk.is_empty() {
+            break;
+        }
+        let len = chunk.len();
+        let mut pos = 0;
+        if !carry.is_empty() {
+            match memchr::memchr(b'\n', chunk) {
+                Some(i) => {
+                    carry.extend_from_slice(&chunk[..=i]);
+                    line_no += 1;
+                    handle(line_no, &carry)?;
+                    carry.clear();
+                    pos = i + 1;
+                }
+                None => {
+                    carry.extend_from_slice(chunk);
+                    src.reader.consume(len);
+                    continue;
+                }
             }
         }
+        while let Some(i) = memchr::memchr(b'\n', &chunk[pos..]) {
+            line_no += 1;
+            handle(line_no, &chunk[pos..pos + i + 1])?;
+            pos += i + 1;
+        }
+        carry.extend_from_slice(&chunk[pos..]);
+        src.reader.consume(len);
+    }
+    if !carry.is_empty() {
+        handle(line_no + 1, &carry)?;
+    }
+    Ok(())
+}
+
+fn read_error(src: &Source, line: u64, e: io::Error) -> Error {
+    if src.compressed {
+        Error::Compression {
+            path: src.path.clone(),
+            line,
+            message: e.to_string(),
+        }
+    } else {
+        Error::io(&src.path, e)
     }
 }
 
@@ -356,6 +450,40 @@ mod tests {
             Some(LineProblem::StartAfterEnd { start: 9, end: 5 })
         );
         assert_eq!(data("chr1\t0\t4294967295").end, u32::MAX);
+    }
+
+    #[test]
+    fn fast_path_agrees_with_the_general_parser() {
+        let lines = [
+            "chr1\t10\t20",
+            "chr1\t10\t20\tname\t0.5",
+            "chr1\t0\t4294967295",
+            "chr1\t0\t4294967296",
+            "chr1\t20\t10",
+            "chr1\t10\t20 ",
+            "chr1\t10\t20\t\tx",
+            "chr1\t10 \t20",
+            "chr1 10 20",
+            "track\t1\t2",
+            "browser\t1\t2",
+            "#c\t1\t2",
+            "\t1\t2",
+            "chr1\t\t2",
+            "chr1\t-1\t2",
+            "chr1\t01\t2",
+            "chr1\t1\t2\t",
+        ];
+        for line in lines {
+            if let Some(fast) = fast_record(line.as_bytes()) {
+                assert_eq!(
+                    parse_line(line.as_bytes()),
+                    Ok(Line::Data(fast)),
+                    "{line:?}"
+                );
+            }
+        }
+        assert!(fast_record(b"chr1\t10\t20").is_some());
+        assert!(fast_record(b"track\t1\t2").is_none());
     }
 
     #[test]

@@ -45,9 +45,8 @@
 //! deduplicated whenever they reach four times their last deduplicated size, so duplicates
 //! never hold more than about four times the output.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::Hasher;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -60,6 +59,7 @@ use rayon::prelude::*;
 use crate::bed::{self, parse_coord};
 use crate::bgzf::{self, BlockReader, BlockSpan};
 use crate::error::{Error, LineProblem, Result};
+use crate::hash::{FastHasher, FastMap};
 use crate::index::Scratch;
 use crate::parallel;
 use crate::ragged::Ragged;
@@ -157,58 +157,6 @@ impl Default for Tuning {
 
 // ---------------------------------------------------------------------------------------
 // Hashing of barcodes
-
-/// FxHash-style hasher with a murmur3 finalizer: barcodes are short and trusted, so a
-/// fast non-cryptographic hash is enough.
-#[derive(Default, Clone, Copy)]
-struct FastHasher(u64);
-
-impl FastHasher {
-    #[inline]
-    fn add(&mut self, x: u64) {
-        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.add(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(w));
-        }
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        self.add(n as u64);
-    }
-
-    #[inline]
-    fn write_u64(&mut self, n: u64) {
-        self.add(n);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-        h ^ (h >> 33)
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// A barcode of at most 23 bytes held inline (little-endian bytes, zero padding, length in
 /// the last byte), so a lookup compares three words in the table instead of chasing a
@@ -1798,7 +1746,7 @@ pub(crate) mod tests {
             rank[id] = r;
         }
         let mut seen: Vec<String> = Vec::new();
-        let mut acc: HashMap<String, (u64, Vec<i32>)> = HashMap::new();
+        let mut acc: std::collections::HashMap<String, (u64, Vec<i32>)> = Default::default();
         for (c, s, e, bc) in lines {
             if !acc.contains_key(bc) {
                 seen.push(bc.clone());

@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod fragments;
 pub mod gather;
+mod hash;
 pub mod index;
 pub mod pad;
 pub mod parallel;

@@ -3,7 +3,6 @@
 //! A set keeps the order its regions were given in (file order) until [`RegionSet::sort`]
 //! is called. Chromosome names are interned: each region holds an index into a table.
 
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -11,6 +10,7 @@ use md5::{Digest, Md5};
 
 use crate::bed;
 use crate::error::{Error, LineProblem, Result};
+use crate::hash::FastMap;
 use crate::region::Region;
 use crate::write::write_atomically;
 
@@ -18,7 +18,7 @@ use crate::write::write_atomically;
 #[derive(Debug, Clone, Default)]
 pub struct RegionSet {
     names: Vec<String>,
-    lookup: HashMap<Box<[u8]>, u32>,
+    lookup: FastMap<Box<[u8]>, u32>,
     chroms: Vec<u32>,
     starts: Vec<u32>,
     ends: Vec<u32>,
@@ -104,7 +104,7 @@ impl RegionSet {
                 }
             )));
         }
-        let mut lookup = HashMap::with_capacity(names.len());
+        let mut lookup = FastMap::default();
         for (i, name) in names.iter().enumerate() {
             if lookup.insert(name.as_bytes().into(), i as u32).is_some() {
                 return Err(Error::InvalidInput(format!(
@@ -137,7 +137,7 @@ impl RegionSet {
 
     /// Index of `chrom` in the name table, adding it if new; `None` if not UTF-8.
     fn intern(&mut self, chrom: &[u8]) -> Option<u32> {
-        if let Some(&i) = self.lookup.get(chrom) {
+        if let Some(i) = self.chrom_index(chrom) {
             return Some(i);
         }
         let name = std::str::from_utf8(chrom).ok()?;

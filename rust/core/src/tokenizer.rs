@@ -57,6 +57,41 @@ impl TokenId for i32 {
     }
 }
 
+/// Chromosome numbers of names of up to 8 bytes, in a small direct-mapped table: lines in
+/// random chromosome order would otherwise hash every name.
+struct ChromCache {
+    /// `(name as a little-endian u64, name length + 1, chromosome)`; length 0 is empty.
+    slots: [(u64, u8, Option<u32>); 64],
+}
+
+impl Default for ChromCache {
+    fn default() -> Self {
+        ChromCache {
+            slots: [(0, 0, None); 64],
+        }
+    }
+}
+
+impl ChromCache {
+    #[inline]
+    fn get(&mut self, name: &[u8], lookup: impl Fn(&[u8]) -> Option<u32>) -> Option<u32> {
+        if name.len() > 8 {
+            return lookup(name);
+        }
+        let mut word = [0u8; 8];
+        word[..name.len()].copy_from_slice(name);
+        let key = u64::from_le_bytes(word);
+        let tag = name.len() as u8 + 1;
+        let slot = &mut self.slots[(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize];
+        if slot.0 == key && slot.1 == tag {
+            return slot.2;
+        }
+        let chrom = lookup(name);
+        *slot = (key, tag, chrom);
+        chrom
+    }
+}
+
 /// File names used by `save_pretrained` and looked for by `from_dir`.
 pub const CONFIG_FILE: &str = "tokenizer.toml";
 pub const UNIVERSE_FILES: [&str; 2] = ["universe.bed.gz", "universe.bed"];
@@ -196,22 +231,6 @@ impl Tokenizer {
         self.universe.find(chr, start, end)
     }
 
-    /// Appends the ids of one query to `out` (nothing when it overlaps nothing).
-    #[inline]
-    fn push_query<T: TokenId>(
-        &self,
-        chrom: Option<u32>,
-        start: u32,
-        end: u32,
-        scratch: &mut Scratch,
-        out: &mut Vec<T>,
-    ) {
-        if let Some(c) = chrom {
-            self.universe
-                .overlaps(c, start, end, scratch, |id| out.push(T::from_id(id)));
-        }
-    }
-
     fn unk_if_empty<T: TokenId>(&self, out: &mut Vec<T>, before: usize) {
         if out.len() == before {
             out.push(T::from_id(self.special_id(Special::Unk)));
@@ -245,21 +264,29 @@ impl Tokenizer {
         out
     }
 
-    /// Appends the tokens of a BED file, streamed line by line, to `out`.
+    /// Appends the tokens of a BED file, streamed line by line, to `out`. Queries are
+    /// looked up a few thousand at a time, so neighbouring lookups overlap in memory.
     pub fn tokenize_bed_into<T: TokenId>(&self, path: &Path, out: &mut Vec<T>) -> Result<()> {
+        const CHUNK: usize = 4096;
         let before = out.len();
         let mut scratch = Scratch::default();
-        let mut last_name: Vec<u8> = Vec::new();
-        let mut last_chrom: Option<u32> = None;
+        let mut chroms = ChromCache::default();
+        let mut pending: Vec<(u32, u32, u32)> = Vec::with_capacity(CHUNK);
+        let mut flush = |pending: &mut Vec<(u32, u32, u32)>, out: &mut Vec<T>| {
+            self.universe
+                .overlaps_many(pending.drain(..), &mut scratch, |id| {
+                    out.push(T::from_id(id))
+                });
+        };
         bed::for_each_record(path, |_, rec| {
-            if rec.chrom != last_name.as_slice() {
-                last_name.clear();
-                last_name.extend_from_slice(rec.chrom);
-                last_chrom = self.universe.chrom_id(rec.chrom);
+            let chrom = chroms.get(rec.chrom, |name| self.universe.chrom_id(name));
+            pending.push((chrom.unwrap_or(u32::MAX), rec.start, rec.end));
+            if pending.len() == CHUNK {
+                flush(&mut pending, out);
             }
-            self.push_query(last_chrom, rec.start, rec.end, &mut scratch, out);
             Ok(())
         })?;
+        flush(&mut pending, out);
         self.unk_if_empty(out, before);
         Ok(())
     }
