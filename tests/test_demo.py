@@ -115,3 +115,28 @@ def test_demo_model_loads_by_repo_id_from_a_hub_cache(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "models--example-org--atacformer-demo" in result.stdout  # info names the snapshot
     np.testing.assert_array_equal(np.load(tmp_path / "hub.npy"), np.load(tmp_path / "demo.npy"))
+
+
+def test_demo_without_matplotlib_skips_the_plot(capsys, monkeypatch, tmp_path):
+    from atacformer import cli
+
+    monkeypatch.setattr(cli, "_importable", lambda module: module != "matplotlib")
+    assert cli.main(["demo", "--out", str(tmp_path), "--cells", "100", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "no plot: matplotlib is not installed" in out
+    assert re.search(r"^adjusted Rand index .*: -?\d\.\d{3}$", out, re.M)
+    assert not (tmp_path / "demo_cells.png").exists()
+    assert (tmp_path / "demo_embeddings.h5ad").is_file()
+
+
+def test_demo_needs_a_model_trained_on_synthetic_data(capsys, tmp_path):
+    from atacformer import cli
+
+    model = tmp_path / "model"
+    model.mkdir()
+    for name in DEMO_FILES:  # the demo model without its synthetic.json
+        (model / name).write_bytes((DEMO_MODEL_DIR / name).read_bytes())
+    assert cli.main(["demo", "--out", str(tmp_path), "--model", str(model)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("atacformer demo: error: ") and "synthetic.json" in err
+    assert len(err.strip().splitlines()) == 1

@@ -705,8 +705,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         note.append(str(path))
 
     written = [DEMO_FRAGMENTS, DEMO_EMBEDDINGS]
-    if not args.no_plot:
-        _require("matplotlib", "the demo's plot (or pass --no-plot)", "matplotlib")
+    plot = not args.no_plot
+    if plot and not _importable("matplotlib"):
+        plot = False
+        print("  (no plot: matplotlib is not installed; pip install matplotlib)")
+    if plot:
         with steps.step("plot") as note:
             labels = sample.type_labels[order]
             panels = [
@@ -740,6 +743,12 @@ def _require(module: str, purpose: str, install: str) -> Any:
         return import_module(module)
     except ImportError as e:
         raise CLIError(f"{purpose} needs {module}: pip install '{install}'") from e
+
+
+def _importable(module: str) -> bool:
+    from importlib.util import find_spec
+
+    return find_spec(module) is not None
 
 
 def _set_threads(threads: int | None, torch: Any = None) -> None:
