@@ -81,25 +81,27 @@ pub struct PeakTable<'a> {
 /// as a flat id array and offsets of length `n_peaks + 1`.
 pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> (Vec<i32>, Vec<i64>) {
     let universe = tok.universe();
-    let chrom_map: Vec<Option<u32>> = peaks
+    let chrom_map: Vec<u32> = peaks
         .chrom_names()
         .iter()
-        .map(|n| universe.chrom_id(n.as_bytes()))
+        .map(|n| universe.chrom_id(n.as_bytes()).unwrap_or(u32::MAX))
         .collect();
-    let mut scratch = Scratch::default();
-    let mut ids = Vec::with_capacity(peaks.len());
-    let mut offsets = Vec::with_capacity(peaks.len() + 1);
-    offsets.push(0);
-    for ((&c, &s), &e) in peaks
+    let queries = peaks
         .chrom_indices()
         .iter()
         .zip(peaks.starts())
         .zip(peaks.ends())
-    {
-        if let Some(c) = chrom_map[c as usize] {
-            universe.overlaps(c, s, e, &mut scratch, |id| ids.push(id as i32));
-        }
-        offsets.push(ids.len() as i64);
+        .map(|((&c, &s), &e)| (chrom_map[c as usize], s, e));
+    let mut ids = Vec::with_capacity(peaks.len());
+    let mut counts = vec![0i64; peaks.len()];
+    universe.overlaps_many(queries, &mut Scratch::default(), |q, id| {
+        ids.push(id as i32);
+        counts[q] += 1;
+    });
+    let mut offsets = Vec::with_capacity(peaks.len() + 1);
+    offsets.push(0);
+    for c in counts {
+        offsets.push(offsets[offsets.len() - 1] + c);
     }
     (ids, offsets)
 }

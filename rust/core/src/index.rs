@@ -222,17 +222,18 @@ impl OverlapIndex {
         }
     }
 
-    /// Like [`OverlapIndex::query`] for many queries `(chrom, start, end)` in order, emitting
-    /// all ids into one stream. Unknown chromosomes are `u32::MAX`. Queries are handled in
+    /// Like [`OverlapIndex::query`] for many queries `(chrom, start, end)` in order, calling
+    /// `emit(query number, id)`. Unknown chromosomes are `u32::MAX`. Queries are handled in
     /// small batches: first every query's first candidate is looked up, then all are
     /// scanned, so the memory loads of neighbouring queries overlap instead of queueing.
     pub fn query_many(
         &self,
         queries: impl Iterator<Item = (u32, u32, u32)>,
         scratch: &mut Scratch,
-        mut emit: impl FnMut(u32),
+        mut emit: impl FnMut(usize, u32),
     ) {
         const BATCH: usize = 16;
+        let mut done = 0usize;
         let mut batch = [(0u32, 0u32, 0u32); BATCH];
         let mut first = [(None::<&Group>, 0usize); BATCH];
         let mut queries = queries.peekable();
@@ -257,7 +258,8 @@ impl OverlapIndex {
                     _ => (None, 0),
                 };
             }
-            for (&(group, lo), &(c, qs, qe)) in first.iter().zip(&batch[..n]) {
+            for (k, (&(group, lo), &(c, qs, qe))) in first.iter().zip(&batch[..n]).enumerate() {
+                let q = done + k;
                 match group {
                     Some(g) => {
                         for e in &g.entries[lo..] {
@@ -265,13 +267,14 @@ impl OverlapIndex {
                                 break;
                             }
                             if e.end > qs {
-                                emit(e.id);
+                                emit(q, e.id);
                             }
                         }
                     }
-                    None => self.query(c, qs, qe, scratch, &mut emit),
+                    None => self.query(c, qs, qe, scratch, |id| emit(q, id)),
                 }
             }
+            done += n;
         }
     }
 

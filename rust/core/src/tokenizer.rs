@@ -253,7 +253,7 @@ impl Tokenizer {
             .zip(set.ends())
             .map(|((&c, &s), &e)| (chrom_map[c as usize], s, e));
         self.universe
-            .overlaps_many(queries, &mut scratch, |id| out.push(T::from_id(id)));
+            .overlaps_many(queries, &mut scratch, |_, id| out.push(T::from_id(id)));
         self.unk_if_empty(out, before);
     }
 
@@ -274,7 +274,7 @@ impl Tokenizer {
         let mut pending: Vec<(u32, u32, u32)> = Vec::with_capacity(CHUNK);
         let mut flush = |pending: &mut Vec<(u32, u32, u32)>, out: &mut Vec<T>| {
             self.universe
-                .overlaps_many(pending.drain(..), &mut scratch, |id| {
+                .overlaps_many(pending.drain(..), &mut scratch, |_, id| {
                     out.push(T::from_id(id))
                 });
         };

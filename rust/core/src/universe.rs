@@ -99,14 +99,14 @@ impl Universe {
         self.index.query(chrom, start, end, scratch, emit);
     }
 
-    /// Ids overlapping each of many `(chrom, start, end)` queries, in one stream; an unknown
-    /// chromosome is `u32::MAX`.
+    /// Ids overlapping each of many `(chrom, start, end)` queries, as `emit(query number,
+    /// id)` in query order; an unknown chromosome is `u32::MAX`.
     #[inline]
     pub fn overlaps_many(
         &self,
         queries: impl Iterator<Item = (u32, u32, u32)>,
         scratch: &mut Scratch,
-        emit: impl FnMut(u32),
+        emit: impl FnMut(usize, u32),
     ) {
         self.index.query_many(queries, scratch, emit);
     }
