@@ -25,24 +25,8 @@ use atacformer_core::bgzf;
 use atacformer_core::fragments::{tokenize_fragments, FragmentOptions};
 use atacformer_core::gather::{gather_csr, peak_table, Csr, PeakTable};
 use atacformer_core::parallel;
+use atacformer_core::rng::SplitMix64 as Rng;
 use atacformer_core::{RegionSet, Tokenizer};
-
-/// Deterministic pseudo-random numbers (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 fn env_count(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -249,7 +233,7 @@ fn main() {
         let t = Instant::now();
         fs::create_dir_all(&dir).expect("writable target dir");
         let sizes = chrom_sizes();
-        let mut rng = Rng(42);
+        let mut rng = Rng::new(42);
         let universe = write_universe(&universe_path, &sizes, n_universe, &mut rng);
         let tmp = dir.join("fragments.tsv.gz.tmp");
         write_fragments(&tmp, &sizes, &universe, n_fragments, n_barcodes, &mut rng);
@@ -322,7 +306,7 @@ fn main() {
 /// (CSR, unsorted indices), peaks drawn around universe regions.
 fn bench_gather(tok: &Tokenizer, reps: usize) {
     let (n_cells, n_peaks, nnz) = (2_000usize, 100_000usize, 3_000usize);
-    let mut rng = Rng(7);
+    let mut rng = Rng::new(7);
     let regions = tok.universe().regions();
     let (mut chroms, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n_peaks {

@@ -5,30 +5,18 @@
 
 use std::hint::black_box;
 
+use atacformer_core::rng::SplitMix64;
 use atacformer_core::{RegionSet, SpecialTokens, Tokenizer, TokenizerType, Universe};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
-/// Deterministic SplitMix64 stream.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
-
 fn regions(n: usize, width: (u32, u32), seed: u64, unique: bool) -> RegionSet {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64::new(seed);
     let names: Vec<String> = (1..=24).map(|i| format!("chr{i}")).collect();
     let mut rows: Vec<(usize, u32, u32)> = (0..n)
         .map(|_| {
-            let c = (rng.next() % 24) as usize;
-            let w = width.0 + (rng.next() % u64::from(width.1 - width.0)) as u32;
-            let s = (rng.next() % 100_000_000) as u32;
+            let c = (rng.next_u64() % 24) as usize;
+            let w = width.0 + (rng.next_u64() % u64::from(width.1 - width.0)) as u32;
+            let s = (rng.next_u64() % 100_000_000) as u32;
             (c, s, s + w)
         })
         .collect();

@@ -204,9 +204,10 @@ impl LineReader {
     }
 }
 
-/// Digits of `line` from `i` up to a tab (or the end when `last`): `(value, next index)`.
+/// Digits of `line` from `i` up to a tab (or the end when `last`): `(value, index of the
+/// tab)`. At most 10 digits and at most `u32::MAX`.
 #[inline(always)]
-fn digits_until_tab(line: &[u8], mut i: usize, last: bool) -> Option<(u32, usize)> {
+pub(crate) fn digits_until_tab(line: &[u8], mut i: usize, last: bool) -> Option<(u32, usize)> {
     let begin = i;
     let mut v: u64 = 0;
     while let Some(&b) = line.get(i) {

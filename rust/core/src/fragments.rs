@@ -56,7 +56,7 @@ use libdeflater::Decompressor;
 use memchr::memchr;
 use rayon::prelude::*;
 
-use crate::bed::{self, parse_coord};
+use crate::bed::{self, digits_until_tab, parse_coord};
 use crate::bgzf::{self, BlockReader, BlockSpan};
 use crate::error::{Error, LineProblem, Result};
 use crate::hash::{FastHasher, FastMap};
@@ -677,28 +677,6 @@ struct Fragment<'a> {
     barcode: &'a [u8],
 }
 
-/// Digits from `i` up to a tab, as a `u32`; returns the value and the tab's position.
-#[inline(always)]
-fn number_then_tab(line: &[u8], mut i: usize) -> Option<(u32, usize)> {
-    let begin = i;
-    let mut v: u64 = 0;
-    while let Some(&b) = line.get(i) {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        v = v * 10 + u64::from(d);
-        i += 1;
-        if i - begin > 10 {
-            return None;
-        }
-    }
-    if i == begin || line.get(i) != Some(&b'\t') {
-        return None;
-    }
-    Some((u32::try_from(v).ok()?, i))
-}
-
 /// Parses a tab-separated line quickly; `None` for anything else (see [`parse_fields`]).
 #[inline]
 fn fast_parse(line: &[u8]) -> Option<Fragment<'_>> {
@@ -706,8 +684,8 @@ fn fast_parse(line: &[u8]) -> Option<Fragment<'_>> {
     if t1 == 0 {
         return None;
     }
-    let (start, t2) = number_then_tab(line, t1 + 1)?;
-    let (end, t3) = number_then_tab(line, t2 + 1)?;
+    let (start, t2) = digits_until_tab(line, t1 + 1, false)?;
+    let (end, t3) = digits_until_tab(line, t2 + 1, false)?;
     if start > end {
         return None;
     }

@@ -311,19 +311,12 @@ impl OverlapIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::SplitMix64;
 
-    /// Deterministic pseudo-random numbers (SplitMix64) for the oracle test.
-    struct Rng(u64);
+    struct Rng(SplitMix64);
     impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
         fn below(&mut self, n: u64) -> u32 {
-            (self.next() % n) as u32
+            self.0.below(n) as u32
         }
     }
 
@@ -335,7 +328,7 @@ mod tests {
 
     #[test]
     fn matches_brute_force_on_nested_and_overlapping_intervals() {
-        let mut rng = Rng(7);
+        let mut rng = Rng(SplitMix64::new(7));
         let (mut chroms, mut starts, mut ends) = (vec![], vec![], vec![]);
         let mut seen = std::collections::HashSet::new();
         while starts.len() < 3000 {

@@ -17,6 +17,7 @@ pub mod parallel;
 pub mod ragged;
 pub mod region;
 pub mod region_set;
+pub mod rng;
 pub mod state;
 pub mod tokenizer;
 pub mod universe;

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::parallel;
+use crate::rng::SplitMix64;
 
 /// How to cut a cell longer than the maximum length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,28 +17,11 @@ pub enum Truncation {
     Random { seed: u64 },
 }
 
-/// SplitMix64: a small, fast generator that is plenty for choosing subsets.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn new(seed: u64, stream: u64) -> Self {
-        let mut g = SplitMix(seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03));
-        g.next();
-        g
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0), by multiply-shift.
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next()) * u128::from(n)) >> 64) as u64
-    }
+/// The generator of one cell: seeded by the call's seed and the cell's index.
+fn cell_rng(seed: u64, cell_index: u64) -> SplitMix64 {
+    let mut g = SplitMix64::new(seed ^ cell_index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    g.next_u64();
+    g
 }
 
 /// Calls `keep(x)` for the ids of `cell` that survive truncation to `max_len`, in order.
@@ -57,7 +41,7 @@ pub fn for_each_kept<T: Copy>(
     match how {
         Truncation::First => cell[..k].iter().for_each(|&x| keep(x)),
         Truncation::Random { seed } => {
-            let mut rng = SplitMix::new(seed, cell_index);
+            let mut rng = cell_rng(seed, cell_index);
             let mut need = k as u64;
             for (i, &x) in cell.iter().enumerate() {
                 if need == 0 {
