@@ -96,10 +96,10 @@ class _PaddingCollator(_SeededCollator):
     def __init__(
         self,
         pad_token_id: int,
-        max_length: int | None,
-        truncation_strategy: Literal["random", "first"],
-        pad_to_multiple_of: int | None,
-        seed: int,
+        max_length: int | None = None,
+        truncation_strategy: Literal["random", "first"] = "random",
+        pad_to_multiple_of: int | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__(seed)
         self.pad_token_id = pad_token_id
@@ -212,16 +212,6 @@ class DataCollatorForTriplets(_PaddingCollator):
     """
 
     ROLES = ("anchor", "positive", "negative")
-
-    def __init__(
-        self,
-        pad_token_id: int,
-        max_length: int | None = None,
-        truncation_strategy: Literal["random", "first"] = "random",
-        pad_to_multiple_of: int | None = None,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(pad_token_id, max_length, truncation_strategy, pad_to_multiple_of, seed)
 
     @classmethod
     def from_config(cls, config: AtacformerConfig, **kwargs: Any) -> Any:
