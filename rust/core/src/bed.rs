@@ -204,58 +204,155 @@ impl LineReader {
     }
 }
 
+/// The decimal number at `s[i..]`: `(value, index of the first byte after its digits)`.
+/// `None` unless there are 1 to 10 digits with a value of at most `u32::MAX`.
+///
+/// Eight bytes are classified and converted at once (SWAR): subtracting `'0'` from every
+/// byte leaves digits as 0 to 9, and the lowest byte that is not a digit gets its high bit
+/// set by the mask below (borrows and carries only run towards higher bytes, so bytes
+/// below the first non-digit are never disturbed).
+#[inline(always)]
+pub(crate) fn leading_digits(s: &[u8], i: usize) -> Option<(u32, usize)> {
+    let Some(&word) = s.get(i..).and_then(|t| t.first_chunk::<8>()) else {
+        return leading_digits_slow(s, i);
+    };
+    let x = u64::from_le_bytes(word).wrapping_sub(0x3030_3030_3030_3030);
+    let not_digit = (x | x.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080;
+    let n = (not_digit.trailing_zeros() / 8) as usize; // 8 when all are digits
+    if n == 0 {
+        return None;
+    }
+    // Move the n digits to the top bytes (zeros below them are leading zeros), then
+    // combine neighbours: pairs, then quads, then the whole word.
+    let v = x << (8 * (8 - n));
+    let v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
+    let mut v = (v & 0xFFFF) * 10_000 + (v >> 32);
+    let mut j = i + n;
+    if n == 8 {
+        // Up to two more digits; an eleventh is too many.
+        for _ in 0..3 {
+            match s.get(j).map(|b| b.wrapping_sub(b'0')) {
+                Some(d @ 0..=9) if j - i < 10 => {
+                    v = v * 10 + u64::from(d);
+                    j += 1;
+                }
+                Some(0..=9) => return None,
+                _ => break,
+            }
+        }
+    }
+    Some((u32::try_from(v).ok()?, j))
+}
+
+/// [`leading_digits`] one byte at a time, for the last few bytes of a buffer.
+#[inline(never)]
+fn leading_digits_slow(s: &[u8], i: usize) -> Option<(u32, usize)> {
+    let mut v: u64 = 0;
+    let mut j = i;
+    while let Some(d @ 0..=9) = s.get(j).map(|b| b.wrapping_sub(b'0')) {
+        if j - i == 10 {
+            return None;
+        }
+        v = v * 10 + u64::from(d);
+        j += 1;
+    }
+    if j == i {
+        return None;
+    }
+    Some((u32::try_from(v).ok()?, j))
+}
+
 /// Digits of `line` from `i` up to a tab (or the end when `last`): `(value, index of the
 /// tab)`. At most 10 digits and at most `u32::MAX`.
 #[inline(always)]
-pub(crate) fn digits_until_tab(line: &[u8], mut i: usize, last: bool) -> Option<(u32, usize)> {
-    let begin = i;
-    let mut v: u64 = 0;
-    while let Some(&b) = line.get(i) {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        v = v * 10 + u64::from(d);
-        i += 1;
+pub(crate) fn digits_until_tab(line: &[u8], i: usize, last: bool) -> Option<(u32, usize)> {
+    let (v, j) = leading_digits(line, i)?;
+    match line.get(j) {
+        Some(b'\t') => Some((v, j)),
+        None if last => Some((v, j)),
+        _ => None,
     }
-    let ends_right = match line.get(i) {
-        Some(b'\t') => true,
-        None => last,
-        _ => false,
-    };
-    if i == begin || i - begin > 10 || !ends_right {
-        return None;
-    }
-    Some((u32::try_from(v).ok()?, i))
 }
 
-/// Parses a plain tab-separated data line quickly; `None` sends the line to [`parse_line`],
-/// which handles everything else (spaces, comments, headers) and names the problems.
-#[inline]
-fn fast_record(line: &[u8]) -> Option<Record<'_>> {
-    let t1 = memchr::memchr(b'\t', line)?;
-    let chrom = &line[..t1];
-    if matches!(chrom.first(), None | Some(b'#' | b' ')) || chrom == b"track" || chrom == b"browser"
-    {
+/// Parses a plain tab-separated data line at the start of `s` in one pass: the record and
+/// the length of the line with its terminator. `None` when the line is anything else, or
+/// when `s` ends before the line does; such lines go to [`parse_line`], which handles the
+/// rest (spaces, comments, headers) and names the problems.
+#[inline(always)]
+fn fast_line(s: &[u8]) -> Option<(Record<'_>, usize)> {
+    // Chromosome names are short: a plain loop beats a vectorised search here.
+    let mut t1 = 0;
+    loop {
+        match *s.get(t1)? {
+            b'\t' => break,
+            b'\n' | b'\r' | b' ' => return None,
+            _ => t1 += 1,
+        }
+    }
+    let chrom = &s[..t1];
+    if matches!(chrom.first(), None | Some(b'#')) || chrom == b"track" || chrom == b"browser" {
         return None;
     }
-    let (start, t2) = digits_until_tab(line, t1 + 1, false)?;
-    let (end, t3) = digits_until_tab(line, t2 + 1, true)?;
-    if start > end || line.get(t3 + 1).is_some_and(|&b| b == b'\t' || b == b' ') {
+    let (start, t2) = digits_until_tab(s, t1 + 1, false)?;
+    let (end, t3) = leading_digits(s, t2 + 1)?;
+    if start > end {
         return None;
     }
-    Some(Record {
+    let record = |rest| Record {
         chrom,
         start,
         end,
-        rest: line.get(t3 + 1..).unwrap_or_default(),
-    })
+        rest,
+    };
+    match *s.get(t3)? {
+        b'\n' => Some((record(&[]), t3 + 1)),
+        b'\r' if s.get(t3 + 1) == Some(&b'\n') => Some((record(&[]), t3 + 2)),
+        b'\t' => {
+            let tail = &s[t3 + 1..];
+            let len = memchr::memchr(b'\n', tail)? + 1;
+            let rest = trim_eol(&tail[..len]);
+            if rest.first().is_some_and(|&b| b == b'\t' || b == b' ') {
+                return None;
+            }
+            Some((record(rest), t3 + 1 + len))
+        }
+        _ => None,
+    }
+}
+
+/// Parses a line the fast path turned down: `Ok(None)` for a line to skip. `seen_data`
+/// tracks the header rule: a first data line whose start is not a number is a header.
+fn parse_other_line<'a>(
+    path: &Path,
+    line_no: u64,
+    line: &'a [u8],
+    seen_data: &mut bool,
+) -> Result<Option<Record<'a>>> {
+    match parse_line(trim_eol(line)) {
+        Ok(Line::Skip) => Ok(None),
+        Ok(Line::Data(rec)) => {
+            *seen_data = true;
+            Ok(Some(rec))
+        }
+        Err(LineProblem::NotAnInteger {
+            column: "start", ..
+        }) if !*seen_data => {
+            *seen_data = true;
+            Ok(None)
+        }
+        Err(problem) => Err(Error::Parse {
+            path: path.to_path_buf(),
+            line: line_no,
+            problem,
+        }),
+    }
 }
 
 /// Calls `f(line_no, record)` for every data line of a BED file, applying the header rule.
 ///
-/// Lines are cut straight out of the reader's buffer; only a line that straddles two
-/// buffer fills is copied.
+/// Lines are parsed straight out of the reader's buffer, in one pass for plain
+/// tab-separated lines; only a line that straddles two buffer fills is copied.
 pub fn for_each_record(
     path: &Path,
     mut f: impl FnMut(u64, Record<'_>) -> Result<()>,
@@ -263,32 +360,6 @@ pub fn for_each_record(
     let mut src = open(path)?;
     let mut line_no = 0u64;
     let mut seen_data = false;
-    let mut handle = |line_no: u64, line: &[u8]| -> Result<()> {
-        let line = trim_eol(line);
-        if let Some(rec) = fast_record(line) {
-            seen_data = true;
-            return f(line_no, rec);
-        }
-        match parse_line(line) {
-            Ok(Line::Skip) => Ok(()),
-            Ok(Line::Data(rec)) => {
-                seen_data = true;
-                f(line_no, rec)
-            }
-            // A first data line whose start is not a number is a header.
-            Err(LineProblem::NotAnInteger {
-                column: "start", ..
-            }) if !seen_data => {
-                seen_data = true;
-                Ok(())
-            }
-            Err(problem) => Err(Error::Parse {
-                path: path.to_path_buf(),
-                line: line_no,
-                problem,
-            }),
-        }
-    };
     let mut carry: Vec<u8> = Vec::new();
     loop {
         let chunk = match src.reader.fill_buf() {
@@ -301,31 +372,45 @@ pub fn for_each_record(
         let len = chunk.len();
         let mut pos = 0;
         if !carry.is_empty() {
-            match memchr::memchr(b'\n', chunk) {
-                Some(i) => {
-                    carry.extend_from_slice(&chunk[..=i]);
-                    line_no += 1;
-                    handle(line_no, &carry)?;
-                    carry.clear();
-                    pos = i + 1;
-                }
-                None => {
-                    carry.extend_from_slice(chunk);
-                    src.reader.consume(len);
-                    continue;
-                }
-            }
-        }
-        while let Some(i) = memchr::memchr(b'\n', &chunk[pos..]) {
+            let Some(i) = memchr::memchr(b'\n', chunk) else {
+                carry.extend_from_slice(chunk);
+                src.reader.consume(len);
+                continue;
+            };
+            carry.extend_from_slice(&chunk[..=i]);
             line_no += 1;
-            handle(line_no, &chunk[pos..pos + i + 1])?;
+            if let Some(rec) = parse_other_line(path, line_no, &carry, &mut seen_data)? {
+                f(line_no, rec)?;
+            }
+            carry.clear();
+            pos = i + 1;
+        }
+        while pos < len {
+            if let Some((rec, used)) = fast_line(&chunk[pos..]) {
+                line_no += 1;
+                seen_data = true;
+                f(line_no, rec)?;
+                pos += used;
+                continue;
+            }
+            let Some(i) = memchr::memchr(b'\n', &chunk[pos..]) else {
+                break;
+            };
+            line_no += 1;
+            let line = &chunk[pos..pos + i + 1];
+            if let Some(rec) = parse_other_line(path, line_no, line, &mut seen_data)? {
+                f(line_no, rec)?;
+            }
             pos += i + 1;
         }
         carry.extend_from_slice(&chunk[pos..]);
         src.reader.consume(len);
     }
     if !carry.is_empty() {
-        handle(line_no + 1, &carry)?;
+        line_no += 1;
+        if let Some(rec) = parse_other_line(path, line_no, &carry, &mut seen_data)? {
+            f(line_no, rec)?;
+        }
     }
     Ok(())
 }
@@ -475,16 +560,63 @@ mod tests {
             "chr1\t1\t2\t",
         ];
         for line in lines {
-            if let Some(fast) = fast_record(line.as_bytes()) {
-                assert_eq!(
-                    parse_line(line.as_bytes()),
-                    Ok(Line::Data(fast)),
-                    "{line:?}"
-                );
+            for eol in ["\n", "\r\n"] {
+                let text = format!("{line}{eol}next\t1\t2\n");
+                if let Some((fast, used)) = fast_line(text.as_bytes()) {
+                    assert_eq!(used, line.len() + eol.len(), "{line:?}");
+                    assert_eq!(
+                        parse_line(line.as_bytes()),
+                        Ok(Line::Data(fast)),
+                        "{line:?}"
+                    );
+                }
             }
+            // A line cut off by the end of the buffer is left to the caller.
+            assert_eq!(fast_line(line.as_bytes()), None, "{line:?}");
         }
-        assert!(fast_record(b"chr1\t10\t20").is_some());
-        assert!(fast_record(b"track\t1\t2").is_none());
+        assert!(fast_line(b"chr1\t10\t20\n").is_some());
+        assert!(fast_line(b"chr1\t10\t20\tname\t0.5\r\n").is_some());
+        assert!(fast_line(b"track\t1\t2\n").is_none());
+    }
+
+    #[test]
+    fn leading_digits_agree_with_one_byte_at_a_time() {
+        let mut rng = crate::rng::SplitMix64::new(3);
+        let alphabet = b"0123456789\t\n \r/:-x";
+        for _ in 0..200_000 {
+            let len = rng.below(16) as usize;
+            let s: Vec<u8> = (0..len)
+                .map(|_| {
+                    // Mostly digits, so long numbers and overflows come up often.
+                    let k = if rng.below(4) == 0 {
+                        alphabet.len()
+                    } else {
+                        10
+                    };
+                    alphabet[rng.below(k as u64) as usize]
+                })
+                .collect();
+            let i = if len > 0 {
+                rng.below(len as u64) as usize
+            } else {
+                0
+            };
+            let text = String::from_utf8_lossy(&s);
+            assert_eq!(
+                leading_digits(&s, i),
+                leading_digits_slow(&s, i),
+                "{text:?} at {i}"
+            );
+            // The reference: the parser every other path goes through.
+            let n = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+            let want = parse_coord(&s[i..i + n], "start").ok().map(|v| (v, i + n));
+            assert_eq!(leading_digits(&s, i), want, "{text:?} at {i}");
+        }
+        assert_eq!(leading_digits(b"4294967295\t", 0), Some((u32::MAX, 10)));
+        assert_eq!(leading_digits(b"4294967296\t", 0), None);
+        assert_eq!(leading_digits(b"12345678901", 0), None);
+        assert_eq!(leading_digits(b"00000000007\n", 0), None);
+        assert_eq!(leading_digits(b"0000000007\n", 0), Some((7, 10)));
     }
 
     #[test]

@@ -49,29 +49,29 @@ impl Group {
         self.bins = bins;
     }
 
+    /// The lowest start a region overlapping a query that starts at `qs` can have.
+    #[inline]
+    fn lowest_start(&self, qs: u32) -> u64 {
+        // start + w > qs  <=>  start >= qs + 1 - w
+        (u64::from(qs) + 1).saturating_sub(u64::from(self.max_width))
+    }
+
+    /// The bin holding [`Group::lowest_start`] of `qs`.
+    #[inline]
+    fn bin_of(&self, qs: u32) -> usize {
+        (self.lowest_start(qs) >> self.shift) as usize
+    }
+
     /// Index of the first entry with `start + max_width > qs`.
     #[inline]
     fn first_candidate(&self, qs: u32) -> usize {
-        // start + w > qs  <=>  start >= qs + 1 - w
-        let t = (u64::from(qs) + 1).saturating_sub(u64::from(self.max_width));
+        let t = self.lowest_start(qs);
         let b = (t >> self.shift) as usize;
         if b + 1 >= self.bins.len() {
             return self.entries.len();
         }
         let (lo, hi) = (self.bins[b] as usize, self.bins[b + 1] as usize);
         lo + self.entries[lo..hi].partition_point(|e| u64::from(e.start) < t)
-    }
-
-    /// Loads the bin and the first entry `first_candidate(qs)` would read; returns a value
-    /// only so the loads are not optimised away.
-    #[inline]
-    fn touch(&self, qs: u32) -> u32 {
-        let t = (u64::from(qs) + 1).saturating_sub(u64::from(self.max_width));
-        let b = (t >> self.shift) as usize;
-        match self.bins.get(b) {
-            Some(&i) => self.entries.get(i as usize).map_or(0, |e| e.start),
-            None => 0,
-        }
     }
 
     /// Calls `emit` for entries overlapping `[qs, qe)`, from the first candidate on.
@@ -98,6 +98,111 @@ struct ChromIndex {
 #[derive(Debug, Clone, Default)]
 pub struct OverlapIndex {
     chroms: Vec<ChromIndex>,
+}
+
+/// Distance, in queries, between the stages of a [`QueryStream`].
+const LAG: usize = 8;
+const RING: usize = 2 * LAG;
+
+/// Hints the CPU to start loading the cache line holding `p`. Never faults, whatever the
+/// address; a no-op off x86-64.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it reads nothing and cannot fault.
+    #[allow(unused_unsafe)]
+    unsafe {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// A query waiting in a [`QueryStream`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Pending<'a> {
+    /// The chromosome's only width group, when it has exactly one.
+    group: Option<&'a Group>,
+    chrom: u32,
+    start: u32,
+    end: u32,
+}
+
+/// Answers queries pushed one by one, in order, `2 * LAG` queries behind.
+///
+/// A lookup in a large universe is two dependent cache misses (the bin, then the first
+/// entry). The stream prefetches a query's bin when it is pushed, its first entry `LAG`
+/// queries later, and scans it `LAG` queries after that, so the misses of many queries are
+/// in flight together and overlap with whatever work the caller does between pushes
+/// (parsing the next line, say).
+pub struct QueryStream<'a, F: FnMut(usize, u32)> {
+    index: &'a OverlapIndex,
+    scratch: &'a mut Scratch,
+    emit: F,
+    ring: [Pending<'a>; RING],
+    pushed: usize,
+    answered: usize,
+}
+
+impl<'a, F: FnMut(usize, u32)> QueryStream<'a, F> {
+    /// Queues the query `[start, end)` on chromosome `chrom` (`u32::MAX` if unknown).
+    #[inline]
+    pub fn push(&mut self, chrom: u32, start: u32, end: u32) {
+        if self.pushed - self.answered == RING {
+            self.answer_next();
+        }
+        let group = match self
+            .index
+            .chroms
+            .get(chrom as usize)
+            .map(|c| c.groups.as_slice())
+        {
+            Some([g]) => {
+                prefetch(g.bins.as_ptr().wrapping_add(g.bin_of(start)));
+                Some(g)
+            }
+            _ => None,
+        };
+        self.ring[self.pushed % RING] = Pending {
+            group,
+            chrom,
+            start,
+            end,
+        };
+        self.pushed += 1;
+        if self.pushed > LAG {
+            let p = &self.ring[(self.pushed - 1 - LAG) % RING];
+            if let Some(g) = p.group {
+                if let Some(&lo) = g.bins.get(g.bin_of(p.start)) {
+                    prefetch(g.entries.as_ptr().wrapping_add(lo as usize));
+                }
+            }
+        }
+    }
+
+    /// Scans the oldest waiting query and emits its overlaps.
+    #[inline]
+    fn answer_next(&mut self) {
+        let q = self.answered;
+        let p = self.ring[q % RING];
+        let emit = &mut self.emit;
+        match p.group {
+            Some(g) => g.scan(p.start, p.end, |e| emit(q, e.id)),
+            None => self
+                .index
+                .query(p.chrom, p.start, p.end, self.scratch, |id| emit(q, id)),
+        }
+        self.answered += 1;
+    }
+
+    /// Answers every query still waiting; returns the number of queries pushed.
+    pub fn finish(mut self) -> usize {
+        while self.answered < self.pushed {
+            self.answer_next();
+        }
+        self.pushed
+    }
 }
 
 /// Reusable space for queries that touch several width groups.
@@ -223,58 +328,33 @@ impl OverlapIndex {
     }
 
     /// Like [`OverlapIndex::query`] for many queries `(chrom, start, end)` in order, calling
-    /// `emit(query number, id)`. Unknown chromosomes are `u32::MAX`. Queries are handled in
-    /// small batches: first every query's first candidate is looked up, then all are
-    /// scanned, so the memory loads of neighbouring queries overlap instead of queueing.
+    /// `emit(query number, id)`. Unknown chromosomes are `u32::MAX`.
     pub fn query_many(
         &self,
         queries: impl Iterator<Item = (u32, u32, u32)>,
         scratch: &mut Scratch,
-        mut emit: impl FnMut(usize, u32),
+        emit: impl FnMut(usize, u32),
     ) {
-        const BATCH: usize = 16;
-        let mut done = 0usize;
-        let mut batch = [(0u32, 0u32, 0u32); BATCH];
-        let mut first = [(None::<&Group>, 0usize); BATCH];
-        let mut queries = queries.peekable();
-        while queries.peek().is_some() {
-            let mut n = 0;
-            for q in queries.by_ref().take(BATCH) {
-                batch[n] = q;
-                n += 1;
-            }
-            // Touch each query's bin and first entry: independent loads that the CPU
-            // issues together, so the lookups below find them in cache.
-            let mut touched = 0u32;
-            for &(c, qs, _) in &batch[..n] {
-                if let Some([g]) = self.chroms.get(c as usize).map(|ci| ci.groups.as_slice()) {
-                    touched ^= g.touch(qs);
-                }
-            }
-            std::hint::black_box(touched);
-            for (slot, &(c, qs, _)) in first.iter_mut().zip(&batch[..n]) {
-                *slot = match self.chroms.get(c as usize).map(|ci| ci.groups.as_slice()) {
-                    Some([g]) => (Some(g), g.first_candidate(qs)),
-                    _ => (None, 0),
-                };
-            }
-            for (k, (&(group, lo), &(c, qs, qe))) in first.iter().zip(&batch[..n]).enumerate() {
-                let q = done + k;
-                match group {
-                    Some(g) => {
-                        for e in &g.entries[lo..] {
-                            if e.start >= qe {
-                                break;
-                            }
-                            if e.end > qs {
-                                emit(q, e.id);
-                            }
-                        }
-                    }
-                    None => self.query(c, qs, qe, scratch, |id| emit(q, id)),
-                }
-            }
-            done += n;
+        let mut stream = self.stream(scratch, emit);
+        for (c, qs, qe) in queries {
+            stream.push(c, qs, qe);
+        }
+        stream.finish();
+    }
+
+    /// A [`QueryStream`] that answers queries pushed one at a time.
+    pub fn stream<'a, F: FnMut(usize, u32)>(
+        &'a self,
+        scratch: &'a mut Scratch,
+        emit: F,
+    ) -> QueryStream<'a, F> {
+        QueryStream {
+            index: self,
+            scratch,
+            emit,
+            ring: [Pending::default(); RING],
+            pushed: 0,
+            answered: 0,
         }
     }
 
@@ -364,6 +444,51 @@ mod tests {
                 .collect();
             want.sort_by_key(|&i| (starts[i as usize], ends[i as usize]));
             assert_eq!(collect(&ix, c, qs, qe), want, "query {c}:{qs}-{qe}");
+        }
+    }
+
+    #[test]
+    fn streamed_queries_match_one_by_one_queries() {
+        let mut rng = Rng(SplitMix64::new(11));
+        let (mut chroms, mut starts, mut ends) = (vec![], vec![], vec![]);
+        let mut seen = std::collections::HashSet::new();
+        while starts.len() < 2000 {
+            // Chromosome 0 has one width group; chromosome 1 several (long regions too).
+            let c = rng.below(2);
+            let s = rng.below(50_000);
+            let w = if c == 1 && rng.below(4) == 0 {
+                rng.below(40_000)
+            } else {
+                100 + rng.below(400)
+            };
+            if seen.insert((c, s, s + w)) {
+                chroms.push(c);
+                starts.push(s);
+                ends.push(s + w);
+            }
+        }
+        let ix = OverlapIndex::build(2, &chroms, &starts, &ends).expect("no duplicates");
+        // Counts below, at and above the stream's depth, so every drain path runs.
+        for n in [0, 1, LAG - 1, LAG, RING, RING + 1, 5000] {
+            let queries: Vec<(u32, u32, u32)> = (0..n)
+                .map(|_| {
+                    let c = [0, 1, u32::MAX, 7][rng.below(4) as usize];
+                    let qs = rng.below(60_000);
+                    (c, qs, qs + rng.below(2000))
+                })
+                .collect();
+            let mut want = Vec::new();
+            for (q, &(c, qs, qe)) in queries.iter().enumerate() {
+                ix.query(c, qs, qe, &mut Scratch::default(), |id| want.push((q, id)));
+            }
+            let mut got = Vec::new();
+            let mut scratch = Scratch::default();
+            let mut stream = ix.stream(&mut scratch, |q, id| got.push((q, id)));
+            for &(c, qs, qe) in &queries {
+                stream.push(c, qs, qe);
+            }
+            assert_eq!(stream.finish(), n);
+            assert_eq!(got, want, "{n} queries");
         }
     }
 

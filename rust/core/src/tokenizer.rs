@@ -264,29 +264,21 @@ impl Tokenizer {
         out
     }
 
-    /// Appends the tokens of a BED file, streamed line by line, to `out`. Queries are
-    /// looked up a few thousand at a time, so neighbouring lookups overlap in memory.
+    /// Appends the tokens of a BED file, streamed line by line, to `out`. Each query goes
+    /// into a [`QueryStream`], so its lookup overlaps with parsing the lines after it.
     pub fn tokenize_bed_into<T: TokenId>(&self, path: &Path, out: &mut Vec<T>) -> Result<()> {
-        const CHUNK: usize = 4096;
         let before = out.len();
         let mut scratch = Scratch::default();
         let mut chroms = ChromCache::default();
-        let mut pending: Vec<(u32, u32, u32)> = Vec::with_capacity(CHUNK);
-        let mut flush = |pending: &mut Vec<(u32, u32, u32)>, out: &mut Vec<T>| {
-            self.universe
-                .overlaps_many(pending.drain(..), &mut scratch, |_, id| {
-                    out.push(T::from_id(id))
-                });
-        };
+        let mut stream = self
+            .universe
+            .stream(&mut scratch, |_, id| out.push(T::from_id(id)));
         bed::for_each_record(path, |_, rec| {
             let chrom = chroms.get(rec.chrom, |name| self.universe.chrom_id(name));
-            pending.push((chrom.unwrap_or(u32::MAX), rec.start, rec.end));
-            if pending.len() == CHUNK {
-                flush(&mut pending, out);
-            }
+            stream.push(chrom.unwrap_or(u32::MAX), rec.start, rec.end);
             Ok(())
         })?;
-        flush(&mut pending, out);
+        stream.finish();
         self.unk_if_empty(out, before);
         Ok(())
     }

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::index::{OverlapIndex, Scratch};
+use crate::index::{OverlapIndex, QueryStream, Scratch};
 use crate::region_set::RegionSet;
 
 /// Universe regions with ids `0..len()` in file order, and their overlap index.
@@ -109,6 +109,16 @@ impl Universe {
         emit: impl FnMut(usize, u32),
     ) {
         self.index.query_many(queries, scratch, emit);
+    }
+
+    /// A stream that answers queries pushed one at a time, like [`Universe::overlaps_many`].
+    #[inline]
+    pub fn stream<'a, F: FnMut(usize, u32)>(
+        &'a self,
+        scratch: &'a mut Scratch,
+        emit: F,
+    ) -> QueryStream<'a, F> {
+        self.index.stream(scratch, emit)
     }
 
     /// Id of the region with exactly these coordinates.
