@@ -119,24 +119,8 @@ struct LocalTable {
     /// follow. Most peaks overlap one or two regions, so one 8-byte read serves them.
     slots: Vec<[u32; 2]>,
     many: Vec<u32>,
-    /// Number of local ranks per peak, saturated at 255 (look at `slots` then): a small
-    /// array for the pass that bounds each job's output.
-    counts: Vec<u8>,
     /// Universe id of each local rank.
     ids: Vec<u32>,
-}
-
-impl LocalTable {
-    #[inline]
-    fn count(&self, p: usize) -> usize {
-        match self.counts[p] {
-            255 => {
-                let i = (self.slots[p][1] & !MANY) as usize;
-                1 + self.many[i] as usize
-            }
-            c => usize::from(c),
-        }
-    }
 }
 
 fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
@@ -234,21 +218,7 @@ fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
             }
         });
     }
-    let counts = slots
-        .iter()
-        .map(|&[a, b]| match (a, b) {
-            (NO_ID, _) => 0,
-            (_, NO_ID) => 1,
-            (_, b) if b & MANY == 0 => 2,
-            (_, b) => u8::try_from(1 + many[(b & !MANY) as usize]).unwrap_or(255),
-        })
-        .collect();
-    Ok(LocalTable {
-        slots,
-        many,
-        counts,
-        ids,
-    })
+    Ok(LocalTable { slots, many, ids })
 }
 
 /// For each row of a CSR matrix, the union of the universe ids of its accessible peaks,
@@ -306,53 +276,21 @@ pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
     };
     let table = local_table(tok, peaks)?;
     let unk = tok.special_id(Special::Unk) as i32;
-    let threads = parallel::num_threads();
     let jobs: Vec<std::ops::Range<usize>> = (0..n_rows)
         .step_by(ROWS_PER_JOB)
         .map(|a| a..(a + ROWS_PER_JOB).min(n_rows))
         .collect();
-    let par_map = |f: &(dyn Fn(&std::ops::Range<usize>) -> Result<usize> + Sync)| {
-        if threads > 1 {
-            parallel::install(|| jobs.par_iter().map(f).collect::<Vec<_>>())
-        } else {
-            jobs.iter().map(f).collect()
-        }
-    };
-    // Pass 1: bound each job's output (every id of every accessible peak, plus an unk per
-    // row), checking the indices on the way. Pass 2 then writes each job straight into
-    // its part of the output, in parallel, so no job output is copied and the output's
-    // pages are first touched by several threads (slow in virtual machines).
-    let mut room = Vec::with_capacity(jobs.len() + 1);
-    room.push(0usize);
-    for b in par_map(&|rows| {
-        let mut total = 0;
-        for r in rows.clone() {
-            total += 1;
-            for k in bounds[r]..bounds[r + 1] {
-                if let Some(p) = peak_of(matrix, k, r, n_peaks)? {
-                    total += table.count(p);
-                }
-            }
-        }
-        Ok(total)
-    }) {
-        let total = room.last().copied().unwrap_or(0) + b?;
-        room.push(total);
-    }
-    let mut ids = vec![0i32; room.last().copied().unwrap_or(0)];
-    let mut parts: Vec<&mut [i32]> = Vec::with_capacity(jobs.len());
-    let mut rest = ids.as_mut_slice();
-    for w in room.windows(2) {
-        let (part, tail) = rest.split_at_mut(w[1] - w[0]);
-        parts.push(part);
-        rest = tail;
-    }
-    let mut lens = vec![0usize; n_rows];
-    let mut len_parts: Vec<&mut [usize]> = lens.chunks_mut(ROWS_PER_JOB).collect();
-    let run = |((rows, part), row_lens): (
-        (&std::ops::Range<usize>, &mut &mut [i32]),
-        &mut &mut [usize],
-    )| {
+    // Each job gathers its rows into its own buffer in one pass; the buffers are then
+    // copied into the output in parallel, so the output's pages are first touched by
+    // several threads (slow in virtual machines).
+    let gather = |rows: &std::ops::Range<usize>| {
+        // Room for one id per entry, the usual most, so the buffer rarely grows; pages
+        // never written cost nothing.
+        let entries = bounds[rows.end] - bounds[rows.start];
+        let mut part = Gathered {
+            ids: Vec::with_capacity(entries + rows.len()),
+            lens: Vec::with_capacity(rows.len()),
+        };
         gather_rows(
             matrix,
             &bounds,
@@ -360,46 +298,41 @@ pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
             n_peaks,
             unk,
             rows.clone(),
-            part,
-            row_lens,
-        )
+            &mut part,
+        )?;
+        Ok(part)
     };
-    let written: Vec<Result<usize>> = if threads > 1 {
-        parallel::install(|| {
-            jobs.par_iter()
-                .zip(parts.par_iter_mut())
-                .zip(len_parts.par_iter_mut())
-                .map(run)
-                .collect()
-        })
+    let parts: Vec<Gathered> = if parallel::num_threads() > 1 {
+        parallel::install(|| jobs.par_iter().map(gather).collect::<Result<_>>())?
     } else {
-        jobs.iter()
-            .zip(parts.iter_mut())
-            .zip(len_parts.iter_mut())
-            .map(run)
-            .collect()
+        jobs.iter().map(gather).collect::<Result<_>>()?
     };
-    // Close the gaps left by duplicate ids.
-    let mut at = 0;
-    for (w, n) in room.windows(2).zip(written) {
-        let n = n?;
-        ids.copy_within(w[0]..w[0] + n, at);
-        at += n;
-    }
-    ids.truncate(at);
     let mut offsets = Vec::with_capacity(n_rows + 1);
     offsets.push(0i64);
     let mut end = 0i64;
-    for len in lens {
-        end += len as i64;
+    for len in parts.iter().flat_map(|p| &p.lens) {
+        end += i64::from(*len);
         offsets.push(end);
     }
-    let out = Ragged {
+    let mut ids = vec![0i32; end as usize];
+    let mut dest: Vec<&mut [i32]> = Vec::with_capacity(parts.len());
+    let mut rest = ids.as_mut_slice();
+    for part in &parts {
+        let (head, tail) = rest.split_at_mut(part.ids.len());
+        dest.push(head);
+        rest = tail;
+    }
+    let copy = |(d, p): (&mut &mut [i32], &Gathered)| d.copy_from_slice(&p.ids);
+    if parallel::num_threads() > 1 {
+        parallel::install(|| dest.par_iter_mut().zip(parts.par_iter()).for_each(copy));
+    } else {
+        dest.iter_mut().zip(parts.iter()).for_each(copy);
+    }
+    Ok(Ragged {
         ids,
         offsets,
         names,
-    };
-    Ok(out)
+    })
 }
 
 /// The peak of CSR entry `k` of row `r`, or `None` when its stored value is zero.
@@ -500,7 +433,9 @@ fn insertion_sort_bounded<T: Copy + Ord>(v: &mut [T]) -> bool {
 /// Sorts the local ranks of one row (duplicates may remain): in place when nearly sorted,
 /// else with a bitmap for dense rows or a general sort.
 fn sort_row(v: &mut [u32], words: usize, bits: &mut Vec<u64>) {
-    if insertion_sort_bounded(v) {
+    // Try insertion only when few neighbours are out of order (one pass to count them).
+    let descents = v.windows(2).filter(|w| w[1] < w[0]).count();
+    if descents * 16 <= v.len() && insertion_sort_bounded(v) {
         return;
     }
     if v.len() * 4 < words {
@@ -535,9 +470,14 @@ fn sort_row(v: &mut [u32], words: usize, bits: &mut Vec<u64>) {
 /// Rows per parallel job.
 const ROWS_PER_JOB: usize = 32;
 
-/// Gathers rows `rows` into `out` (which has room for them) and their lengths into
-/// `lens`; returns the number of ids written.
-#[allow(clippy::too_many_arguments)]
+/// The rows of one job: their ids, one row after another, and each row's length.
+#[derive(Default)]
+struct Gathered {
+    ids: Vec<i32>,
+    lens: Vec<u32>,
+}
+
+/// Gathers rows `rows` into `out`.
 fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
     matrix: &Csr<'_, P, I, D>,
     bounds: &[usize],
@@ -545,15 +485,13 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
     n_peaks: usize,
     unk: i32,
     rows: std::ops::Range<usize>,
-    out: &mut [i32],
-    lens: &mut [usize],
-) -> Result<usize> {
+    out: &mut Gathered,
+) -> Result<()> {
     let words = table.ids.len().div_ceil(64);
     let mut slots = Vec::new();
     let mut locals = Vec::new();
     let mut bits = Vec::new();
-    let mut at = 0;
-    for (r, len) in rows.zip(lens.iter_mut()) {
+    for r in rows {
         row_slots(
             matrix,
             table,
@@ -565,22 +503,21 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
         let n = expand(table, &slots, &mut locals);
         let v = &mut locals[..n];
         sort_row(v, words, &mut bits);
-        let before = at;
+        let before = out.ids.len();
         let mut prev = NO_ID;
         for &l in v.iter() {
             if l != prev {
-                out[at] = table.ids[l as usize] as i32;
-                at += 1;
+                out.ids.push(table.ids[l as usize] as i32);
                 prev = l;
             }
         }
-        if at == before {
-            out[at] = unk;
-            at += 1;
+        if out.ids.len() == before {
+            out.ids.push(unk);
         }
-        *len = at - before;
+        // A row holds at most one id per universe region, so its length fits in u32.
+        out.lens.push((out.ids.len() - before) as u32);
     }
-    Ok(at)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -764,8 +701,8 @@ mod tests {
             let mut v: Vec<u32> = (0..len).map(|_| rng.below(1000)).collect();
             if case % 3 == 0 {
                 v.sort_unstable();
-                // A few local swaps: nearly sorted.
-                for _ in 0..len / 10 {
+                // A few local swaps: nearly sorted, few enough to take the insertion path.
+                for _ in 0..len / 32 {
                     let i = rng.below(len as u64) as usize;
                     if i + 1 < len {
                         v.swap(i, i + 1);
