@@ -119,6 +119,16 @@ def test_peaks_from_var_names(case):
         tok.tokenize_anndata(bad)
 
 
+def test_backed_chunk_size_must_be_positive(case, tmp_path: Path):
+    tok, _, _, dense, var, obs = case
+    path = tmp_path / "a.h5ad"
+    ad.AnnData(X=sp.csr_matrix(dense), obs=obs, var=var).write_h5ad(path)
+    backed = ad.read_h5ad(path, backed="r")
+    for size in (0, -3):
+        with pytest.raises(atacformer.InvalidInputError, match="chunk_size"):
+            tok.tokenize_anndata(backed, chunk_size=size)
+
+
 def test_real_pbmc_cells(tmp_path: Path):
     path = Path(__file__).parent.parent / "examples" / "pbmc_hg38.h5ad"
     adata = ad.read_h5ad(path)

@@ -99,7 +99,9 @@ def test_padded_torch_tensors_share_rust_memory(case):
     arr = np_enc["input_ids"]
     t = torch.from_numpy(arr)
     assert t.data_ptr() == arr.ctypes.data  # no copy between NumPy and torch
-    assert arr.base is not None and arr.flags.c_contiguous
+    # The array's memory is the Vec that Rust filled, handed over without a copy.
+    assert type(arr.base).__name__ == "PySliceContainer" and arr.flags.c_contiguous
+    assert type(np_enc["attention_mask"].base).__name__ == "PySliceContainer"
 
 
 def test_tokenized_cells_access_filter_and_files(case, tmp_path: Path):
@@ -199,3 +201,96 @@ def test_num_threads_env_and_setter():
     atacformer.set_num_threads(5)
     assert atacformer.get_num_threads() == 5
     atacformer.set_num_threads(0)
+
+
+SERIAL_FORK_SCRIPT = """
+import os, sys, atacformer
+tok = atacformer.Tokenizer(sys.argv[1])
+cells = [[("chr1", s, s + 500)] for s in range(0, 200000, 1000)]
+parent = tok(cells, padding=True)["input_ids"]           # one thread: no pool at all
+pid = os.fork()
+if pid == 0:
+    child = tok(cells, padding=True)["input_ids"]        # must not deadlock
+    threads = len(os.listdir("/proc/self/task"))
+    os._exit(0 if threads == 1 and (child == parent).all() else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), len(os.listdir("/proc/self/task")))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads in /proc")
+def test_one_thread_pads_serially_and_survives_fork(case, tmp_path: Path):
+    tok, universe, _ = case
+    path = write_bed(tmp_path / "u2.bed", universe)
+    env = dict(os.environ, ATACFORMER_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run(
+        [sys.executable, "-c", SERIAL_FORK_SCRIPT, str(path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # The child padded on its own thread; the parent started no thread pool either.
+    assert out.stdout.split() == ["0", "1"]
+
+
+def test_pad_keeps_given_attention_masks(case):
+    tok, _, cells = case
+    feats = [dict(tok(c, padding="max_length", max_length=130)) for c in cells[:4]]
+    lengths = [len(tok(c)["input_ids"]) for c in cells[:4]]
+    out = tok.pad(feats)
+    assert out["input_ids"].shape == (4, 130)
+    assert out["attention_mask"].sum(axis=1).tolist() == lengths
+    again = tok.pad(tok(cells, padding=True), padding="max_length", max_length=140)
+    assert again["attention_mask"].sum(axis=1).tolist() == [len(tok(c)["input_ids"]) for c in cells]
+    with pytest.raises(atacformer.InvalidInputError, match="differ in length"):
+        tok.pad([{"input_ids": [1, 2], "attention_mask": [1]}])
+
+
+def test_batch_options_edge_cases(case):
+    tok, _, cells = case
+    one = tok(cells[0], truncation=True, max_length=3)
+    assert one["input_ids"].shape == (3,) and one["attention_mask"].tolist() == [1, 1, 1]
+    # Cells of one length stack without padding, as in Hugging Face; others need padding.
+    same = tok([cells[4], cells[4]], return_tensors="np")
+    assert same["input_ids"].shape == (2, len(tok(cells[4])["input_ids"]))
+    with pytest.raises(atacformer.InvalidInputError, match="differ in length"):
+        tok(cells, return_tensors="np")
+    for bad in [
+        dict(padding=True, truncation=True, max_length=-1),
+        dict(padding="max_length", max_length=2**40),
+        dict(padding="max_length", max_length=2**62),
+    ]:
+        with pytest.raises(atacformer.InvalidInputError):
+            tok(cells, **bad)
+    # Any integer seeds (negative ones too); the default matches TokenizedCells'.
+    kwargs = dict(padding=True, truncation=True, max_length=5)
+    assert (
+        tok(cells, seed=-1, **kwargs)["input_ids"] == tok(cells, seed=-1, **kwargs)["input_ids"]
+    ).all()
+    ragged = tok(cells)["input_ids"]
+    assert (ragged.to_padded(max_length=5)["input_ids"] == tok(cells, **kwargs)["input_ids"]).all()
+    with pytest.raises(atacformer.InvalidInputError, match="0 or more"):
+        atacformer.set_num_threads(-1)
+
+
+def test_tokenized_cells_refuse_values_that_would_wrap(tmp_path: Path):
+    strided = TokenizedCells(np.arange(8, dtype=np.int32)[::2], [0, 2, 4])
+    assert strided.to_padded(pad_token_id=0)["input_ids"].tolist() == [[0, 2], [4, 6]]
+    assert strided.truncate(1, "first").ids.tolist() == [0, 4]
+    with pytest.raises(atacformer.InvalidInputError, match="int32"):
+        TokenizedCells(np.array([2**31 + 5]), [0, 1])
+    with pytest.raises(atacformer.InvalidInputError, match="integers"):
+        TokenizedCells(np.array([1.5]), [0, 1])
+    with pytest.raises(atacformer.AtacformerIndexError):
+        strided[np.array([0.9, 1.7])]
+    with pytest.raises(atacformer.InvalidInputError, match="2\\^32"):
+        atacformer.write_gtok(tmp_path / "x.gtok", [2**32])
+    bad_names = tmp_path / "bad.atok"
+    strided.save(bad_names)
+    data = bytearray(bad_names.read_bytes())
+    data[-1] = 0xFF  # the last byte of the names
+    bad_names.write_bytes(bytes(data))
+    with pytest.raises(atacformer.ParseError, match="UTF-8"):
+        TokenizedCells.load(bad_names)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import atacformer
@@ -124,13 +126,112 @@ def test_bad_config_files(tmp_path: Path, peaks_dir: Path):
 def test_bad_python_inputs(small_universe):
     _, path = small_universe
     tok = Tokenizer(path)
-    with pytest.raises(atacformer.InvalidInputError, match="region 1"):
+    with pytest.raises(atacformer.AtacformerTypeError, match="region 1"):
         tok([("chr1", 1, 5), object()])
     with pytest.raises(atacformer.InvalidInputError, match="start > end"):
         tok([("chr1", 9, 5)])
-    with pytest.raises(atacformer.InvalidInputError, match="expected regions"):
+    with pytest.raises(atacformer.AtacformerTypeError, match="expected regions"):
         tok(42)
-    with pytest.raises(TypeError):
+    with pytest.raises(atacformer.AtacformerTypeError):
         tok.decode(["a"])
+    with pytest.raises(atacformer.AtacformerTypeError, match="paths"):
+        tok.tokenize_files([path, 5])
     with pytest.raises(atacformer.AtacformerError, match="is a directory"):
         RegionSet(path.parent)
+
+
+def _raises(kind: type, call, match: str):
+    """Calls ``call`` and checks that it raises ``kind``, inside the package's hierarchy."""
+    with pytest.raises(kind, match=match) as info:
+        call()
+    assert isinstance(info.value, atacformer.AtacformerError)
+
+
+def test_coordinates_must_be_whole_numbers_in_range():
+    # Whole floats (pandas columns with missing values elsewhere become floats) are fine.
+    assert list(RegionSet.from_arrays(["chr1"], [49.0], [51.0])) == [
+        atacformer.Region("chr1", 49, 51)
+    ]
+    bad = atacformer.InvalidInputError
+    _raises(bad, lambda: RegionSet.from_arrays(["a"], [1.5], [3]), r"starts\[0\].*1\.5")
+    _raises(bad, lambda: RegionSet.from_arrays(["a", "a"], [1, np.nan], [3, 4]), r"starts\[1\]")
+    _raises(bad, lambda: RegionSet.from_arrays(["a"], [1], [np.inf]), r"ends\[0\]")
+    big = np.array([2**63 + 1], dtype=np.uint64)
+    _raises(bad, lambda: RegionSet.from_arrays(["a"], big, [3]), "9223372036854775809")
+    _raises(bad, lambda: RegionSet.from_arrays(["a"], [-1], [3]), "got -1")
+    _raises(bad, lambda: RegionSet.from_arrays(["a"], [[1]], [[3]]), "one-dimensional")
+    _raises(bad, lambda: RegionSet.from_arrays(["a", None], [1, 2], [3, 4]), r"chroms\[1\]")
+    _raises(
+        atacformer.AtacformerTypeError, lambda: RegionSet.from_arrays([np.nan], [1], [3]), "strings"
+    )
+    wrong = atacformer.AtacformerTypeError
+    _raises(wrong, lambda: RegionSet.from_arrays(["a"], [True], [3]), "bool")
+    _raises(wrong, lambda: RegionSet.from_arrays(["a"], ["1"], [3]), "integers")
+    frame = pd.DataFrame({"chr": ["chr1"], "start": [49.9], "end": [50.5]})
+    _raises(bad, lambda: RegionSet.from_pandas(frame), "49.9")
+    _raises(wrong, lambda: RegionSet.from_pandas([1]), "DataFrame")
+
+
+def test_region_objects_are_checked_field_by_field():
+    wrong, bad = atacformer.AtacformerTypeError, atacformer.InvalidInputError
+    _raises(wrong, lambda: RegionSet.from_regions([("c", "1", 2)]), "region 0: start")
+    _raises(wrong, lambda: RegionSet.from_regions([("c", 1, 2), (1, 1, 2)]), "region 1: chr")
+    _raises(bad, lambda: RegionSet.from_regions([("c", 1)]), "got 2 item")
+    _raises(wrong, lambda: RegionSet(5), "path")
+    _raises(wrong, lambda: Tokenizer(5), "path")
+    _raises(wrong, lambda: Tokenizer(), "needs a path")
+    rs = RegionSet.from_regions([("c", 1, 2)])
+    _raises(atacformer.AtacformerIndexError, lambda: rs[5], "out of range")
+    _raises(atacformer.AtacformerIndexError, lambda: rs[2**70], "out of range")
+    _raises(wrong, lambda: rs["x"], "integers or slices")
+
+
+def test_names_and_rest_must_survive_a_bed_round_trip(tmp_path: Path):
+    bad = atacformer.InvalidInputError
+    _raises(bad, lambda: RegionSet.from_arrays(["chr 1"], [1], [3]), "whitespace")
+    _raises(bad, lambda: RegionSet.from_arrays([""], [1], [3]), "empty")
+    _raises(bad, lambda: RegionSet.from_regions([("chr1\t", 1, 3)]), "whitespace")
+    line_break = atacformer.Region("chr1", 1, 3, rest="a\nb")
+    _raises(bad, lambda: RegionSet.from_regions([line_break]), "line break")
+    ok = RegionSet.from_regions([atacformer.Region("chr1", 1, 3, rest="a\tb")])
+    ok.to_bed(tmp_path / "ok.bed")
+    assert list(RegionSet(tmp_path / "ok.bed")) == list(ok)
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path: Path):
+    path = tmp_path / "bom.bed"
+    path.write_bytes(b"\xef\xbb\xbfchr1\t60\t70\nchr2\t1\t2\n")
+    assert RegionSet(path).chroms.tolist() == ["chr1", "chr2"]
+    assert Tokenizer(path).tokenize([("chr1", 65, 66)]) == ["chr1:60-70"]
+
+
+def test_special_tokens_in_a_config_must_be_unambiguous(tmp_path: Path):
+    write_bed(tmp_path / "u.bed", ["chr1\t50\t150", "chr1\t100\t300"])
+    cases = {
+        "twice.toml": (
+            '{name="unk", token="<a>"},\n{name="unk", token="<b>"}',
+            4,
+            "more than once",
+        ),
+        "same.toml": ('{name="unk", token="<a>"},\n{name="pad", token="<a>"}', 4, "both"),
+        "region.toml": ('{name="mask", token="chr1:50-150"}', 3, "universe region"),
+    }
+    for name, (tokens, line, problem) in cases.items():
+        path = tmp_path / name
+        path.write_text(f'universe = "u.bed"\nspecial_tokens = [\n{tokens}\n]\n')
+        with pytest.raises(atacformer.ParseError, match=f"{name}:{line}: .*{problem}"):
+            Tokenizer(path)
+    # A token that only looks like a region, and an upper-case extension, are fine.
+    upper = tmp_path / "C.TOML"
+    upper.write_text('universe = "u.bed"\nspecial_tokens = [{name="mask", token="chr9:1-2"}]\n')
+    assert Tokenizer(upper).mask_token == "chr9:1-2"
+
+
+def test_return_tensors_and_hub_names_fail_inside_the_hierarchy(tmp_path: Path, small_universe):
+    _, path = small_universe
+    tok = Tokenizer(path)
+    _raises(atacformer.InvalidInputError, lambda: tok([("chr1", 1, 5)], return_tensors="tf"), "tf")
+    for name in [str(tmp_path / "not" / "here"), "./nothere", "a/b/c"]:
+        with pytest.raises(FileNotFoundError) as info:
+            Tokenizer.from_pretrained(name)
+        assert isinstance(info.value, atacformer.MissingFileError)

@@ -100,6 +100,13 @@ def test_barcodes_list_file_and_filters(case, tmp_path: Path):
     assert all(counts[n] >= threshold for n in kept.names)
     capped = tok.tokenize_fragments(gz, max_fragments=threshold)
     assert all(counts[n] <= threshold for n in capped.names)
+    for bad in [
+        dict(min_fragments=-1),
+        dict(max_fragments=-1),
+        dict(min_fragments=5, max_fragments=2),
+    ]:
+        with pytest.raises(atacformer.InvalidInputError):
+            tok.tokenize_fragments(gz, **bad)
 
 
 def test_bad_lines_raise_or_are_skipped_with_a_warning(case, tmp_path: Path):

@@ -141,7 +141,36 @@ def test_vocabulary_and_special_tokens(small_universe):
     assert tok.all_special_ids == list(range(5, 12))
     assert tok.get_special_tokens_mask([0, 5, 11, 4]) == [0, 1, 1, 0]
     assert tok.get_special_tokens_mask(["<pad>", "chr2:10-20"]) == [1, 0]
+    # Generators are read once; NumPy strings work; an unknown string is not special.
+    assert tok.get_special_tokens_mask(t for t in ["<unk>", "chr1:50-150"]) == [1, 0]
+    assert tok.get_special_tokens_mask(i for i in [6, 0]) == [1, 0]
+    assert tok.get_special_tokens_mask(np.array(["<sep>", "chr1:50-150"])) == [1, 0]
+    assert tok.get_special_tokens_mask(["bogus", "<mask>"]) == [0, 1]
     assert "vocab_size=12" in repr(tok)
+
+
+def test_tokenizer_is_immutable(small_universe):
+    _, path = small_universe
+    tok = Tokenizer(path)
+    for name in ["pad_token_id", "unk_token", "sep_token"]:
+        with pytest.raises(AttributeError, match="immutable"):
+            setattr(tok, name, 0)
+    assert tok.pad_token_id == 6 and tok.unk_token == "<unk>"
+    assert tok([("chr9", 1, 2)])["input_ids"].tolist() == [5]
+
+
+def test_only_exact_token_strings_have_ids(small_universe):
+    _, path = small_universe
+    tok = Tokenizer(path)
+    unk = tok.unk_token_id
+    # Tokens are written without leading zeros or signs, so these name no region.
+    assert tok.encode(["chr1:0100-200", "chr1:100-0200", "chr1:+100-200"]) == [unk] * 3
+    assert tok.encode(["chr1:100-200", "chr1:0-1000"]) == [0, 4]
+    assert tok.decode(2**70) == ["<unk>"]
+    assert tok.decode([2**70, 0]) == ["<unk>", "chr1:100-200"]
+    for call in [lambda: tok.decode(1.0), lambda: tok.encode(5), lambda: tok.encode([1])]:
+        with pytest.raises(atacformer.AtacformerTypeError):
+            call()
 
 
 def test_constructors_choose_by_path(peaks_dir: Path, tmp_path: Path):

@@ -11,7 +11,9 @@ from typing import Any
 
 from ._core import (
     AtacformerError,
+    AtacformerIndexError,
     AtacformerIOError,
+    AtacformerTypeError,
     InvalidInputError,
     MissingFileError,
     ParseError,
@@ -51,6 +53,8 @@ _MODEL_NAMES = {
 __all__ = [
     "AtacformerError",
     "AtacformerIOError",
+    "AtacformerIndexError",
+    "AtacformerTypeError",
     "BatchEncoding",
     "InvalidInputError",
     "MissingFileError",

@@ -92,6 +92,10 @@ def row_chunks(
     """CSR arrays of the matrix, whole when in memory, ``chunk_size`` rows when backed."""
     if layer is not None and layer not in adata.layers:
         raise _core.InvalidInputError(f"adata has no layer {layer!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)):
+        raise _core.AtacformerTypeError(f"chunk_size must be an integer, got {chunk_size!r}")
+    if chunk_size < 1:
+        raise _core.InvalidInputError(f"chunk_size must be at least 1, got {chunk_size}")
     if not getattr(adata, "isbacked", False):
         yield _csr_arrays(adata.X if layer is None else adata.layers[layer])
         return

@@ -11,6 +11,8 @@ __version__: str
 __all__ = [
     "AtacformerError",
     "AtacformerIOError",
+    "AtacformerIndexError",
+    "AtacformerTypeError",
     "InvalidInputError",
     "MissingFileError",
     "ParseError",
@@ -37,6 +39,8 @@ class ParseError(AtacformerError, ValueError):
 class MissingFileError(AtacformerError, FileNotFoundError): ...
 class AtacformerIOError(AtacformerError, OSError): ...
 class InvalidInputError(AtacformerError, ValueError): ...
+class AtacformerTypeError(AtacformerError, TypeError): ...
+class AtacformerIndexError(AtacformerError, IndexError): ...
 
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
@@ -46,21 +50,21 @@ def pad_ragged(
     width: int,
     pad_id: int,
     strategy: str = "random",
-    seed: int = 0,
+    seed: int | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 def truncate_ragged(
     ids: npt.NDArray[np.int32],
     offsets: npt.NDArray[np.int64],
     max_length: int,
     strategy: str = "random",
-    seed: int = 0,
+    seed: int | None = None,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
 def tokenize_fragments(
     tokenizer: Tokenizer,
     path: str | os.PathLike[str],
     barcodes: list[str] | None = None,
     barcodes_path: str | os.PathLike[str] | None = None,
-    min_fragments: int = 0,
+    min_fragments: int | None = None,
     max_fragments: int | None = None,
     unique: bool = True,
     skip_bad_lines: bool = False,

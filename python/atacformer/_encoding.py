@@ -31,11 +31,20 @@ class BatchEncoding(dict):
     def convert_to_tensors(self, tensor_type: str | None) -> BatchEncoding:
         """Converts NumPy values to ``"pt"`` tensors (without a copy) in place."""
         if tensor_type == "pt":
-            import torch
+            try:
+                import torch
+            except ImportError as e:
+                raise ImportError(
+                    "return_tensors='pt' needs PyTorch: pip install torch (or atacformer[model])"
+                ) from e
 
             for k, v in self.items():
                 if hasattr(v, "__array__") and not isinstance(v, torch.Tensor):
                     self[k] = torch.from_numpy(v)
         elif tensor_type not in (None, "np"):
-            raise ValueError(f"return_tensors must be None, 'np' or 'pt', got {tensor_type!r}")
+            from . import _core
+
+            raise _core.InvalidInputError(
+                f"return_tensors must be None, 'np' or 'pt', got {tensor_type!r}"
+            )
         return self

@@ -29,6 +29,9 @@ import numpy as np
 from . import _core
 from ._encoding import BatchEncoding
 
+DEFAULT_SEED = 42
+"""Seed of random truncation unless one is given (the tokenizer's default too)."""
+
 _MAGIC = b"ATOK"
 _VERSION = 1
 _HEADER = np.dtype(
@@ -55,12 +58,10 @@ class TokenizedCells:
     ) -> None:
         ids = np.asanyarray(ids)  # keeps a memory map a memory map
         offsets = np.asanyarray(offsets)
-        if ids.dtype != np.int32:
-            ids = ids.astype(np.int32)
-        if offsets.dtype != np.int64:
-            offsets = offsets.astype(np.int64)
         if ids.ndim != 1 or offsets.ndim != 1 or len(offsets) == 0:
             raise _core.InvalidInputError("ids and offsets must be 1-D, offsets non-empty")
+        ids = _as_int_array(ids, np.int32, "ids")
+        offsets = _as_int_array(offsets, np.int64, "offsets")
         if offsets[0] != 0 or offsets[-1] != len(ids) or np.any(np.diff(offsets) < 0):
             raise _core.InvalidInputError(
                 "offsets must start at 0, never decrease and end at len(ids)"
@@ -84,7 +85,7 @@ class TokenizedCells:
         pad_token_id: int | None = None,
     ) -> TokenizedCells:
         """Builds from a list of id sequences (copies them into one buffer)."""
-        arrays = [np.asarray(c, dtype=np.int32).reshape(-1) for c in cells]
+        arrays = [_as_int_array(np.asarray(c).reshape(-1), np.int32, "ids") for c in cells]
         offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
         np.cumsum([len(a) for a in arrays], out=offsets[1:])
         ids = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
@@ -106,18 +107,24 @@ class TokenizedCells:
             n = len(self)
             i = int(key) + n if key < 0 else int(key)
             if not 0 <= i < n:
-                raise IndexError(f"cell index {key} out of range for {n} cells")
+                raise _core.AtacformerIndexError(f"cell index {key} out of range for {n} cells")
             return self.ids[self.offsets[i] : self.offsets[i + 1]]
         if isinstance(key, slice):
             key = np.arange(len(self))[key]
         index = np.asarray(key)
         if index.dtype == bool:
             if index.shape != (len(self),):
-                raise IndexError(f"boolean mask of shape {index.shape} for {len(self)} cells")
+                raise _core.AtacformerIndexError(
+                    f"boolean mask of shape {index.shape} for {len(self)} cells"
+                )
             index = np.flatnonzero(index)
+        if index.size and not np.issubdtype(index.dtype, np.integer):
+            raise _core.AtacformerIndexError(
+                f"cells can be selected by integers, slices or a boolean mask, not {index.dtype}"
+            )
         index = index.astype(np.int64, copy=False).reshape(-1)
         if index.size and (index.max() >= len(self) or index.min() < -len(self)):
-            raise IndexError(f"cell index out of range for {len(self)} cells")
+            raise _core.AtacformerIndexError(f"cell index out of range for {len(self)} cells")
         index = np.where(index < 0, index + len(self), index)
         return self._take(index)
 
@@ -163,7 +170,7 @@ class TokenizedCells:
         return self[keep]
 
     def truncate(
-        self, max_length: int, truncation_strategy: str = "random", seed: int = 0
+        self, max_length: int, truncation_strategy: str = "random", seed: int = DEFAULT_SEED
     ) -> TokenizedCells:
         """Every cell cut to at most ``max_length`` ids (seeded subset or first ids)."""
         ids, offsets = _core.truncate_ragged(
@@ -175,7 +182,7 @@ class TokenizedCells:
         self,
         max_length: int | None = None,
         truncation_strategy: str = "random",
-        seed: int = 0,
+        seed: int = DEFAULT_SEED,
         return_tensors: str | None = None,
         pad_token_id: int | None = None,
         pad_to_max_length: bool = False,
@@ -250,7 +257,10 @@ class TokenizedCells:
         )
         with open(path, "rb") as f:
             f.seek(names_at)
-            text = f.read(names_bytes).decode()
+            try:
+                text = f.read(names_bytes).decode()
+            except UnicodeDecodeError as e:
+                raise _core.ParseError(f"{path}: cell names are not UTF-8 ({e.reason})") from e
         names = text.split("\n") if n else []
         pad = int(header["pad"])
         return cls(ids, offsets, names, None if pad < 0 else pad)
@@ -278,6 +288,19 @@ class TokenizedCells:
         )
 
 
+def _as_int_array(values: np.ndarray, dtype: type, what: str) -> np.ndarray:
+    """``values`` as a contiguous array of ``dtype``; an error instead of a silent wrap
+    for values of another kind or out of range."""
+    if values.dtype == dtype:
+        return values if values.flags.c_contiguous else np.ascontiguousarray(values)
+    if values.size and not np.issubdtype(values.dtype, np.integer):
+        raise _core.InvalidInputError(f"{what} must be integers, got {values.dtype}")
+    info = np.iinfo(dtype)
+    if values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
+        raise _core.InvalidInputError(f"{what} must fit in {np.dtype(dtype).name}")
+    return np.ascontiguousarray(values, dtype=dtype)
+
+
 def read_gtok(path: str | os.PathLike[str]) -> np.ndarray:
     """Ids of a peer ``.gtok`` file as int32."""
     path = Path(path)
@@ -302,8 +325,10 @@ def read_gtok(path: str | os.PathLike[str]) -> np.ndarray:
 def write_gtok(path: str | os.PathLike[str], ids: Any) -> None:
     """Writes ids as a ``.gtok`` file: u16 when every id fits, else u32."""
     ids = np.asarray(ids).reshape(-1)
-    if ids.size and ids.min() < 0:
-        raise _core.InvalidInputError(".gtok ids must be non-negative")
+    if ids.size and not np.issubdtype(ids.dtype, np.integer):
+        raise _core.InvalidInputError(f".gtok ids must be integers, got {ids.dtype}")
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= 2**32):
+        raise _core.InvalidInputError(".gtok ids must be in 0..2^32-1")
     small = not ids.size or int(ids.max()) < 2**16
     body = ids.astype("<u2" if small else "<u4").tobytes()
     Path(path).write_bytes(b"GTOK" + bytes([1 if small else 2]) + body)

@@ -9,6 +9,7 @@ this module adds the Hugging Face-style surface: ``from_pretrained``/``save_pret
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
@@ -54,13 +55,47 @@ def _cell_name(cell: Any, i: int) -> str:
 
 
 def _as_id_array(ids: Any) -> np.ndarray:
-    """Any int, sequence, NumPy array or torch tensor of ids as a 1-D int64 array."""
+    """Any int, sequence, NumPy array or torch tensor of ids as a 1-D int64 array. Ids
+    beyond int64 (surely unknown) become -1, which decodes as unk."""
     if hasattr(ids, "detach") and hasattr(ids, "cpu"):  # a torch tensor
         ids = ids.detach().cpu().numpy()
     arr = np.asarray(ids)
+    if arr.dtype == object and all(
+        isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+        for x in arr.reshape(-1).tolist()
+    ):
+        big = np.iinfo(np.int64)
+        arr = np.array(
+            [x if big.min <= x <= big.max else -1 for x in arr.reshape(-1).tolist()],
+            dtype=np.int64,
+        )
     if arr.dtype == object or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-        raise TypeError(f"token ids must be integers, got an array of {arr.dtype}")
+        raise _core.AtacformerTypeError(f"token ids must be integers, got an array of {arr.dtype}")
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
+        arr = np.where(arr > np.iinfo(np.int64).max, -1, arr.astype(np.int64))
     return np.ascontiguousarray(arr, dtype=np.int64).reshape(-1)
+
+
+def _token_strings(tokens: Any) -> list[str]:
+    """A sequence of token strings as a list, refusing anything else."""
+    if isinstance(tokens, (int, np.integer)) or not isinstance(tokens, Iterable):
+        raise _core.AtacformerTypeError(
+            f"tokens must be a string or a sequence of strings, got {type(tokens).__name__}"
+        )
+    values = [t.item() if isinstance(t, np.str_) else t for t in tokens]
+    bad = next((t for t in values if not isinstance(t, str)), None)
+    if bad is not None:
+        raise _core.AtacformerTypeError(
+            f"tokens must be strings, got {type(bad).__name__} ({bad!r})"
+        )
+    return values
+
+
+def _flat(values: Any) -> np.ndarray:
+    """A sequence, array or tensor as a flat NumPy array."""
+    if hasattr(values, "detach") and hasattr(values, "cpu"):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values).reshape(-1)
 
 
 class _SpecialToken:
@@ -75,6 +110,9 @@ class _SpecialToken:
             return self  # type: ignore[return-value]
         return obj._tok.special_tokens[self.index]
 
+    def __set__(self, obj: Tokenizer, value: Any) -> None:
+        raise AttributeError("a Tokenizer is immutable: its special tokens cannot be changed")
+
 
 class _SpecialId:
     """Class attribute giving a special token's id (universe size plus its position)."""
@@ -87,6 +125,9 @@ class _SpecialId:
         if obj is None:
             return self  # type: ignore[return-value]
         return obj._tok.universe_size + self.index
+
+    def __set__(self, obj: Tokenizer, value: Any) -> None:
+        raise AttributeError("a Tokenizer is immutable: its special token ids cannot be changed")
 
 
 class Tokenizer:
@@ -114,7 +155,9 @@ class Tokenizer:
     def __init__(self, path: PathLike | None = None, *, _core_tokenizer: Any = None) -> None:
         if _core_tokenizer is None:
             if path is None:
-                raise TypeError("Tokenizer() needs a path to a universe, config or directory")
+                raise _core.AtacformerTypeError(
+                    "Tokenizer() needs a path to a universe, config or directory"
+                )
             _core_tokenizer = _core.Tokenizer(path)
         self._tok = _core_tokenizer
 
@@ -160,7 +203,14 @@ class Tokenizer:
         token: str | bool | None,
     ) -> Tokenizer:
         from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+        from huggingface_hub.utils import (  # re-exported here by every supported version
+            EntryNotFoundError,
+            HfHubHTTPError,
+            HFValidationError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
         def fetch(filename: str) -> str | None:
             try:
@@ -174,10 +224,21 @@ class Tokenizer:
                 )
             except (EntryNotFoundError, LocalEntryNotFoundError):
                 return None
+            except HFValidationError as e:
+                raise _core.MissingFileError(
+                    2, f"not a directory, a file or a Hub repo id ({e})", repo_id
+                ) from e
+            except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+                raise _core.MissingFileError(2, f"not found on the Hub ({e})", repo_id) from e
+            except HfHubHTTPError as e:
+                raise _core.AtacformerIOError(f"{repo_id}: {filename}: {e}") from e
 
         config = fetch(CONFIG_FILE)
         if config is not None:
-            import tomllib
+            if sys.version_info >= (3, 11):
+                import tomllib
+            else:  # pragma: no cover - Python 3.10
+                import tomli as tomllib
 
             with open(config, "rb") as f:
                 universe = tomllib.load(f).get("universe")
@@ -242,6 +303,8 @@ class Tokenizer:
                 enc[key] = value[0] if isinstance(value, np.ndarray) else value
             if isinstance(enc["input_ids"], TokenizedCells):
                 enc["input_ids"] = np.asarray(enc["input_ids"][0], dtype=np.int64)
+                if return_attention_mask:
+                    enc["attention_mask"] = np.ones(len(enc["input_ids"]), dtype=np.int64)
             return enc.convert_to_tensors(return_tensors)
         cells = self.encode_cells(regions)
         return self._finish(
@@ -273,11 +336,20 @@ class Tokenizer:
         if padding in (False, "do_not_pad"):
             if truncate:
                 cells = cells.truncate(max_length, truncation_strategy, seed)  # type: ignore[arg-type]
-            if return_tensors is not None:
+            if return_tensors is None:
+                return BatchEncoding(input_ids=cells)
+            lengths = cells.lengths
+            if len(cells) and (lengths != lengths[0]).any():
                 raise _core.InvalidInputError(
-                    f"return_tensors={return_tensors!r} needs padding: cells differ in length"
+                    f"return_tensors={return_tensors!r} needs padding=True: the cells differ "
+                    f"in length ({int(lengths.min())} to {int(lengths.max())} tokens)"
                 )
-            return BatchEncoding(input_ids=cells)
+            # Cells of one length stack into a rectangle, as in Hugging Face.
+            width = int(lengths[0]) if len(cells) else 0
+            enc = cells.to_padded(width, "first", 0, pad_token_id=self.pad_token_id)
+            if not return_attention_mask:
+                del enc["attention_mask"]
+            return enc.convert_to_tensors(return_tensors)
         if padding in (True, "longest"):
             longest = int(cells.lengths.max()) if len(cells) else 0
             width = min(longest, max_length) if truncate else longest  # type: ignore[type-var]
@@ -321,6 +393,11 @@ class Tokenizer:
     def tokenize_files(self, paths: Sequence[PathLike]) -> TokenizedCells:
         """Tokenizes BED files (bulk region sets) in parallel; cells are named by file."""
         paths = list(paths)
+        bad = next((p for p in paths if not isinstance(p, (str, os.PathLike))), None)
+        if bad is not None:
+            raise _core.AtacformerTypeError(
+                f"tokenize_files takes paths (str or os.PathLike), got {type(bad).__name__}"
+            )
         return self.encode_cells(paths, names=[os.path.basename(os.fspath(p)) for p in paths])
 
     def tokenize_fragments(
@@ -419,24 +496,32 @@ class Tokenizer:
         :class:`TokenizedCells`. Other keys are stacked as they are. Nothing is truncated.
         """
         extra: dict[str, Any] = {}
+        masks: list[np.ndarray] | None = None
         if isinstance(encoded_inputs, (list, tuple)):
             if not encoded_inputs:
                 raise _core.InvalidInputError("pad() got an empty batch")
             rows = encoded_inputs
-            ids = [np.asarray(r["input_ids"]).reshape(-1) for r in rows]
+            ids = [_flat(r["input_ids"]) for r in rows]
+            if all("attention_mask" in r for r in rows):
+                masks = [_flat(r["attention_mask"]) for r in rows]
             for key in rows[0]:
                 if key not in ("input_ids", "attention_mask"):
                     extra[key] = np.stack([np.asarray(r[key]) for r in rows])
         else:
             ids = encoded_inputs["input_ids"]
+            mask = encoded_inputs.get("attention_mask")
+            if mask is not None and not isinstance(ids, TokenizedCells):
+                masks = [_flat(m) for m in mask]
             for key, value in encoded_inputs.items():
                 if key not in ("input_ids", "attention_mask"):
                     extra[key] = value
         cells = (
             ids
             if isinstance(ids, TokenizedCells)
-            else TokenizedCells.from_lists([np.asarray(i).reshape(-1) for i in ids])
+            else TokenizedCells.from_lists([_flat(i) for i in ids])
         )
+        if masks is not None and [len(m) for m in masks] != cells.lengths.tolist():
+            raise _core.InvalidInputError("pad(): attention_mask and input_ids differ in length")
         longest = int(cells.lengths.max()) if len(cells) else 0
         if padding in (False, "do_not_pad"):
             return BatchEncoding(input_ids=cells, **extra)
@@ -446,6 +531,12 @@ class Tokenizer:
         enc = cells.to_padded(
             width, "first", 0, pad_token_id=self.pad_token_id, pad_to_max_length=True
         )
+        if masks is not None:
+            # Keep the masks given (positions padded earlier stay 0); new padding gets 0.
+            given = TokenizedCells.from_lists(masks).to_padded(
+                width, "first", 0, pad_token_id=0, pad_to_max_length=True
+            )
+            enc["attention_mask"] = given["input_ids"]
         if return_attention_mask is False:
             del enc["attention_mask"]
         enc.update(extra)
@@ -459,7 +550,7 @@ class Tokenizer:
         """Ids of one token string or a list of them; unknown tokens give the unk id."""
         if isinstance(tokens, str):
             return [self._tok.token_to_id(tokens)]
-        return self._tok.tokens_to_ids(list(tokens))
+        return self._tok.tokens_to_ids(_token_strings(tokens))
 
     def decode(self, ids: Any) -> list[str]:
         """Token strings of an int, list, NumPy array or torch tensor of ids."""
@@ -469,7 +560,7 @@ class Tokenizer:
         """A scalar for a string, a list for a list; unknown tokens give the unk id."""
         if isinstance(tokens, str):
             return self._tok.token_to_id(tokens)
-        return self._tok.tokens_to_ids(list(tokens))
+        return self._tok.tokens_to_ids(_token_strings(tokens))
 
     def convert_ids_to_tokens(self, ids: Any) -> str | list[str]:
         """A string for a scalar id, a list for a sequence; unknown ids give unk."""
@@ -522,14 +613,20 @@ class Tokenizer:
     def get_special_tokens_mask(
         self, tokens: Any, already_has_special_tokens: bool = True
     ) -> list[int]:
-        """1 for each special token (given as ids or strings), 0 for each region token."""
-        if isinstance(tokens, str) or (
-            isinstance(tokens, Iterable)
-            and not hasattr(tokens, "__array__")
-            and any(isinstance(t, str) for t in tokens)
-        ):
-            tokens = self.convert_tokens_to_ids([tokens] if isinstance(tokens, str) else tokens)
-        ids = _as_id_array(tokens)
+        """1 for each special token, 0 for any other, as in Hugging Face. Tokens are ids
+        or token strings; a string counts only when it is exactly a special token."""
+        if isinstance(tokens, str):
+            tokens = [tokens]
+        elif not hasattr(tokens, "__array__"):
+            tokens = list(tokens)  # also takes generators, read once
+        if hasattr(tokens, "detach") or (hasattr(tokens, "dtype") and tokens.dtype.kind in "iu"):
+            ids = _as_id_array(tokens)
+        else:
+            values = np.asarray(tokens, dtype=object).reshape(-1).tolist()
+            if all(isinstance(t, str) for t in values):
+                special = set(self._tok.special_tokens)
+                return [int(t in special) for t in values]
+            ids = _as_id_array(values)
         first = self._tok.universe_size
         return ((ids >= first) & (ids < first + len(_SPECIAL_NAMES))).astype(int).tolist()
 

@@ -14,6 +14,7 @@ use crate::error::{Error, LineProblem, Result};
 
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 const BUF_CAPACITY: usize = 1 << 18;
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// A byte source that decompresses gzip (and BGZF, which is multi-member gzip) when the
 /// file starts with the gzip magic bytes.
@@ -370,7 +371,12 @@ pub fn for_each_record(
             break;
         }
         let len = chunk.len();
-        let mut pos = 0;
+        // A UTF-8 byte-order mark, written by some editors, is not part of the first name.
+        let mut pos = if line_no == 0 && carry.is_empty() && chunk.starts_with(UTF8_BOM) {
+            UTF8_BOM.len()
+        } else {
+            0
+        };
         if !carry.is_empty() {
             let Some(i) = memchr::memchr(b'\n', chunk) else {
                 carry.extend_from_slice(chunk);

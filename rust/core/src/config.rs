@@ -65,6 +65,8 @@ struct RawConfig {
 pub struct Config {
     pub universe: PathBuf,
     pub special_tokens: SpecialTokens,
+    /// The 1-based line that sets each special token (1 for a default one).
+    pub special_lines: [u64; SPECIAL_NAMES.len()],
     pub tokenizer_type: TokenizerType,
 }
 
@@ -88,10 +90,20 @@ impl Config {
             config_err(line, e.message().trim().to_string())
         })?;
         let mut special_tokens = SpecialTokens::default();
+        let mut given = [false; SPECIAL_NAMES.len()];
+        let mut special_lines = [1; SPECIAL_NAMES.len()];
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for s in raw.special_tokens {
+            // The line of this entry: the k-th mention of its name for its k-th entry.
+            let quoted = format!("\"{}\"", s.name);
+            let nth = *seen
+                .entry(s.name.clone())
+                .and_modify(|k| *k += 1)
+                .or_insert(0);
             let line = text
-                .find(&format!("\"{}\"", s.name))
-                .map_or(1, |o| line_of(&text, o));
+                .match_indices(&quoted)
+                .nth(nth)
+                .map_or(1, |(o, _)| line_of(&text, o));
             let Some(i) = SPECIAL_NAMES.iter().position(|&n| n == s.name) else {
                 return Err(config_err(
                     line,
@@ -102,6 +114,12 @@ impl Config {
                     ),
                 ));
             };
+            if std::mem::replace(&mut given[i], true) {
+                return Err(config_err(
+                    line,
+                    format!("special token {:?} is given more than once", s.name),
+                ));
+            }
             if s.token.is_empty() {
                 return Err(config_err(
                     line,
@@ -109,11 +127,13 @@ impl Config {
                 ));
             }
             special_tokens.0[i] = s.token;
+            special_lines[i] = line;
         }
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Config {
             universe: base.join(raw.universe),
             special_tokens,
+            special_lines,
             tokenizer_type: raw.tokenizer_type,
         })
     }

@@ -111,11 +111,20 @@ pub fn pad(
 ) -> Result<(Vec<i64>, Vec<i64>)> {
     check_offsets(offsets, ids.len())?;
     let n = offsets.len() - 1;
-    let total = n
-        .checked_mul(width)
-        .ok_or_else(|| Error::InvalidInput("padded batch is too large".into()))?;
-    let mut out = vec![pad_id; total];
-    let mut mask = vec![0i64; total];
+    let too_large = || {
+        Error::InvalidInput(format!(
+            "a padded batch of {n} cells x {width} ids is too large to allocate"
+        ))
+    };
+    let total = n.checked_mul(width).ok_or_else(too_large)?;
+    let filled = |value: i64| -> Result<Vec<i64>> {
+        let mut v = Vec::new();
+        v.try_reserve_exact(total).map_err(|_| too_large())?;
+        v.resize(total, value);
+        Ok(v)
+    };
+    let mut out = filled(pad_id)?;
+    let mut mask = filled(0)?;
     if width == 0 {
         return Ok((out, mask));
     }
@@ -127,13 +136,22 @@ pub fn pad(
             j += 1;
         });
     };
-    parallel::install(|| {
-        out.par_chunks_mut(width)
-            .zip(mask.par_chunks_mut(width))
+    if parallel::num_threads() > 1 {
+        parallel::install(|| {
+            out.par_chunks_mut(width)
+                .zip(mask.par_chunks_mut(width))
+                .enumerate()
+                .with_min_len(64)
+                .for_each(fill)
+        });
+    } else {
+        // Serially on this thread: rayon iterators outside the pool would start rayon's
+        // global pool (and hang in a forked child).
+        out.chunks_mut(width)
+            .zip(mask.chunks_mut(width))
             .enumerate()
-            .with_min_len(64)
-            .for_each(fill)
-    });
+            .for_each(fill);
+    }
     Ok((out, mask))
 }
 

@@ -62,8 +62,9 @@ fn pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
 }
 
 /// Runs `f` inside the pool when more than one thread is allowed, else on this thread.
-/// Rayon iterators inside `f` use the pool; outside it they would use rayon's global pool,
-/// so parallel code in the core must go through here or [`map`].
+/// Rayon iterators inside `f` use the pool; outside it they would use rayon's global pool
+/// (which, after a fork, hangs), so parallel code in the core goes through [`map`], or
+/// checks [`num_threads`]` > 1` and runs serial code otherwise.
 pub fn install<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let threads = num_threads();
     match (threads > 1).then(|| pool(threads)).flatten() {

@@ -29,7 +29,34 @@ impl fmt::Display for Region {
     }
 }
 
+/// Checks that `chr` can be written to a BED line and read back: not empty, and without
+/// the whitespace that separates columns.
+pub fn check_chrom(chr: &str) -> std::result::Result<(), crate::LineProblem> {
+    if chr.is_empty() {
+        return Err(crate::LineProblem::Other(
+            "the chromosome name is empty".into(),
+        ));
+    }
+    if chr.bytes().any(|b| b.is_ascii_whitespace()) {
+        return Err(crate::LineProblem::Other(format!(
+            "the chromosome name {chr:?} contains whitespace"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `rest` (the columns after the third) fits on one BED line.
+pub fn check_rest(rest: &str) -> std::result::Result<(), crate::LineProblem> {
+    if rest.contains(['\n', '\r']) {
+        return Err(crate::LineProblem::Other(
+            "rest contains a line break".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses a token string `chr:start-end` (the last `:` splits chromosome from range).
+/// Coordinates are written the way tokens are formatted: no sign, no leading zeros.
 pub fn parse_token(token: &str) -> Option<(&str, u32, u32)> {
     let (chr, range) = token.rsplit_once(':')?;
     let (start, end) = range.split_once('-')?;
@@ -40,7 +67,7 @@ pub fn parse_token(token: &str) -> Option<(&str, u32, u32)> {
 }
 
 fn is_digits(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
 }
 
 #[cfg(test)]
@@ -83,5 +110,20 @@ mod tests {
         assert_eq!(parse_token("chr1:-5-9"), None);
         assert_eq!(parse_token(":1-2"), None);
         assert_eq!(parse_token("<unk>"), None);
+        // Only the way tokens are written: no leading zeros, no signs.
+        assert_eq!(parse_token("chr1:0-0"), Some(("chr1", 0, 0)));
+        assert_eq!(parse_token("chr1:05-9"), None);
+        assert_eq!(parse_token("chr1:5-09"), None);
+        assert_eq!(parse_token("chr1:+5-9"), None);
+    }
+
+    #[test]
+    fn names_and_rest_that_a_bed_line_can_hold() {
+        assert!(check_chrom("chr1").is_ok() && check_chrom("HLA-A*01:01").is_ok());
+        for bad in ["", "chr 1", "chr1\t", "\nchr1"] {
+            assert!(check_chrom(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_rest("name\t0.5").is_ok());
+        assert!(check_rest("a\nb").is_err() && check_rest("a\r").is_err());
     }
 }

@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use crate::bed;
 use crate::error::{Error, LineProblem, Result};
 use crate::hash::FastMap;
-use crate::region::Region;
+use crate::region::{check_chrom, check_rest, Region};
 use crate::write::write_atomically;
 
 /// Regions as parallel columns (0-based, half-open, bp).
@@ -160,7 +160,8 @@ impl RegionSet {
         self.ends.push(end);
     }
 
-    /// Appends one region; fails when `start > end`.
+    /// Appends one region; fails when `start > end`, or when the chromosome name or `rest`
+    /// would not survive a round trip through a BED file.
     pub fn push(
         &mut self,
         chrom: &str,
@@ -170,6 +171,12 @@ impl RegionSet {
     ) -> std::result::Result<(), LineProblem> {
         if start > end {
             return Err(LineProblem::StartAfterEnd { start, end });
+        }
+        if self.chrom_index(chrom.as_bytes()).is_none() {
+            check_chrom(chrom)?;
+        }
+        if let Some(r) = &rest {
+            check_rest(r)?;
         }
         let chrom = self
             .intern(chrom.as_bytes())

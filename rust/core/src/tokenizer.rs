@@ -92,6 +92,37 @@ impl ChromCache {
     }
 }
 
+/// Why these special tokens cannot name ids unambiguously: two are the same string, or
+/// one is the token string of a universe region.
+/// Returns the position (in [`SPECIAL_NAMES`]) of the later token at fault and the problem.
+fn special_token_clash(universe: &Universe, specials: &SpecialTokens) -> Option<(usize, String)> {
+    let tokens = &specials.0;
+    for (i, a) in tokens.iter().enumerate() {
+        if let Some(j) = tokens[i + 1..].iter().position(|b| b == a) {
+            return Some((
+                i + 1 + j,
+                format!(
+                    "special tokens {} and {} are both {a:?}",
+                    SPECIAL_NAMES[i],
+                    SPECIAL_NAMES[i + 1 + j]
+                ),
+            ));
+        }
+        if let Some((chr, start, end)) = parse_token(a) {
+            if universe.find(chr, start, end).is_some() {
+                return Some((
+                    i,
+                    format!(
+                        "special token {} is {a:?}, the token of a universe region",
+                        SPECIAL_NAMES[i]
+                    ),
+                ));
+            }
+        }
+    }
+    None
+}
+
 /// File names used by `save_pretrained` and looked for by `from_dir`.
 pub const CONFIG_FILE: &str = "tokenizer.toml";
 pub const UNIVERSE_FILES: [&str; 2] = ["universe.bed.gz", "universe.bed"];
@@ -112,6 +143,9 @@ impl Tokenizer {
                 universe.len()
             )));
         }
+        if let Some((_, problem)) = special_token_clash(&universe, &specials) {
+            return Err(Error::InvalidInput(problem));
+        }
         Ok(Tokenizer {
             universe,
             specials,
@@ -131,11 +165,15 @@ impl Tokenizer {
     /// A tokenizer described by a TOML config.
     pub fn from_config(path: &Path) -> Result<Self> {
         let config = Config::from_file(path)?;
-        Self::new(
-            Universe::from_bed(&config.universe)?,
-            config.special_tokens,
-            config.tokenizer_type,
-        )
+        let universe = Universe::from_bed(&config.universe)?;
+        if let Some((i, message)) = special_token_clash(&universe, &config.special_tokens) {
+            return Err(Error::Config {
+                path: path.to_path_buf(),
+                line: config.special_lines[i],
+                message,
+            });
+        }
+        Self::new(universe, config.special_tokens, config.tokenizer_type)
     }
 
     /// A saved tokenizer folder: `tokenizer.toml`, else `universe.bed.gz`, else `universe.bed`.
@@ -162,7 +200,10 @@ impl Tokenizer {
     pub fn from_auto(path: &Path) -> Result<Self> {
         if path.is_dir() {
             Self::from_dir(path)
-        } else if path.extension().is_some_and(|e| e == "toml") {
+        } else if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("toml"))
+        {
             Self::from_config(path)
         } else {
             Self::from_bed(path)
@@ -178,6 +219,7 @@ impl Tokenizer {
         let config = Config {
             universe: UNIVERSE_FILES[0].into(),
             special_tokens: self.specials.clone(),
+            special_lines: [1; SPECIAL_NAMES.len()],
             tokenizer_type: self.kind,
         };
         let text = config.to_toml(UNIVERSE_FILES[0]);

@@ -10,7 +10,7 @@ use numpy::{Element, IntoPyArray, PyArray1, PyReadonlyArray1, PyUntypedArrayMeth
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::errors::{invalid, to_py};
+use crate::errors::{invalid, non_negative, to_py};
 use crate::region_set::PyRegionSet;
 use crate::tokenizer::PyTokenizer;
 
@@ -30,7 +30,7 @@ type Fragments<'py> = (
 
 /// Tokenizes a 10x fragment file: `(ids, offsets, barcodes, stats)`.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, path, barcodes = None, barcodes_path = None, min_fragments = 0, max_fragments = None, unique = true, skip_bad_lines = false))]
+#[pyo3(signature = (tokenizer, path, barcodes = None, barcodes_path = None, min_fragments = None, max_fragments = None, unique = true, skip_bad_lines = false))]
 #[allow(clippy::too_many_arguments)]
 pub fn tokenize_fragments<'py>(
     py: Python<'py>,
@@ -38,11 +38,18 @@ pub fn tokenize_fragments<'py>(
     path: PathBuf,
     barcodes: Option<Vec<String>>,
     barcodes_path: Option<PathBuf>,
-    min_fragments: u64,
-    max_fragments: Option<u64>,
+    min_fragments: Option<&Bound<'py, PyAny>>,
+    max_fragments: Option<&Bound<'py, PyAny>>,
     unique: bool,
     skip_bad_lines: bool,
 ) -> PyResult<Fragments<'py>> {
+    let min_fragments = min_fragments
+        .map(|m| non_negative(m, "min_fragments"))
+        .transpose()?
+        .unwrap_or(0);
+    let max_fragments = max_fragments
+        .map(|m| non_negative(m, "max_fragments"))
+        .transpose()?;
     let tok = &*tokenizer.0;
     let (ragged, stats) = py
         .detach(|| {

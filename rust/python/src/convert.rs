@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use atacformer_core::RegionSet;
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::errors::{invalid, to_py};
+use crate::errors::{invalid, to_py, type_name, wrong_type};
 use crate::region::{coord, PyRegion};
 use crate::region_set::PyRegionSet;
 
@@ -49,6 +49,51 @@ pub fn extract_query<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Query<'py>> {
     Ok(Query::Owned(from_iterable(obj)?))
 }
 
+/// A path argument (`str` or `os.PathLike`).
+pub fn path_arg(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
+    if is_path_like(obj) {
+        obj.extract()
+    } else {
+        Err(wrong_type(format!(
+            "expected a path (str or os.PathLike), got {}",
+            type_name(obj)
+        )))
+    }
+}
+
+/// One coordinate from a Python object: an integer, or a float with an integral value.
+fn coord_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u32> {
+    if obj.is_instance_of::<PyBool>() {
+        return Err(wrong_type(format!("{what} must be an integer, got a bool")));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        return match obj.extract::<i128>() {
+            Ok(v) => coord(v, what),
+            Err(_) => Err(invalid(format!(
+                "{what} must be in 0..=4294967295, got {obj}"
+            ))),
+        };
+    }
+    // Floats and NumPy scalars: whole values only.
+    if let Ok(v) = obj.extract::<f64>() {
+        return float_coord(v).ok_or_else(|| {
+            invalid(format!(
+                "{what} must be a whole number in 0..=4294967295, got {v}"
+            ))
+        });
+    }
+    Err(wrong_type(format!(
+        "{what} must be an integer, got {}",
+        type_name(obj)
+    )))
+}
+
+/// A float coordinate with no fractional part, in range.
+fn float_coord(v: f64) -> Option<u32> {
+    (v.is_finite() && v.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&v))
+        .then_some(v as u32)
+}
+
 /// Reads `o.chr`, `o.start`, `o.end` (or a `(chr, start, end)` sequence).
 fn push_object(set: &mut RegionSet, item: &Bound<'_, PyAny>, i: usize) -> PyResult<()> {
     if let Ok(r) = item.cast::<PyRegion>() {
@@ -57,30 +102,33 @@ fn push_object(set: &mut RegionSet, item: &Bound<'_, PyAny>, i: usize) -> PyResu
             .push(&r.chr, r.start, r.end, r.rest.clone())
             .map_err(|p| invalid(format!("region {i}: {p}")));
     }
-    let (chr, start, end): (String, i128, i128) = if item.is_instance_of::<PyTuple>()
-        || item.is_instance_of::<PyList>()
-    {
-        (
-            item.get_item(0)?.extract()?,
-            item.get_item(1)?.extract()?,
-            item.get_item(2)?.extract()?,
-        )
+    let (chr, start, end) = if item.is_instance_of::<PyTuple>() || item.is_instance_of::<PyList>() {
+        let n = item.len()?;
+        if n < 3 {
+            return Err(invalid(format!(
+                "region {i}: expected (chr, start, end), got {n} item(s)"
+            )));
+        }
+        (item.get_item(0)?, item.get_item(1)?, item.get_item(2)?)
     } else {
         let attr = |name: &str| {
             item.getattr(name).map_err(|_| {
-                invalid(format!(
-                    "region {i}: expected a Region, an object with chr/start/end, or a (chr, start, end) tuple; got {}",
-                    item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
-                ))
-            })
+                    wrong_type(format!(
+                        "region {i}: expected a Region, an object with chr/start/end, or a (chr, start, end) tuple; got {}",
+                        type_name(item)
+                    ))
+                })
         };
-        (
-            attr("chr")?.extract()?,
-            attr("start")?.extract()?,
-            attr("end")?.extract()?,
-        )
+        (attr("chr")?, attr("start")?, attr("end")?)
     };
-    let (start, end) = (coord(start, "start")?, coord(end, "end")?);
+    let chr: String = chr.extract().map_err(|_| {
+        wrong_type(format!(
+            "region {i}: chr must be a string, got {}",
+            type_name(&chr)
+        ))
+    })?;
+    let start = coord_of(&start, &format!("region {i}: start"))?;
+    let end = coord_of(&end, &format!("region {i}: end"))?;
     set.push(&chr, start, end, None)
         .map_err(|p| invalid(format!("region {i}: {p}")))
 }
@@ -88,7 +136,7 @@ fn push_object(set: &mut RegionSet, item: &Bound<'_, PyAny>, i: usize) -> PyResu
 /// Builds a set from any iterable of region-like objects.
 pub fn from_iterable(obj: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
     let iter = obj.try_iter().map_err(|_| {
-        invalid(format!(
+        wrong_type(format!(
             "expected regions (a RegionSet, a BED path, a DataFrame or an iterable of regions), got {}",
             obj.get_type().name().map(|n| n.to_string()).unwrap_or_default()
         ))
@@ -103,23 +151,104 @@ pub fn from_iterable(obj: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
     Ok(set)
 }
 
-/// Converts an array-like of integers to coordinates, naming the first bad element.
-fn coords(py: Python<'_>, obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
-    let np = py.import("numpy")?;
-    let arr = np
-        .call_method1("asarray", (obj,))?
-        .call_method1("astype", ("int64",))
-        .map_err(|e| invalid(format!("{what} must be integers: {e}")))?;
-    let arr: PyReadonlyArray1<'_, i64> = arr.extract()?;
-    let values = arr.as_array();
-    values
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            u32::try_from(v)
-                .map_err(|_| invalid(format!("{what}[{i}] must be in 0..=4294967295, got {v}")))
-        })
-        .collect()
+/// `obj` as a one-dimensional NumPy array and its dtype kind (`"i"`, `"f"`, `"O"`, ...).
+fn array_1d<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<(Bound<'py, PyAny>, String)> {
+    let arr = obj.py().import("numpy")?.call_method1("asarray", (obj,))?;
+    let ndim: usize = arr.getattr("ndim")?.extract()?;
+    if ndim != 1 {
+        return Err(invalid(format!(
+            "{what} must be one-dimensional, got {ndim} dimension(s)"
+        )));
+    }
+    let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
+    Ok((arr, kind))
+}
+
+/// Converts an array-like of integers (or of whole floats) to coordinates, naming the
+/// first bad element.
+fn coords(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
+    let (arr, kind) = array_1d(obj, what)?;
+    let bad = |i: usize, v: &dyn std::fmt::Display| {
+        invalid(format!(
+            "{what}[{i}] must be a whole number in 0..=4294967295, got {v}"
+        ))
+    };
+    match kind.as_str() {
+        // Signed and unsigned separately, so no value wraps on the way.
+        "i" => {
+            let a: PyReadonlyArray1<'_, i64> = arr.call_method1("astype", ("int64",))?.extract()?;
+            let v = a.as_array();
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| u32::try_from(x).map_err(|_| bad(i, &x)))
+                .collect()
+        }
+        "u" => {
+            let a: PyReadonlyArray1<'_, u64> =
+                arr.call_method1("astype", ("uint64",))?.extract()?;
+            let v = a.as_array();
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| u32::try_from(x).map_err(|_| bad(i, &x)))
+                .collect()
+        }
+        "f" => {
+            let a: PyReadonlyArray1<'_, f64> =
+                arr.call_method1("astype", ("float64",))?.extract()?;
+            let v = a.as_array();
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| float_coord(x).ok_or_else(|| bad(i, &x)))
+                .collect()
+        }
+        "O" => arr
+            .call_method0("tolist")?
+            .try_iter()?
+            .enumerate()
+            .map(|(i, x)| coord_of(&x?, &format!("{what}[{i}]")))
+            .collect(),
+        _ => Err(wrong_type(format!(
+            "{what} must be integers, got an array of {}",
+            arr.getattr("dtype")?
+        ))),
+    }
+}
+
+/// Chromosome names from an array-like: strings (or integers, written in decimal). A
+/// missing value (`None`, NaN) is an error rather than the name "None" or "nan".
+fn chrom_names(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    let (arr, kind) = array_1d(obj, "chroms")?;
+    match kind.as_str() {
+        "U" | "S" | "i" | "u" => arr
+            .call_method1("astype", ("str",))?
+            .call_method0("tolist")?
+            .extract(),
+        "O" => arr
+            .call_method0("tolist")?
+            .try_iter()?
+            .enumerate()
+            .map(|(i, x)| {
+                let x = x?;
+                if let Ok(s) = x.cast::<PyString>() {
+                    return Ok(s.to_cow()?.into_owned());
+                }
+                if x.is_instance_of::<PyInt>() && !x.is_instance_of::<PyBool>() {
+                    return Ok(x.str()?.to_cow()?.into_owned());
+                }
+                if x.is_none() || x.is_instance_of::<PyFloat>() {
+                    return Err(invalid(format!("chroms[{i}] is missing ({x})")));
+                }
+                Err(wrong_type(format!(
+                    "chroms[{i}] must be a string, got {}",
+                    type_name(&x)
+                )))
+            })
+            .collect(),
+        _ => Err(wrong_type(format!(
+            "chromosome names must be strings, got an array of {}",
+            arr.getattr("dtype")?
+        ))),
+    }
 }
 
 /// Builds a set from columns (lists or NumPy arrays).
@@ -128,20 +257,20 @@ pub fn from_arrays(
     starts: &Bound<'_, PyAny>,
     ends: &Bound<'_, PyAny>,
 ) -> PyResult<RegionSet> {
-    let py = chroms.py();
-    let names: Vec<String> = py
-        .import("numpy")?
-        .call_method1("asarray", (chroms,))?
-        .call_method1("astype", ("str",))?
-        .call_method0("tolist")?
-        .extract()?;
-    let starts = coords(py, starts, "starts")?;
-    let ends = coords(py, ends, "ends")?;
+    let names = chrom_names(chroms)?;
+    let starts = coords(starts, "starts")?;
+    let ends = coords(ends, "ends")?;
     RegionSet::from_columns(&names, &starts, &ends).map_err(to_py)
 }
 
 /// Builds a set from a DataFrame's `chr` (or `chrom`), `start` and `end` columns.
 pub fn from_pandas(df: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
+    if !is_dataframe(df) {
+        return Err(wrong_type(format!(
+            "expected a pandas DataFrame, got {}",
+            type_name(df)
+        )));
+    }
     let has = |c: &str| {
         df.getattr("columns")?
             .call_method1("__contains__", (c,))?

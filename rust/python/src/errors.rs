@@ -3,10 +3,14 @@
 //! Every exception derives from `AtacformerError`. Parse, config and compression problems
 //! are `ParseError` (a `ValueError`) and carry `path` and `line`; a missing file is
 //! `MissingFileError` (a `FileNotFoundError`); other I/O is `AtacformerIOError` (an
-//! `OSError`); bad arguments are `InvalidInputError` (a `ValueError`).
+//! `OSError`); bad argument values are `InvalidInputError` (a `ValueError`), arguments of
+//! the wrong type `AtacformerTypeError` (a `TypeError`) and indices out of range
+//! `AtacformerIndexError` (an `IndexError`).
 
 use atacformer_core::Error;
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyOSError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyFileNotFoundError, PyIndexError, PyOSError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyTuple, PyType};
@@ -22,6 +26,8 @@ static PARSE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static MISSING: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static IO: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static INVALID: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static TYPE: PyOnceLock<Py<PyType>> = PyOnceLock::new();
+static INDEX: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 
 /// Creates `class name(AtacformerError, other)` in module `atacformer`.
 fn subclass(
@@ -76,6 +82,18 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
             py.get_type::<PyValueError>(),
             "An argument with a bad value.",
         ),
+        (
+            "AtacformerTypeError",
+            &TYPE,
+            py.get_type::<PyTypeError>(),
+            "An argument of the wrong type.",
+        ),
+        (
+            "AtacformerIndexError",
+            &INDEX,
+            py.get_type::<PyIndexError>(),
+            "An index out of range.",
+        ),
     ];
     for (name, cell, base, doc) in table {
         let ty = subclass(py, name, base, doc)?;
@@ -88,6 +106,51 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 /// Raises `InvalidInputError(msg)`.
 pub fn invalid(msg: impl Into<String>) -> PyErr {
     Python::attach(|py| PyErr::from_type(get(py, &INVALID), msg.into()))
+}
+
+/// Raises `AtacformerTypeError(msg)`.
+pub fn wrong_type(msg: impl Into<String>) -> PyErr {
+    Python::attach(|py| PyErr::from_type(get(py, &TYPE), msg.into()))
+}
+
+/// Raises `AtacformerIndexError(msg)`.
+pub fn out_of_range(msg: impl Into<String>) -> PyErr {
+    Python::attach(|py| PyErr::from_type(get(py, &INDEX), msg.into()))
+}
+
+/// The name of `obj`'s type, for messages.
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+/// A Python integer argument that must not be negative (any size, so a huge value is
+/// reported rather than overflowing).
+pub fn non_negative(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    let v: i128 = value.extract().map_err(|_| {
+        if value.is_instance_of::<pyo3::types::PyInt>() {
+            invalid(format!("{what} is too large: {value}"))
+        } else {
+            wrong_type(format!(
+                "{what} must be an integer, got {}",
+                type_name(value)
+            ))
+        }
+    })?;
+    u64::try_from(v).map_err(|_| invalid(format!("{what} must be 0 or more, got {v}")))
+}
+
+/// A seed: any Python integer, taken modulo 2^64 (so negative seeds work too).
+pub fn seed(value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    if !value.is_instance_of::<pyo3::types::PyInt>() {
+        return Err(wrong_type(format!(
+            "seed must be an integer, got {}",
+            type_name(value)
+        )));
+    }
+    value.call_method1("__and__", (u64::MAX,))?.extract()
 }
 
 fn with_location(

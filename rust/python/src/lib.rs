@@ -14,8 +14,16 @@ mod tokenizer;
 
 /// Sets the number of threads used by batch calls (0 restores the default).
 #[pyfunction]
-fn set_num_threads(n: usize) {
-    atacformer_core::parallel::set_num_threads(n);
+fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
+    const MOST: u64 = 4096;
+    let n = errors::non_negative(n, "the number of threads")?;
+    if n > MOST {
+        return Err(errors::invalid(format!(
+            "the number of threads must be at most {MOST}, got {n}"
+        )));
+    }
+    atacformer_core::parallel::set_num_threads(n as usize);
+    Ok(())
 }
 
 /// Number of threads batch calls will use (1 in a forked child).

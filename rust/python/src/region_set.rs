@@ -8,7 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySlice, PyTuple, PyType};
 
 use crate::convert;
-use crate::errors::{invalid, to_py};
+use crate::errors::{invalid, out_of_range, to_py, wrong_type};
 use crate::region::PyRegion;
 
 /// An ordered set of regions (0-based, half-open). Keeps file order until `sort()`.
@@ -37,7 +37,7 @@ impl PyRegionSet {
         if (0..n).contains(&j) {
             Ok(j as usize)
         } else {
-            Err(pyo3::exceptions::PyIndexError::new_err(format!(
+            Err(out_of_range(format!(
                 "region index {i} out of range for a set of {n}"
             )))
         }
@@ -47,7 +47,7 @@ impl PyRegionSet {
         self.inner
             .get(i)
             .map(PyRegion)
-            .ok_or_else(|| pyo3::exceptions::PyIndexError::new_err("region index out of range"))
+            .ok_or_else(|| out_of_range("region index out of range"))
     }
 }
 
@@ -59,14 +59,18 @@ fn u32s_to_i64(v: &[u32]) -> Vec<i64> {
 impl PyRegionSet {
     /// Reads a BED file (plain or gzip).
     #[new]
-    fn py_new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        Self::read(py, path)
+    fn py_new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        Self::read(py, convert::path_arg(path)?)
     }
 
     /// Reads a BED file (plain or gzip, detected from its first bytes).
     #[classmethod]
-    fn from_bed(_cls: &Bound<'_, PyType>, py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        Self::read(py, path)
+    fn from_bed(
+        _cls: &Bound<'_, PyType>,
+        py: Python<'_>,
+        path: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        Self::read(py, convert::path_arg(path)?)
     }
 
     /// Builds a set from an iterable of `Region`s or objects with `chr`/`start`/`end`.
@@ -121,7 +125,11 @@ impl PyRegionSet {
             return Ok(Bound::new(py, PyRegionSet::new(this.inner.select(&picked)))?.into_any());
         }
         let i: isize = key.extract().map_err(|_| {
-            pyo3::exceptions::PyTypeError::new_err("RegionSet indices must be integers or slices")
+            if key.is_instance_of::<pyo3::types::PyInt>() {
+                out_of_range(format!("region index {key} out of range"))
+            } else {
+                wrong_type("RegionSet indices must be integers or slices")
+            }
         })?;
         let i = this.index(i)?;
         Ok(Bound::new(py, this.region(i)?)?.into_any())

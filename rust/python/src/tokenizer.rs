@@ -1,7 +1,6 @@
 //! The core tokenizer behind `atacformer.Tokenizer`: immutable, shared through an `Arc`,
 //! and pickled through its compact state.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use atacformer_core::batch::{tokenize_batch, Cell};
@@ -10,7 +9,7 @@ use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
-use crate::convert::{extract_query, Query};
+use crate::convert::{self, extract_query, Query};
 use crate::errors::to_py;
 use crate::region_set::PyRegionSet;
 
@@ -57,22 +56,26 @@ impl PyTokenizer {
 impl PyTokenizer {
     /// Loads from a `.bed`/`.bed.gz` universe, a `.toml` config or a saved directory.
     #[new]
-    fn new(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    fn new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let path = convert::path_arg(path)?;
         Self::load(py, move || Tokenizer::from_auto(&path))
     }
 
     #[staticmethod]
-    fn from_bed(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    fn from_bed(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let path = convert::path_arg(path)?;
         Self::load(py, move || Tokenizer::from_bed(&path))
     }
 
     #[staticmethod]
-    fn from_config(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    fn from_config(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let path = convert::path_arg(path)?;
         Self::load(py, move || Tokenizer::from_config(&path))
     }
 
     #[staticmethod]
-    fn from_dir(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+    fn from_dir(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let path = convert::path_arg(path)?;
         Self::load(py, move || Tokenizer::from_dir(&path))
     }
 
@@ -82,7 +85,8 @@ impl PyTokenizer {
     }
 
     /// Writes `universe.bed.gz` and `tokenizer.toml` into `directory`.
-    fn save_pretrained(&self, py: Python<'_>, directory: PathBuf) -> PyResult<()> {
+    fn save_pretrained(&self, py: Python<'_>, directory: &Bound<'_, PyAny>) -> PyResult<()> {
+        let directory = convert::path_arg(directory)?;
         let tok = &*self.0;
         py.detach(|| tok.save_pretrained(&directory)).map_err(to_py)
     }
