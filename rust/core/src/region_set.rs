@@ -172,15 +172,17 @@ impl RegionSet {
         if start > end {
             return Err(LineProblem::StartAfterEnd { start, end });
         }
-        if self.chrom_index(chrom.as_bytes()).is_none() {
-            check_chrom(chrom)?;
-        }
         if let Some(r) = &rest {
             check_rest(r)?;
         }
-        let chrom = self
-            .intern(chrom.as_bytes())
-            .ok_or_else(|| LineProblem::Other("too many chromosomes".into()))?;
+        let chrom = match self.chrom_index(chrom.as_bytes()) {
+            Some(known) => known,
+            None => {
+                check_chrom(chrom)?;
+                self.intern(chrom.as_bytes())
+                    .ok_or_else(|| LineProblem::Other("too many chromosomes".into()))?
+            }
+        };
         self.push_interned(chrom, start, end, rest);
         Ok(())
     }

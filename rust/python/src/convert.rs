@@ -102,6 +102,21 @@ fn push_object(set: &mut RegionSet, item: &Bound<'_, PyAny>, i: usize) -> PyResu
             .push(&r.chr, r.start, r.end, r.rest.clone())
             .map_err(|p| invalid(format!("region {i}: {p}")));
     }
+    // The common `(str, int, int)` tuple without the general path's checks; anything
+    // unusual (bools, floats, values out of range) takes the general path and its messages.
+    if let Ok(t) = item.cast::<PyTuple>() {
+        if let (3, Ok(c), Ok(s), Ok(e)) = (t.len(), t.get_item(0), t.get_item(1), t.get_item(2)) {
+            if s.is_exact_instance_of::<PyInt>() && e.is_exact_instance_of::<PyInt>() {
+                let start = s.extract::<u32>();
+                let end = e.extract::<u32>();
+                if let (Ok(c), Ok(start), Ok(end)) = (c.cast::<PyString>(), start, end) {
+                    return set
+                        .push(&c.to_cow()?, start, end, None)
+                        .map_err(|p| invalid(format!("region {i}: {p}")));
+                }
+            }
+        }
+    }
     let (chr, start, end) = if item.is_instance_of::<PyTuple>() || item.is_instance_of::<PyList>() {
         let n = item.len()?;
         if n < 3 {
