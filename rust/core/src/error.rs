@@ -77,7 +77,10 @@ pub enum Error {
     },
 
     /// Corrupt or truncated compressed data; `line` is the last line read intact.
-    #[error("{}:{line}: corrupt or truncated compressed data: {message}", show_path(.path))]
+    #[error(
+        "{}:{line}: corrupt or truncated compressed data after line {line}: {message}",
+        show_path(.path)
+    )]
     Compression {
         path: PathBuf,
         line: u64,
