@@ -269,7 +269,11 @@ def test_batch_options_edge_cases(case):
     assert (
         tok(cells, seed=-1, **kwargs)["input_ids"] == tok(cells, seed=-1, **kwargs)["input_ids"]
     ).all()
+    # NumPy integer seeds act like the same Python integers.
+    numpy_seed = tok(cells, seed=np.int64(5), **kwargs)["input_ids"]
+    assert (numpy_seed == tok(cells, seed=5, **kwargs)["input_ids"]).all()
     ragged = tok(cells)["input_ids"]
+    assert ragged.truncate(3, seed=np.uint32(7)) == ragged.truncate(3, seed=7)
     assert (ragged.to_padded(max_length=5)["input_ids"] == tok(cells, **kwargs)["input_ids"]).all()
     with pytest.raises(atacformer.InvalidInputError, match="0 or more"):
         atacformer.set_num_threads(-1)

@@ -172,6 +172,12 @@ def test_coordinates_must_be_whole_numbers_in_range():
     _raises(wrong, lambda: RegionSet.from_pandas([1]), "DataFrame")
 
 
+def test_empty_columns_make_an_empty_set():
+    assert len(RegionSet.from_arrays([], [], [])) == 0
+    empty = pd.DataFrame({"chr": [], "start": [], "end": []})
+    assert len(RegionSet.from_pandas(empty)) == 0
+
+
 def test_region_objects_are_checked_field_by_field():
     wrong, bad = atacformer.AtacformerTypeError, atacformer.InvalidInputError
     _raises(wrong, lambda: RegionSet.from_regions([("c", "1", 2)]), "region 0: start")
@@ -199,10 +205,16 @@ def test_names_and_rest_must_survive_a_bed_round_trip(tmp_path: Path):
 
 
 def test_a_byte_order_mark_is_not_part_of_the_first_name(tmp_path: Path):
+    text = b"\xef\xbb\xbfchr1\t60\t70\nchr2\t1\t2\n"
     path = tmp_path / "bom.bed"
-    path.write_bytes(b"\xef\xbb\xbfchr1\t60\t70\nchr2\t1\t2\n")
+    path.write_bytes(text)
     assert RegionSet(path).chroms.tolist() == ["chr1", "chr2"]
     assert Tokenizer(path).tokenize([("chr1", 65, 66)]) == ["chr1:60-70"]
+    # Split across gzip members, the mark (and the first line) arrives in pieces.
+    for cut in range(1, 6):
+        split = tmp_path / f"bom{cut}.bed.gz"
+        split.write_bytes(gzip.compress(text[:cut]) + gzip.compress(text[cut:]))
+        assert RegionSet(split).chroms.tolist() == ["chr1", "chr2"], cut
 
 
 def test_special_tokens_in_a_config_must_be_unambiguous(tmp_path: Path):
@@ -221,6 +233,20 @@ def test_special_tokens_in_a_config_must_be_unambiguous(tmp_path: Path):
         path.write_text(f'universe = "u.bed"\nspecial_tokens = [\n{tokens}\n]\n')
         with pytest.raises(atacformer.ParseError, match=f"{name}:{line}: .*{problem}"):
             Tokenizer(path)
+    # The line is the one that sets the clashing token, also when it clashes with a default.
+    late = tmp_path / "late.toml"
+    late.write_text(
+        'universe = "u.bed"\nspecial_tokens = [\n{ name = "pad", token = "unk" },\n'
+        '{ name = "unk", token = "" },\n]\n'
+    )
+    with pytest.raises(atacformer.ParseError, match="late.toml:4: .*empty"):
+        Tokenizer(late)
+    default = tmp_path / "default.toml"
+    default.write_text(
+        'universe = "u.bed"\nspecial_tokens = [\n{ name = "unk", token = "<pad>" }]\n'
+    )
+    with pytest.raises(atacformer.ParseError, match="default.toml:3: .*both"):
+        Tokenizer(default)
     # A token that only looks like a region, and an upper-case extension, are fine.
     upper = tmp_path / "C.TOML"
     upper.write_text('universe = "u.bed"\nspecial_tokens = [{name="mask", token="chr9:1-2"}]\n')

@@ -330,6 +330,11 @@ fn parse_other_line<'a>(
     line: &'a [u8],
     seen_data: &mut bool,
 ) -> Result<Option<Record<'a>>> {
+    // A first line cut across reads keeps its byte-order mark until here.
+    let line = match line.strip_prefix(UTF8_BOM) {
+        Some(rest) if line_no == 1 => rest,
+        _ => line,
+    };
     match parse_line(trim_eol(line)) {
         Ok(Line::Skip) => Ok(None),
         Ok(Line::Data(rec)) => {

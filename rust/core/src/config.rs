@@ -47,7 +47,8 @@ impl TokenizerType {
 
 #[derive(Deserialize)]
 struct RawSpecial {
-    name: String,
+    /// With its place in the file, for messages.
+    name: toml::Spanned<String>,
     token: String,
 }
 
@@ -65,7 +66,7 @@ struct RawConfig {
 pub struct Config {
     pub universe: PathBuf,
     pub special_tokens: SpecialTokens,
-    /// The 1-based line that sets each special token (1 for a default one).
+    /// The 1-based line that sets each special token (0 for a default one).
     pub special_lines: [u64; SPECIAL_NAMES.len()],
     pub tokenizer_type: TokenizerType,
 }
@@ -91,25 +92,16 @@ impl Config {
         })?;
         let mut special_tokens = SpecialTokens::default();
         let mut given = [false; SPECIAL_NAMES.len()];
-        let mut special_lines = [1; SPECIAL_NAMES.len()];
-        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut special_lines = [0; SPECIAL_NAMES.len()];
         for s in raw.special_tokens {
-            // The line of this entry: the k-th mention of its name for its k-th entry.
-            let quoted = format!("\"{}\"", s.name);
-            let nth = *seen
-                .entry(s.name.clone())
-                .and_modify(|k| *k += 1)
-                .or_insert(0);
-            let line = text
-                .match_indices(&quoted)
-                .nth(nth)
-                .map_or(1, |(o, _)| line_of(&text, o));
-            let Some(i) = SPECIAL_NAMES.iter().position(|&n| n == s.name) else {
+            let line = line_of(&text, s.name.span().start);
+            let name = s.name.into_inner();
+            let Some(i) = SPECIAL_NAMES.iter().position(|&n| n == name) else {
                 return Err(config_err(
                     line,
                     format!(
                         "unknown special token {:?} (expected one of {})",
-                        s.name,
+                        name,
                         SPECIAL_NAMES.join(", ")
                     ),
                 ));
@@ -117,14 +109,11 @@ impl Config {
             if std::mem::replace(&mut given[i], true) {
                 return Err(config_err(
                     line,
-                    format!("special token {:?} is given more than once", s.name),
+                    format!("special token {name:?} is given more than once"),
                 ));
             }
             if s.token.is_empty() {
-                return Err(config_err(
-                    line,
-                    format!("special token {:?} is empty", s.name),
-                ));
+                return Err(config_err(line, format!("special token {name:?} is empty")));
             }
             special_tokens.0[i] = s.token;
             special_lines[i] = line;

@@ -94,13 +94,17 @@ impl ChromCache {
 
 /// Why these special tokens cannot name ids unambiguously: two are the same string, or
 /// one is the token string of a universe region.
-/// Returns the position (in [`SPECIAL_NAMES`]) of the later token at fault and the problem.
-fn special_token_clash(universe: &Universe, specials: &SpecialTokens) -> Option<(usize, String)> {
+/// Returns the positions (in [`SPECIAL_NAMES`]) of the tokens at fault (the same one twice
+/// for a clash with a region) and the problem.
+fn special_token_clash(
+    universe: &Universe,
+    specials: &SpecialTokens,
+) -> Option<((usize, usize), String)> {
     let tokens = &specials.0;
     for (i, a) in tokens.iter().enumerate() {
         if let Some(j) = tokens[i + 1..].iter().position(|b| b == a) {
             return Some((
-                i + 1 + j,
+                (i, i + 1 + j),
                 format!(
                     "special tokens {} and {} are both {a:?}",
                     SPECIAL_NAMES[i],
@@ -111,7 +115,7 @@ fn special_token_clash(universe: &Universe, specials: &SpecialTokens) -> Option<
         if let Some((chr, start, end)) = parse_token(a) {
             if universe.find(chr, start, end).is_some() {
                 return Some((
-                    i,
+                    (i, i),
                     format!(
                         "special token {} is {a:?}, the token of a universe region",
                         SPECIAL_NAMES[i]
@@ -166,10 +170,12 @@ impl Tokenizer {
     pub fn from_config(path: &Path) -> Result<Self> {
         let config = Config::from_file(path)?;
         let universe = Universe::from_bed(&config.universe)?;
-        if let Some((i, message)) = special_token_clash(&universe, &config.special_tokens) {
+        if let Some(((a, b), message)) = special_token_clash(&universe, &config.special_tokens) {
+            // The later of the lines that set the two tokens (a default one has none).
+            let line = config.special_lines[a].max(config.special_lines[b]).max(1);
             return Err(Error::Config {
                 path: path.to_path_buf(),
-                line: config.special_lines[i],
+                line,
                 message,
             });
         }
@@ -219,7 +225,7 @@ impl Tokenizer {
         let config = Config {
             universe: UNIVERSE_FILES[0].into(),
             special_tokens: self.specials.clone(),
-            special_lines: [1; SPECIAL_NAMES.len()],
+            special_lines: [0; SPECIAL_NAMES.len()],
             tokenizer_type: self.kind,
         };
         let text = config.to_toml(UNIVERSE_FILES[0]);

@@ -233,6 +233,9 @@ fn coords(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
 /// missing value (`None`, NaN) is an error rather than the name "None" or "nan".
 fn chrom_names(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
     let (arr, kind) = array_1d(obj, "chroms")?;
+    if arr.len()? == 0 {
+        return Ok(Vec::new()); // `np.asarray([])` is a float array
+    }
     match kind.as_str() {
         "U" | "S" | "i" | "u" => arr
             .call_method1("astype", ("str",))?

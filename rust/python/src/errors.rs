@@ -142,15 +142,14 @@ pub fn non_negative(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
     u64::try_from(v).map_err(|_| invalid(format!("{what} must be 0 or more, got {v}")))
 }
 
-/// A seed: any Python integer, taken modulo 2^64 (so negative seeds work too).
+/// A seed: any integer (Python's or NumPy's), taken modulo 2^64 (so negative seeds work).
 pub fn seed(value: &Bound<'_, PyAny>) -> PyResult<u64> {
-    if !value.is_instance_of::<pyo3::types::PyInt>() {
-        return Err(wrong_type(format!(
-            "seed must be an integer, got {}",
-            type_name(value)
-        )));
-    }
-    value.call_method1("__and__", (u64::MAX,))?.extract()
+    let index = value
+        .py()
+        .import("operator")?
+        .call_method1("index", (value,))
+        .map_err(|_| wrong_type(format!("seed must be an integer, got {}", type_name(value))))?;
+    index.call_method1("__and__", (u64::MAX,))?.extract()
 }
 
 fn with_location(
