@@ -62,6 +62,7 @@ use crate::error::{Error, LineProblem, Result};
 use crate::hash::{FastHasher, FastMap};
 use crate::index::Scratch;
 use crate::parallel;
+use crate::prefetch::prefetch;
 use crate::ragged::Ragged;
 use crate::tokenizer::{Special, Tokenizer};
 use crate::universe::Universe;
@@ -677,6 +678,61 @@ struct Fragment<'a> {
     barcode: &'a [u8],
 }
 
+/// Parses a plain tab-separated line at the start of `s` in one pass: the fragment and the
+/// length of the line with its newline. `None` for anything else, and for a line that
+/// `s` cuts off; [`fast_parse`] and [`parse_fields`] see to those.
+#[inline(always)]
+fn fast_line(s: &[u8]) -> Option<(Fragment<'_>, usize)> {
+    let mut t1 = 0;
+    loop {
+        match *s.get(t1)? {
+            b'\t' => break,
+            b'\n' | b'\r' | b' ' => return None,
+            _ => t1 += 1,
+        }
+    }
+    if t1 == 0 || s[0] == b'#' {
+        return None;
+    }
+    let (start, t2) = digits_until_tab(s, t1 + 1, false)?;
+    let (end, t3) = digits_until_tab(s, t2 + 1, false)?;
+    if start > end {
+        return None;
+    }
+    let mut t4 = t3 + 1;
+    loop {
+        match *s.get(t4)? {
+            b'\t' => break,
+            b'\n' | b'\r' | b' ' => return None,
+            _ => t4 += 1,
+        }
+    }
+    if t4 == t3 + 1 {
+        return None;
+    }
+    // The count: digits, then the end of the line or more columns.
+    let mut k = t4 + 1;
+    while s.get(k).is_some_and(u8::is_ascii_digit) {
+        k += 1;
+    }
+    if k == t4 + 1 {
+        return None;
+    }
+    let used = match *s.get(k)? {
+        b'\n' => k + 1,
+        b'\r' if s.get(k + 1) == Some(&b'\n') => k + 2,
+        b'\t' => k + 1 + memchr(b'\n', &s[k + 1..])? + 1,
+        _ => return None,
+    };
+    let fragment = Fragment {
+        chrom: &s[..t1],
+        start,
+        end,
+        barcode: &s[t3 + 1..t4],
+    };
+    Some((fragment, used))
+}
+
 /// Parses a tab-separated line quickly; `None` for anything else (see [`parse_fields`]).
 #[inline]
 fn fast_parse(line: &[u8]) -> Option<Fragment<'_>> {
@@ -765,6 +821,12 @@ fn parse_lines(ctx: &Ctx<'_>, known: &BarcodeMap, text: &[u8]) -> Body {
     while pos < text.len() && stop.is_none() {
         batch.clear();
         while batch.len() < BATCH && pos < text.len() {
+            if let Some((f, used)) = fast_line(&text[pos..]) {
+                line_no += 1;
+                pos += used;
+                batch.push((f, line_no));
+                continue;
+            }
             let end = memchr(b'\n', &text[pos..]).map_or(text.len(), |i| pos + i);
             let mut line = &text[pos..end];
             pos = end + 1;
@@ -874,6 +936,9 @@ impl Cell {
         self.compact_at = (4 * self.ids.len()).max(Self::FIRST_COMPACTION);
     }
 }
+
+/// How many records ahead [`Merger::apply`] prefetches the cell it will append to.
+const MERGE_AHEAD: usize = 8;
 
 struct Merger {
     path: PathBuf,
@@ -987,7 +1052,14 @@ impl Merger {
         self.local_to_global.clear();
         self.local_to_global.resize(body.new_ends.len(), IGNORE);
         let mut at = 0;
-        for rec in &body.recs {
+        for (k, rec) in body.recs.iter().enumerate() {
+            // Appending to a cell touches the end of its id list, a cache miss with
+            // thousands of cells; start the load for the cell a few records ahead.
+            if let Some(ahead) = body.recs.get(k + MERGE_AHEAD) {
+                if let Some(c) = self.cells.get(ahead.cell as usize) {
+                    prefetch(c.ids.as_ptr().wrapping_add(c.ids.len().saturating_sub(1)));
+                }
+            }
             let g = if rec.cell & LOCAL != 0 {
                 self.resolve(&body, (rec.cell & !LOCAL) as usize)?
             } else {
@@ -1929,5 +2001,42 @@ pub(crate) mod tests {
                 assert_eq!(order.ranks()[id as usize] as usize, rank);
             }
         }
+    }
+
+    #[test]
+    fn one_pass_lines_agree_with_the_general_parser() {
+        let lines = [
+            "chr1\t10\t20\tAAAC-1\t2",
+            "chr1\t10\t20\tAAAC-1\t2\textra\tcols",
+            "chr1\t0\t4294967295\tB\t1",
+            "chr1\t0\t4294967296\tB\t1",
+            "chr1\t20\t10\tB\t1",
+            "chr1\t10\t20\t\t1",
+            "chr1\t10\t20\tB\t",
+            "chr1\t10\t20\tB\tx",
+            "chr1\t10\t20\tB",
+            "chr1 10 20 B 1",
+            "chr1\t10\t20\tB C\t1",
+            "#chr1\t10\t20\tB\t1",
+            "\t10\t20\tB\t1",
+            "chr1\t-1\t20\tB\t1",
+        ];
+        for line in lines {
+            for eol in ["\n", "\r\n"] {
+                let text = format!("{line}{eol}chr2\t1\t2\tC\t1\n");
+                if let Some((fast, used)) = fast_line(text.as_bytes()) {
+                    assert_eq!(used, line.len() + eol.len(), "{line:?}");
+                    let general = parse_fields(line.as_bytes()).expect("the general parser agrees");
+                    assert_eq!(
+                        (fast.chrom, fast.start, fast.end, fast.barcode),
+                        (general.chrom, general.start, general.end, general.barcode),
+                        "{line:?}"
+                    );
+                }
+            }
+            assert!(fast_line(line.as_bytes()).is_none(), "cut off: {line:?}");
+        }
+        assert!(fast_line(b"chr1\t10\t20\tAAAC-1\t2\n").is_some());
+        assert!(fast_line(b"chr1\t10\t20\tB\t2\textra\n").is_some());
     }
 }

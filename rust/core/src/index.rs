@@ -10,6 +10,8 @@
 //! keeps the scan short when a few long regions sit among short peaks, and the results stay
 //! exact for nested and overlapping universes.
 
+use crate::prefetch::prefetch;
+
 /// One universe region in an index group: 12 bytes, read together during a scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Entry {
@@ -103,21 +105,6 @@ pub struct OverlapIndex {
 /// Distance, in queries, between the stages of a [`QueryStream`].
 const LAG: usize = 8;
 const RING: usize = 2 * LAG;
-
-/// Hints the CPU to start loading the cache line holding `p`. Never faults, whatever the
-/// address; a no-op off x86-64.
-#[inline(always)]
-fn prefetch<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it reads nothing and cannot fault.
-    #[allow(unused_unsafe)]
-    unsafe {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        _mm_prefetch::<_MM_HINT_T0>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
 
 /// A query waiting in a [`QueryStream`].
 #[derive(Debug, Clone, Copy, Default)]

@@ -14,6 +14,7 @@ mod hash;
 pub mod index;
 pub mod pad;
 pub mod parallel;
+mod prefetch;
 pub mod ragged;
 pub mod region;
 pub mod region_set;
