@@ -117,14 +117,16 @@ pub fn pad(
         ))
     };
     let total = n.checked_mul(width).ok_or_else(too_large)?;
-    let filled = |value: i64| -> Result<Vec<i64>> {
-        let mut v = Vec::new();
-        v.try_reserve_exact(total).map_err(|_| too_large())?;
-        v.resize(total, value);
-        Ok(v)
-    };
-    let mut out = filled(pad_id)?;
-    let mut mask = filled(0)?;
+    // Ask first, so a batch the allocator refuses is an error rather than an abort.
+    let mut probe: Vec<i64> = Vec::new();
+    probe
+        .try_reserve_exact(total.saturating_mul(2))
+        .map_err(|_| too_large())?;
+    drop(probe);
+    // Zeroed memory comes from the system untouched; each row is then written once, by
+    // the thread that fills it.
+    let mut out = vec![0i64; total];
+    let mut mask = vec![0i64; total];
     if width == 0 {
         return Ok((out, mask));
     }
@@ -135,6 +137,9 @@ pub fn pad(
             mrow[j] = 1;
             j += 1;
         });
+        if pad_id != 0 {
+            row[j..].fill(pad_id);
+        }
     };
     if parallel::num_threads() > 1 {
         parallel::install(|| {
