@@ -1381,20 +1381,7 @@ pub(crate) mod tests {
     use std::io::Write;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Deterministic pseudo-random numbers (SplitMix64).
-    pub(crate) struct Rng(pub u64);
-    impl Rng {
-        pub fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        pub fn below(&mut self, n: u64) -> u32 {
-            (self.next() % n) as u32
-        }
-    }
+    pub(crate) use crate::rng::TestRng as Rng;
 
     /// A fresh path in the temp folder; the file is removed when the guard drops.
     pub(crate) struct TempFile(pub PathBuf);
@@ -1835,7 +1822,7 @@ pub(crate) mod tests {
     fn matches_brute_force_on_random_files() {
         let chroms = ["chr1", "chr2", "chr10", "chrX"];
         for seed in 0..6u64 {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let mut regions: Vec<(String, u32, u32)> = Vec::new();
             while regions.len() < 300 {
                 let c = chroms[rng.below(3) as usize].to_string(); // chrX has no regions
@@ -1976,7 +1963,7 @@ pub(crate) mod tests {
     #[test]
     fn genomic_order_matches_region_set_sort() {
         for seed in 0..4u64 {
-            let mut rng = Rng(seed);
+            let mut rng = Rng::new(seed);
             let names = ["chr1", "chr10", "chr2", "chrX", "HLA-A"];
             let mut regions: Vec<(&str, u32, u32)> = Vec::new();
             while regions.len() < 500 {

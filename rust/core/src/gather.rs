@@ -605,7 +605,7 @@ mod tests {
     fn matches_brute_force_on_random_matrices() {
         let names = ["chr1", "chr2", "chr10", "chrY"];
         for seed in 0..4u64 {
-            let mut rng = Rng(100 + seed);
+            let mut rng = Rng::new(100 + seed);
             let mut regions: Vec<(&str, u32, u32)> = Vec::new();
             while regions.len() < 2000 {
                 let s = rng.below(100_000);
@@ -694,7 +694,7 @@ mod tests {
 
     #[test]
     fn row_sorting_paths_agree_with_sort() {
-        let mut rng = Rng(9);
+        let mut rng = Rng::new(9);
         let mut bits = Vec::new();
         for case in 0..60 {
             let len = rng.below(400) as usize;

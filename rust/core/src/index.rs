@@ -378,14 +378,7 @@ impl OverlapIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::SplitMix64;
-
-    struct Rng(SplitMix64);
-    impl Rng {
-        fn below(&mut self, n: u64) -> u32 {
-            self.0.below(n) as u32
-        }
-    }
+    use crate::rng::TestRng as Rng;
 
     fn collect(ix: &OverlapIndex, c: u32, s: u32, e: u32) -> Vec<u32> {
         let mut out = Vec::new();
@@ -395,7 +388,7 @@ mod tests {
 
     #[test]
     fn matches_brute_force_on_nested_and_overlapping_intervals() {
-        let mut rng = Rng(SplitMix64::new(7));
+        let mut rng = Rng::new(7);
         let (mut chroms, mut starts, mut ends) = (vec![], vec![], vec![]);
         let mut seen = std::collections::HashSet::new();
         while starts.len() < 3000 {
@@ -436,7 +429,7 @@ mod tests {
 
     #[test]
     fn streamed_queries_match_one_by_one_queries() {
-        let mut rng = Rng(SplitMix64::new(11));
+        let mut rng = Rng::new(11);
         let (mut chroms, mut starts, mut ends) = (vec![], vec![], vec![]);
         let mut seen = std::collections::HashSet::new();
         while starts.len() < 2000 {
