@@ -176,19 +176,25 @@ print(os.waitstatus_to_exitcode(status))
 """
 
 
-def test_fork_after_parallel_use_neither_deadlocks_nor_oversubscribes(case, tmp_path: Path):
-    tok, universe, _ = case
-    path = write_bed(tmp_path / "u2.bed", universe)
-    env = dict(os.environ, ATACFORMER_NUM_THREADS="2")
+def _run_with_universe(script: str, universe: Path, threads: int) -> str:
+    """Runs ``script`` in a fresh interpreter with ``threads`` atacformer threads (and one
+    BLAS thread); returns what it printed."""
+    env = dict(os.environ, ATACFORMER_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS="1")
     out = subprocess.run(
-        [sys.executable, "-c", FORK_SCRIPT, str(path)],
+        [sys.executable, "-c", script, str(universe)],
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    assert out.stdout.strip() == "0"
+    return out.stdout
+
+
+def test_fork_after_parallel_use_neither_deadlocks_nor_oversubscribes(case, tmp_path: Path):
+    _, universe, _ = case
+    out = _run_with_universe(FORK_SCRIPT, write_bed(tmp_path / "u2.bed", universe), threads=2)
+    assert out.strip() == "0"
 
 
 def test_num_threads_env_and_setter():
@@ -220,19 +226,11 @@ print(os.waitstatus_to_exitcode(status), len(os.listdir("/proc/self/task")))
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="counts threads in /proc")
 def test_one_thread_pads_serially_and_survives_fork(case, tmp_path: Path):
-    tok, universe, _ = case
+    _, universe, _ = case
     path = write_bed(tmp_path / "u2.bed", universe)
-    env = dict(os.environ, ATACFORMER_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
-    out = subprocess.run(
-        [sys.executable, "-c", SERIAL_FORK_SCRIPT, str(path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
+    out = _run_with_universe(SERIAL_FORK_SCRIPT, path, threads=1)
     # The child padded on its own thread; the parent started no thread pool either.
-    assert out.stdout.split() == ["0", "1"]
+    assert out.split() == ["0", "1"]
 
 
 def test_pad_keeps_given_attention_masks(case):

@@ -276,21 +276,27 @@ pub(crate) fn digits_until_tab(line: &[u8], i: usize, last: bool) -> Option<(u32
     }
 }
 
+/// The index of the tab that ends the text field starting at `s[i]`; `None` when the line
+/// (or `s`) ends first or a space comes first. Fields such as chromosome names and
+/// barcodes are short, so a plain loop beats a vectorised search here.
+#[inline(always)]
+pub(crate) fn tab_after_field(s: &[u8], mut i: usize) -> Option<usize> {
+    loop {
+        match *s.get(i)? {
+            b'\t' => return Some(i),
+            b'\n' | b'\r' | b' ' => return None,
+            _ => i += 1,
+        }
+    }
+}
+
 /// Parses a plain tab-separated data line at the start of `s` in one pass: the record and
 /// the length of the line with its terminator. `None` when the line is anything else, or
 /// when `s` ends before the line does; such lines go to [`parse_line`], which handles the
 /// rest (spaces, comments, headers) and names the problems.
 #[inline(always)]
 fn fast_line(s: &[u8]) -> Option<(Record<'_>, usize)> {
-    // Chromosome names are short: a plain loop beats a vectorised search here.
-    let mut t1 = 0;
-    loop {
-        match *s.get(t1)? {
-            b'\t' => break,
-            b'\n' | b'\r' | b' ' => return None,
-            _ => t1 += 1,
-        }
-    }
+    let t1 = tab_after_field(s, 0)?;
     let chrom = &s[..t1];
     if matches!(chrom.first(), None | Some(b'#')) || chrom == b"track" || chrom == b"browser" {
         return None;

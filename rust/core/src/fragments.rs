@@ -56,7 +56,7 @@ use libdeflater::Decompressor;
 use memchr::memchr;
 use rayon::prelude::*;
 
-use crate::bed::{self, digits_until_tab, parse_coord};
+use crate::bed::{self, digits_until_tab, parse_coord, tab_after_field};
 use crate::bgzf::{self, BlockReader, BlockSpan};
 use crate::error::{Error, LineProblem, Result};
 use crate::hash::{FastHasher, FastMap};
@@ -683,14 +683,7 @@ struct Fragment<'a> {
 /// `s` cuts off; [`fast_parse`] and [`parse_fields`] see to those.
 #[inline(always)]
 fn fast_line(s: &[u8]) -> Option<(Fragment<'_>, usize)> {
-    let mut t1 = 0;
-    loop {
-        match *s.get(t1)? {
-            b'\t' => break,
-            b'\n' | b'\r' | b' ' => return None,
-            _ => t1 += 1,
-        }
-    }
+    let t1 = tab_after_field(s, 0)?;
     if t1 == 0 || s[0] == b'#' {
         return None;
     }
@@ -699,14 +692,7 @@ fn fast_line(s: &[u8]) -> Option<(Fragment<'_>, usize)> {
     if start > end {
         return None;
     }
-    let mut t4 = t3 + 1;
-    loop {
-        match *s.get(t4)? {
-            b'\t' => break,
-            b'\n' | b'\r' | b' ' => return None,
-            _ => t4 += 1,
-        }
-    }
+    let t4 = tab_after_field(s, t3 + 1)?;
     if t4 == t3 + 1 {
         return None;
     }
