@@ -65,6 +65,7 @@ use crate::parallel;
 use crate::prefetch::prefetch;
 use crate::ragged::Ragged;
 use crate::tokenizer::{Special, Tokenizer};
+use crate::universe::GenomicOrder;
 use crate::universe::Universe;
 
 /// What to read from a fragment file and how to shape the cells.
@@ -1252,10 +1253,10 @@ fn run(
         parallel::num_threads()
     };
     let go = |par: bool| -> Result<(Ragged, FragmentStats)> {
-        let order = opts.unique.then(|| GenomicOrder::new(universe));
+        let order = opts.unique.then(|| universe.genomic_order());
         let ctx = Ctx {
             universe,
-            ranks: order.as_ref().map(GenomicOrder::ranks),
+            ranks: order.map(GenomicOrder::ranks),
             listed: opts.barcodes.is_some(),
             skip_bad: opts.skip_bad_lines,
             buffers,
@@ -1266,96 +1267,13 @@ fn run(
             1
         };
         pipeline(&ctx, &mut reader, &mut merger, par, batch_len)?;
-        Ok(merger.into_ragged(tok, order.as_ref(), opts, par))
+        Ok(merger.into_ragged(tok, order, opts, par))
     };
     if threads > 1 {
         // Parallel only inside our pool, never in rayon's global one.
         parallel::install(|| go(rayon::current_thread_index().is_some()))
     } else {
         go(false)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Genomic order of a universe
-
-/// The universe in genomic order: sorted by (chromosome name as bytes, start, end), the
-/// order of [`crate::RegionSet::sort`]. Ranks are `0..len`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GenomicOrder {
-    /// Rank of each id.
-    rank: Vec<u32>,
-    /// Id at each rank.
-    order: Vec<u32>,
-}
-
-impl GenomicOrder {
-    /// Computes the order in one pass when each chromosome's regions already appear in
-    /// (start, end) order in the universe file (chromosomes in any order), else by sorting.
-    pub fn new(universe: &Universe) -> Self {
-        let regions = universe.regions();
-        let names = regions.chrom_names();
-        let chroms = regions.chrom_indices();
-        let (starts, ends) = (regions.starts(), regions.ends());
-        let mut by_name: Vec<usize> = (0..names.len()).collect();
-        by_name.sort_by(|&a, &b| names[a].as_bytes().cmp(names[b].as_bytes()));
-        let mut count = vec![0u32; names.len()];
-        for &c in chroms {
-            count[c as usize] += 1;
-        }
-        let mut next = vec![0u32; names.len()];
-        let mut acc = 0u32;
-        for &c in &by_name {
-            next[c] = acc;
-            acc += count[c];
-        }
-        let n = chroms.len();
-        let mut rank = vec![0u32; n];
-        let mut last: Vec<Option<(u32, u32)>> = vec![None; names.len()];
-        let mut in_order = true;
-        for id in 0..n {
-            let c = chroms[id] as usize;
-            let key = (starts[id], ends[id]);
-            if last[c].is_some_and(|l| l > key) {
-                in_order = false;
-                break;
-            }
-            last[c] = Some(key);
-            rank[id] = next[c];
-            next[c] += 1;
-        }
-        let mut order = vec![0u32; n];
-        if in_order {
-            for (id, &r) in rank.iter().enumerate() {
-                order[r as usize] = id as u32;
-            }
-        } else {
-            let mut chrom_rank = vec![0u32; names.len()];
-            for (r, &c) in by_name.iter().enumerate() {
-                chrom_rank[c] = r as u32;
-            }
-            for (id, o) in order.iter_mut().enumerate() {
-                *o = id as u32;
-            }
-            order.sort_unstable_by_key(|&id| {
-                let i = id as usize;
-                (chrom_rank[chroms[i] as usize], starts[i], ends[i])
-            });
-            for (r, &id) in order.iter().enumerate() {
-                rank[id as usize] = r as u32;
-            }
-        }
-        GenomicOrder { rank, order }
-    }
-
-    /// Rank of each universe id.
-    pub fn ranks(&self) -> &[u32] {
-        &self.rank
-    }
-
-    /// Universe id at each rank.
-    pub fn ids(&self) -> &[u32] {
-        &self.order
     }
 }
 

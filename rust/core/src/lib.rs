@@ -26,9 +26,9 @@ pub mod write;
 
 pub use config::{SpecialTokens, TokenizerType, SPECIAL_NAMES};
 pub use error::{Error, LineProblem, Result};
-pub use fragments::{tokenize_fragments, FragmentOptions, FragmentStats, GenomicOrder};
+pub use fragments::{tokenize_fragments, FragmentOptions, FragmentStats};
 pub use ragged::Ragged;
 pub use region::Region;
 pub use region_set::RegionSet;
 pub use tokenizer::{Special, TokenId, Tokenizer};
-pub use universe::Universe;
+pub use universe::{GenomicOrder, Universe};

@@ -4,6 +4,7 @@
 //! bytes each). Token strings are formatted on demand rather than stored.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 use crate::index::{OverlapIndex, QueryStream, Scratch};
@@ -14,6 +15,8 @@ use crate::region_set::RegionSet;
 pub struct Universe {
     regions: RegionSet,
     index: OverlapIndex,
+    /// Made on first use (by cells that keep unique ids in genomic order).
+    order: OnceLock<GenomicOrder>,
 }
 
 impl PartialEq for Universe {
@@ -64,7 +67,11 @@ impl Universe {
                 second_line: line(d.second),
             }
         })?;
-        Ok(Universe { regions, index })
+        Ok(Universe {
+            regions,
+            index,
+            order: OnceLock::new(),
+        })
     }
 
     /// Number of regions.
@@ -121,6 +128,11 @@ impl Universe {
         self.index.stream(scratch, emit)
     }
 
+    /// The regions in genomic order, computed once and kept.
+    pub fn genomic_order(&self) -> &GenomicOrder {
+        self.order.get_or_init(|| GenomicOrder::new(self))
+    }
+
     /// Id of the region with exactly these coordinates.
     pub fn find(&self, chrom: &str, start: u32, end: u32) -> Option<u32> {
         let c = self.chrom_id(chrom.as_bytes())?;
@@ -132,9 +144,93 @@ impl Universe {
         ((id as usize) < self.len()).then(|| region_token(&self.regions, id as usize))
     }
 
-    /// Bytes held by the universe's columns and index (excluding the small name table).
+    /// Bytes held by the universe's columns, index and (once made) genomic order, excluding
+    /// the small name table.
     pub fn heap_bytes(&self) -> usize {
-        self.regions.heap_bytes() + self.index.heap_bytes()
+        let order = self
+            .order
+            .get()
+            .map_or(0, |o| 4 * (o.ranks().len() + o.ids().len()));
+        self.regions.heap_bytes() + self.index.heap_bytes() + order
+    }
+}
+
+/// The universe in genomic order: sorted by (chromosome name as bytes, start, end), the
+/// order of [`crate::RegionSet::sort`]. Ranks are `0..len`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GenomicOrder {
+    /// Rank of each id.
+    rank: Vec<u32>,
+    /// Id at each rank.
+    order: Vec<u32>,
+}
+
+impl GenomicOrder {
+    /// Computes the order in one pass when each chromosome's regions already appear in
+    /// (start, end) order in the universe file (chromosomes in any order), else by sorting.
+    pub fn new(universe: &Universe) -> Self {
+        let regions = universe.regions();
+        let names = regions.chrom_names();
+        let chroms = regions.chrom_indices();
+        let (starts, ends) = (regions.starts(), regions.ends());
+        let mut by_name: Vec<usize> = (0..names.len()).collect();
+        by_name.sort_by(|&a, &b| names[a].as_bytes().cmp(names[b].as_bytes()));
+        let mut count = vec![0u32; names.len()];
+        for &c in chroms {
+            count[c as usize] += 1;
+        }
+        let mut next = vec![0u32; names.len()];
+        let mut acc = 0u32;
+        for &c in &by_name {
+            next[c] = acc;
+            acc += count[c];
+        }
+        let n = chroms.len();
+        let mut rank = vec![0u32; n];
+        let mut last: Vec<Option<(u32, u32)>> = vec![None; names.len()];
+        let mut in_order = true;
+        for id in 0..n {
+            let c = chroms[id] as usize;
+            let key = (starts[id], ends[id]);
+            if last[c].is_some_and(|l| l > key) {
+                in_order = false;
+                break;
+            }
+            last[c] = Some(key);
+            rank[id] = next[c];
+            next[c] += 1;
+        }
+        let mut order = vec![0u32; n];
+        if in_order {
+            for (id, &r) in rank.iter().enumerate() {
+                order[r as usize] = id as u32;
+            }
+        } else {
+            let mut chrom_rank = vec![0u32; names.len()];
+            for (r, &c) in by_name.iter().enumerate() {
+                chrom_rank[c] = r as u32;
+            }
+            // Sort the keys themselves, not ids that point at them: no scattered reads.
+            let mut keyed: Vec<(u32, u32, u32, u32)> = (0..n)
+                .map(|i| (chrom_rank[chroms[i] as usize], starts[i], ends[i], i as u32))
+                .collect();
+            keyed.sort_unstable();
+            for (r, &(_, _, _, id)) in keyed.iter().enumerate() {
+                order[r] = id;
+                rank[id as usize] = r as u32;
+            }
+        }
+        GenomicOrder { rank, order }
+    }
+
+    /// Rank of each universe id.
+    pub fn ranks(&self) -> &[u32] {
+        &self.rank
+    }
+
+    /// Universe id at each rank.
+    pub fn ids(&self) -> &[u32] {
+        &self.order
     }
 }
 
