@@ -199,7 +199,7 @@ impl PyTokenizer {
         self.0.tokenizer_type().as_str()
     }
 
-    /// Bytes held by the universe columns and overlap index.
+    /// Bytes held by the universe columns, overlap index and (once made) genomic order.
     #[getter]
     fn heap_bytes(&self) -> usize {
         self.0.universe().heap_bytes()
