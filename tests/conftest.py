@@ -35,6 +35,17 @@ def oracle_ids(universe, queries) -> list[int]:
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Runs a test with one torch thread, restoring the count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
 def peaks_dir() -> Path:
     return DATA / "tokenizers"
 

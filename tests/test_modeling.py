@@ -42,13 +42,8 @@ ALL_CLASSES = [
 N_REGIONS = 50  # tiny vocabulary: 50 regions + 7 specials, pad = 51
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread only adds contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: a second torch thread only adds contention on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make(cls=AtacformerModel, seed: int = 0, **overrides):

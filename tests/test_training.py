@@ -27,13 +27,8 @@ N_REGIONS, PAD, CLS, SEP = 6, 7, 9, 12
 SPECIALS = list(range(6, 13))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: a second thread only adds contention on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# Tiny tensors: a second torch thread only adds contention on a shared 2-core machine.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rtd_collator(p: float, seed: int = 0, **kwargs) -> DataCollatorForReplacedTokenDetection:
