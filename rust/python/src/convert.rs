@@ -179,6 +179,23 @@ fn array_1d<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<(Bound<'py, Py
     Ok((arr, kind))
 }
 
+/// `arr` cast to `dtype`, each value turned into a coordinate by `convert`; the first
+/// value it refuses is reported by `bad(index, value)`.
+fn each_value<T: numpy::Element + Copy + std::fmt::Display>(
+    arr: &Bound<'_, PyAny>,
+    dtype: &str,
+    convert: impl Fn(T) -> Option<u32>,
+    bad: impl Fn(usize, &dyn std::fmt::Display) -> PyErr,
+) -> PyResult<Vec<u32>> {
+    let a: PyReadonlyArray1<'_, T> = arr.call_method1("astype", (dtype,))?.extract()?;
+    let values = a.as_array();
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| convert(x).ok_or_else(|| bad(i, &x)))
+        .collect()
+}
+
 /// Converts an array-like of integers (or of whole floats) to coordinates, naming the
 /// first bad element.
 fn coords(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
@@ -190,32 +207,9 @@ fn coords(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<u32>> {
     };
     match kind.as_str() {
         // Signed and unsigned separately, so no value wraps on the way.
-        "i" => {
-            let a: PyReadonlyArray1<'_, i64> = arr.call_method1("astype", ("int64",))?.extract()?;
-            let v = a.as_array();
-            v.iter()
-                .enumerate()
-                .map(|(i, &x)| u32::try_from(x).map_err(|_| bad(i, &x)))
-                .collect()
-        }
-        "u" => {
-            let a: PyReadonlyArray1<'_, u64> =
-                arr.call_method1("astype", ("uint64",))?.extract()?;
-            let v = a.as_array();
-            v.iter()
-                .enumerate()
-                .map(|(i, &x)| u32::try_from(x).map_err(|_| bad(i, &x)))
-                .collect()
-        }
-        "f" => {
-            let a: PyReadonlyArray1<'_, f64> =
-                arr.call_method1("astype", ("float64",))?.extract()?;
-            let v = a.as_array();
-            v.iter()
-                .enumerate()
-                .map(|(i, &x)| float_coord(x).ok_or_else(|| bad(i, &x)))
-                .collect()
-        }
+        "i" => each_value::<i64>(&arr, "int64", |x| u32::try_from(x).ok(), bad),
+        "u" => each_value::<u64>(&arr, "uint64", |x| u32::try_from(x).ok(), bad),
+        "f" => each_value::<f64>(&arr, "float64", float_coord, bad),
         "O" => arr
             .call_method0("tolist")?
             .try_iter()?
