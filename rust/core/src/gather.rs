@@ -154,13 +154,7 @@ fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
     // (chromosome name, start, end), without touching the rest of the universe. Peaks
     // usually come in genomic order, so the entries are nearly sorted already.
     let regions = tok.universe().regions();
-    let names = regions.chrom_names();
-    let mut by_name: Vec<usize> = (0..names.len()).collect();
-    by_name.sort_by(|&a, &b| names[a].as_bytes().cmp(names[b].as_bytes()));
-    let mut chrom_rank = vec![0u32; names.len()];
-    for (r, &c) in by_name.iter().enumerate() {
-        chrom_rank[c] = r as u32;
-    }
+    let chrom_rank = regions.chrom_name_ranks();
     let (chroms, starts, ends) = (regions.chrom_indices(), regions.starts(), regions.ends());
     let mut keyed: Vec<(u32, u32, u32, u32, u32)> = peaks
         .ids

@@ -276,6 +276,18 @@ impl RegionSet {
     }
 
     /// Sorts by chromosome name, then start, then end (stable).
+    /// The rank of each chromosome number when the names are compared as bytes (the order
+    /// of [`RegionSet::sort`] and of genomic order).
+    pub fn chrom_name_ranks(&self) -> Vec<u32> {
+        let mut by_name: Vec<usize> = (0..self.names.len()).collect();
+        by_name.sort_by(|&a, &b| self.names[a].as_bytes().cmp(self.names[b].as_bytes()));
+        let mut rank = vec![0u32; self.names.len()];
+        for (r, &c) in by_name.iter().enumerate() {
+            rank[c] = r as u32;
+        }
+        rank
+    }
+
     pub fn sort(&mut self) {
         let mut order: Vec<usize> = (0..self.len()).collect();
         order.sort_by(|&a, &b| {

@@ -173,8 +173,11 @@ impl GenomicOrder {
         let names = regions.chrom_names();
         let chroms = regions.chrom_indices();
         let (starts, ends) = (regions.starts(), regions.ends());
-        let mut by_name: Vec<usize> = (0..names.len()).collect();
-        by_name.sort_by(|&a, &b| names[a].as_bytes().cmp(names[b].as_bytes()));
+        let chrom_rank = regions.chrom_name_ranks();
+        let mut by_name = vec![0usize; names.len()];
+        for (c, &r) in chrom_rank.iter().enumerate() {
+            by_name[r as usize] = c;
+        }
         let mut count = vec![0u32; names.len()];
         for &c in chroms {
             count[c as usize] += 1;
@@ -206,10 +209,6 @@ impl GenomicOrder {
                 order[r as usize] = id as u32;
             }
         } else {
-            let mut chrom_rank = vec![0u32; names.len()];
-            for (r, &c) in by_name.iter().enumerate() {
-                chrom_rank[c] = r as u32;
-            }
             // Sort the keys themselves, not ids that point at them: no scattered reads.
             let mut keyed: Vec<(u32, u32, u32, u32)> = (0..n)
                 .map(|i| (chrom_rank[chroms[i] as usize], starts[i], ends[i], i as u32))
