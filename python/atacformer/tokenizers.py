@@ -60,15 +60,11 @@ def _as_id_array(ids: Any) -> np.ndarray:
     if hasattr(ids, "detach") and hasattr(ids, "cpu"):  # a torch tensor
         ids = ids.detach().cpu().numpy()
     arr = np.asarray(ids)
-    if arr.dtype == object and all(
-        isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-        for x in arr.reshape(-1).tolist()
-    ):
-        big = np.iinfo(np.int64)
-        arr = np.array(
-            [x if big.min <= x <= big.max else -1 for x in arr.reshape(-1).tolist()],
-            dtype=np.int64,
-        )
+    if arr.dtype == object:
+        values = arr.reshape(-1).tolist()
+        if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in values):
+            big = np.iinfo(np.int64)
+            arr = np.array([x if big.min <= x <= big.max else -1 for x in values], np.int64)
     if arr.dtype == object or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
         raise _core.AtacformerTypeError(f"token ids must be integers, got an array of {arr.dtype}")
     if arr.dtype == np.uint64 and arr.size and int(arr.max()) > np.iinfo(np.int64).max:
