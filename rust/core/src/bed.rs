@@ -1,55 +1,18 @@
-//! Streaming reader of BED-like text, plain or gzip (detected from the magic bytes).
+//! Reading BED-like text: [`Reader`] over any [`BufRead`], opened from a path (plain,
+//! gzip or BGZF, sniffed by [`crate::io`]) or built over bytes already in memory.
 //!
 //! Columns are separated by tabs or runs of spaces. `track`, `browser` and `#` lines are
 //! skipped, as is a first data line whose start column is not an integer (a header).
-//! Everything after the third column is handed on verbatim as `rest`.
+//! Everything after the third column is handed on verbatim as `rest`. Errors name the
+//! file (or the name given to [`Reader::from_reader`]) and the 1-based line.
 
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, BufRead};
 use std::path::{Path, PathBuf};
 
-use flate2::read::MultiGzDecoder;
-
+use crate::digits::{digits_until_tab, leading_digits, parse_u32};
 use crate::error::{Error, LineProblem, Result};
 
-const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-const BUF_CAPACITY: usize = 1 << 18;
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// A byte source that decompresses gzip (and BGZF, which is multi-member gzip) when the
-/// file starts with the gzip magic bytes.
-pub struct Source {
-    pub path: PathBuf,
-    pub compressed: bool,
-    pub reader: Box<dyn BufRead + Send>,
-}
-
-/// Opens `path`, sniffing the first two bytes for gzip.
-pub fn open(path: &Path) -> Result<Source> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-        return Err(Error::InvalidInput(format!(
-            "{}: is a directory, not a file",
-            path.display()
-        )));
-    }
-    let mut raw = BufReader::with_capacity(BUF_CAPACITY, file);
-    let head = raw.fill_buf().map_err(|e| Error::io(path, e))?;
-    let compressed = head.starts_with(&GZIP_MAGIC);
-    let reader: Box<dyn BufRead + Send> = if compressed {
-        Box::new(BufReader::with_capacity(
-            BUF_CAPACITY,
-            MultiGzDecoder::new(raw),
-        ))
-    } else {
-        Box::new(raw)
-    };
-    Ok(Source {
-        path: path.to_path_buf(),
-        compressed,
-        reader,
-    })
-}
 
 /// One parsed data line; the slices borrow the reader's line buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,29 +37,6 @@ fn next_field(s: &[u8]) -> (&[u8], &[u8]) {
         .position(|&b| b == b'\t' || b == b' ')
         .unwrap_or(s.len());
     (&s[..end], &s[end..])
-}
-
-/// Parses a coordinate column: a decimal integer in `0..=2^32-1`.
-#[inline]
-pub fn parse_coord(field: &[u8], column: &'static str) -> std::result::Result<u32, LineProblem> {
-    if !field.is_empty() && field.len() <= 10 && field.iter().all(u8::is_ascii_digit) {
-        let v = field
-            .iter()
-            .fold(0u64, |acc, &b| acc * 10 + u64::from(b - b'0'));
-        return u32::try_from(v).map_err(|_| LineProblem::TooLarge {
-            column,
-            value: String::from_utf8_lossy(field).into_owned(),
-        });
-    }
-    let value = String::from_utf8_lossy(field).into_owned();
-    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
-    if field.first() == Some(&b'-') && digits(&field[1..]) {
-        Err(LineProblem::Negative { column, value })
-    } else if digits(field) {
-        Err(LineProblem::TooLarge { column, value })
-    } else {
-        Err(LineProblem::NotAnInteger { column, value })
-    }
 }
 
 /// What a line holds.
@@ -131,8 +71,8 @@ pub fn parse_line(line: &[u8]) -> std::result::Result<Line<'_>, LineProblem> {
         let found = if start.is_empty() { 1 } else { 2 };
         return Err(LineProblem::TooFewColumns { found, needed: 3 });
     }
-    let start = parse_coord(start, "start")?;
-    let end = parse_coord(end, "end")?;
+    let start = parse_u32(start, "start")?;
+    let end = parse_u32(end, "end")?;
     if start > end {
         return Err(LineProblem::StartAfterEnd { start, end });
     }
@@ -146,134 +86,6 @@ pub fn parse_line(line: &[u8]) -> std::result::Result<Line<'_>, LineProblem> {
         end,
         rest: &after[skip..],
     }))
-}
-
-/// Reads lines from an opened source one by one, reusing one buffer.
-pub struct LineReader {
-    source: Source,
-    buf: Vec<u8>,
-    line_no: u64,
-}
-
-impl LineReader {
-    pub fn new(source: Source) -> Self {
-        LineReader {
-            source,
-            buf: Vec::with_capacity(256),
-            line_no: 0,
-        }
-    }
-
-    pub fn open(path: &Path) -> Result<Self> {
-        Ok(Self::new(open(path)?))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.source.path
-    }
-
-    /// 1-based number of the line last returned.
-    pub fn line_no(&self) -> u64 {
-        self.line_no
-    }
-
-    /// The next line's 1-based number and text without its terminator, or `None` at the
-    /// end of input.
-    pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
-        self.buf.clear();
-        match self.source.reader.read_until(b'\n', &mut self.buf) {
-            Ok(0) => Ok(None),
-            Ok(_) => {
-                self.line_no += 1;
-                Ok(Some((self.line_no, trim_eol(&self.buf))))
-            }
-            Err(e) => Err(self.read_error(e)),
-        }
-    }
-
-    /// Builds the error for a line that failed to parse.
-    pub fn parse_error(&self, problem: LineProblem) -> Error {
-        Error::Parse {
-            path: self.source.path.clone(),
-            line: self.line_no,
-            problem,
-        }
-    }
-
-    fn read_error(&self, e: io::Error) -> Error {
-        read_error(&self.source, self.line_no, e)
-    }
-}
-
-/// The decimal number at `s[i..]`: `(value, index of the first byte after its digits)`.
-/// `None` unless there are 1 to 10 digits with a value of at most `u32::MAX`.
-///
-/// Eight bytes are classified and converted at once (SWAR): subtracting `'0'` from every
-/// byte leaves digits as 0 to 9, and the lowest byte that is not a digit gets its high bit
-/// set by the mask below (borrows and carries only run towards higher bytes, so bytes
-/// below the first non-digit are never disturbed).
-#[inline(always)]
-pub(crate) fn leading_digits(s: &[u8], i: usize) -> Option<(u32, usize)> {
-    let Some(&word) = s.get(i..).and_then(|t| t.first_chunk::<8>()) else {
-        return leading_digits_slow(s, i);
-    };
-    let x = u64::from_le_bytes(word).wrapping_sub(0x3030_3030_3030_3030);
-    let not_digit = (x | x.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080;
-    let n = (not_digit.trailing_zeros() / 8) as usize; // 8 when all are digits
-    if n == 0 {
-        return None;
-    }
-    // Move the n digits to the top bytes (zeros below them are leading zeros), then
-    // combine neighbours: pairs, then quads, then the whole word.
-    let v = x << (8 * (8 - n));
-    let v = (v.wrapping_mul(10) + (v >> 8)) & 0x00FF_00FF_00FF_00FF;
-    let v = (v.wrapping_mul(100) + (v >> 16)) & 0x0000_FFFF_0000_FFFF;
-    let mut v = (v & 0xFFFF) * 10_000 + (v >> 32);
-    let mut j = i + n;
-    if n == 8 {
-        // Up to two more digits; an eleventh is too many.
-        for _ in 0..3 {
-            match s.get(j).map(|b| b.wrapping_sub(b'0')) {
-                Some(d @ 0..=9) if j - i < 10 => {
-                    v = v * 10 + u64::from(d);
-                    j += 1;
-                }
-                Some(0..=9) => return None,
-                _ => break,
-            }
-        }
-    }
-    Some((u32::try_from(v).ok()?, j))
-}
-
-/// [`leading_digits`] one byte at a time, for the last few bytes of a buffer.
-#[inline(never)]
-fn leading_digits_slow(s: &[u8], i: usize) -> Option<(u32, usize)> {
-    let mut v: u64 = 0;
-    let mut j = i;
-    while let Some(d @ 0..=9) = s.get(j).map(|b| b.wrapping_sub(b'0')) {
-        if j - i == 10 {
-            return None;
-        }
-        v = v * 10 + u64::from(d);
-        j += 1;
-    }
-    if j == i {
-        return None;
-    }
-    Some((u32::try_from(v).ok()?, j))
-}
-
-/// Digits of `line` from `i` up to a tab (or the end when `last`): `(value, index of the
-/// tab)`. At most 10 digits and at most `u32::MAX`.
-#[inline(always)]
-pub(crate) fn digits_until_tab(line: &[u8], i: usize, last: bool) -> Option<(u32, usize)> {
-    let (v, j) = leading_digits(line, i)?;
-    match line.get(j) {
-        Some(b'\t') => Some((v, j)),
-        None if last => Some((v, j)),
-        _ => None,
-    }
 }
 
 /// The index of the tab that ends the text field starting at `s[i]`; `None` when the line
@@ -361,111 +173,181 @@ fn parse_other_line<'a>(
     }
 }
 
-/// Calls `f(line_no, record)` for every data line of a BED file, applying the header rule.
+/// Reads BED-like text from any [`BufRead`]: data records with the header rule applied
+/// ([`Reader::for_each_record`]) or raw lines ([`Reader::next_line`]).
 ///
-/// Lines are parsed straight out of the reader's buffer, in one pass for plain
-/// tab-separated lines; only a line that straddles two buffer fills is copied.
-pub fn for_each_record(
-    path: &Path,
-    mut f: impl FnMut(u64, Record<'_>) -> Result<()>,
-) -> Result<()> {
-    let mut src = open(path)?;
-    let mut line_no = 0u64;
-    let mut seen_data = false;
-    let mut carry: Vec<u8> = Vec::new();
-    loop {
-        let chunk = match src.reader.fill_buf() {
-            Ok(c) => c,
-            Err(e) => return Err(read_error(&src, line_no, e)),
-        };
-        if chunk.is_empty() {
-            break;
+/// ```
+/// use atacformer_core::bed::Reader;
+///
+/// let mut reader = Reader::from_reader(&b"track name=x\nchr1\t10\t20\n"[..], "in memory");
+/// let mut seen = Vec::new();
+/// reader
+///     .for_each_record(|line, rec| {
+///         seen.push((line, rec.chrom.to_vec(), rec.start, rec.end));
+///         Ok(())
+///     })
+///     .unwrap();
+/// assert_eq!(seen, [(2, b"chr1".to_vec(), 10, 20)]);
+/// ```
+pub struct Reader<R> {
+    inner: R,
+    /// What errors name: the file, or the name given to [`Reader::from_reader`].
+    path: PathBuf,
+    /// Read errors come from a decoder (corrupt data), not from the disk.
+    compressed: bool,
+    /// 1-based number of the last line read.
+    line_no: u64,
+    /// Whether a data line has been seen (the header rule applies before that).
+    seen_data: bool,
+    /// The line [`Reader::next_line`] returns, and the start of a line that straddles two
+    /// buffer fills in [`Reader::for_each_record`].
+    line: Vec<u8>,
+}
+
+impl Reader<Box<dyn BufRead + Send>> {
+    /// Opens a file, plain or compressed (see [`crate::io::open`]).
+    pub fn from_path(path: &Path) -> Result<Self> {
+        let text = crate::io::open_text(path)?;
+        let mut reader = Reader::from_reader(text.reader, text.path);
+        reader.compressed = text.compressed;
+        Ok(reader)
+    }
+}
+
+impl<R: BufRead> Reader<R> {
+    /// Reads already decompressed text from `inner`; `name` stands for the file in errors.
+    pub fn from_reader(inner: R, name: impl Into<PathBuf>) -> Self {
+        Reader {
+            inner,
+            path: name.into(),
+            compressed: false,
+            line_no: 0,
+            seen_data: false,
+            line: Vec::with_capacity(256),
         }
-        let len = chunk.len();
-        // A UTF-8 byte-order mark, written by some editors, is not part of the first name.
-        let mut pos = if line_no == 0 && carry.is_empty() && chunk.starts_with(UTF8_BOM) {
-            UTF8_BOM.len()
-        } else {
-            0
-        };
-        if !carry.is_empty() {
-            let Some(i) = memchr::memchr(b'\n', chunk) else {
-                carry.extend_from_slice(chunk);
-                src.reader.consume(len);
-                continue;
+    }
+
+    /// The file (or name) errors refer to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// 1-based number of the line last read.
+    pub fn line_no(&self) -> u64 {
+        self.line_no
+    }
+
+    /// The next line's 1-based number and text without its terminator, or `None` at the
+    /// end of input.
+    pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
+        self.line.clear();
+        match self.inner.read_until(b'\n', &mut self.line) {
+            Ok(0) => Ok(None),
+            Ok(_) => {
+                self.line_no += 1;
+                Ok(Some((self.line_no, trim_eol(&self.line))))
+            }
+            Err(e) => Err(self.read_error(e)),
+        }
+    }
+
+    /// The error for the line last read, which failed to parse.
+    pub fn parse_error(&self, problem: LineProblem) -> Error {
+        Error::Parse {
+            path: self.path.clone(),
+            line: self.line_no,
+            problem,
+        }
+    }
+
+    fn read_error(&self, e: io::Error) -> Error {
+        crate::io::read_error(&self.path, self.compressed, self.line_no, e)
+    }
+
+    /// Calls `f(line_no, record)` for every data line to the end of the input, applying
+    /// the header rule; stops at the first error, its own or one `f` returns.
+    ///
+    /// Lines are parsed straight out of the reader's buffer, in one pass for plain
+    /// tab-separated lines; only a line that straddles two buffer fills is copied.
+    pub fn for_each_record(
+        &mut self,
+        mut f: impl FnMut(u64, Record<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let Reader {
+            inner,
+            path,
+            compressed,
+            line_no,
+            seen_data,
+            line: carry,
+        } = self;
+        carry.clear();
+        loop {
+            let chunk = match inner.fill_buf() {
+                Ok(c) => c,
+                Err(e) => return Err(crate::io::read_error(path, *compressed, *line_no, e)),
             };
-            carry.extend_from_slice(&chunk[..=i]);
-            line_no += 1;
-            if let Some(rec) = parse_other_line(path, line_no, &carry, &mut seen_data)? {
-                f(line_no, rec)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let len = chunk.len();
+            // A UTF-8 byte-order mark, written by some editors, is not part of the first
+            // name.
+            let mut pos = if *line_no == 0 && carry.is_empty() && chunk.starts_with(UTF8_BOM) {
+                UTF8_BOM.len()
+            } else {
+                0
+            };
+            if !carry.is_empty() {
+                let Some(i) = memchr::memchr(b'\n', chunk) else {
+                    carry.extend_from_slice(chunk);
+                    inner.consume(len);
+                    continue;
+                };
+                carry.extend_from_slice(&chunk[..=i]);
+                *line_no += 1;
+                if let Some(rec) = parse_other_line(path, *line_no, carry, seen_data)? {
+                    f(*line_no, rec)?;
+                }
+                carry.clear();
+                pos = i + 1;
+            }
+            while pos < len {
+                if let Some((rec, used)) = fast_line(&chunk[pos..]) {
+                    *line_no += 1;
+                    *seen_data = true;
+                    f(*line_no, rec)?;
+                    pos += used;
+                    continue;
+                }
+                let Some(i) = memchr::memchr(b'\n', &chunk[pos..]) else {
+                    break;
+                };
+                *line_no += 1;
+                let line = &chunk[pos..pos + i + 1];
+                if let Some(rec) = parse_other_line(path, *line_no, line, seen_data)? {
+                    f(*line_no, rec)?;
+                }
+                pos += i + 1;
+            }
+            carry.extend_from_slice(&chunk[pos..]);
+            inner.consume(len);
+        }
+        if !carry.is_empty() {
+            *line_no += 1;
+            if let Some(rec) = parse_other_line(path, *line_no, carry, seen_data)? {
+                f(*line_no, rec)?;
             }
             carry.clear();
-            pos = i + 1;
         }
-        while pos < len {
-            if let Some((rec, used)) = fast_line(&chunk[pos..]) {
-                line_no += 1;
-                seen_data = true;
-                f(line_no, rec)?;
-                pos += used;
-                continue;
-            }
-            let Some(i) = memchr::memchr(b'\n', &chunk[pos..]) else {
-                break;
-            };
-            line_no += 1;
-            let line = &chunk[pos..pos + i + 1];
-            if let Some(rec) = parse_other_line(path, line_no, line, &mut seen_data)? {
-                f(line_no, rec)?;
-            }
-            pos += i + 1;
-        }
-        carry.extend_from_slice(&chunk[pos..]);
-        src.reader.consume(len);
-    }
-    if !carry.is_empty() {
-        line_no += 1;
-        if let Some(rec) = parse_other_line(path, line_no, &carry, &mut seen_data)? {
-            f(line_no, rec)?;
-        }
-    }
-    Ok(())
-}
-
-fn read_error(src: &Source, line: u64, e: io::Error) -> Error {
-    if src.compressed {
-        Error::Compression {
-            path: src.path.clone(),
-            line,
-            message: e.to_string(),
-        }
-    } else {
-        Error::io(&src.path, e)
+        Ok(())
     }
 }
 
-/// Reads everything from `r` (used for small text files such as configs).
-pub fn read_to_string(path: &Path) -> Result<String> {
-    let mut src = open(path)?;
-    let mut s = String::new();
-    src.reader.read_to_string(&mut s).map_err(|e| {
-        if src.compressed {
-            Error::Compression {
-                path: path.to_path_buf(),
-                line: 0,
-                message: e.to_string(),
-            }
-        } else if e.kind() == io::ErrorKind::InvalidData {
-            Error::Parse {
-                path: path.to_path_buf(),
-                line: 0,
-                problem: LineProblem::NotUtf8,
-            }
-        } else {
-            Error::io(path, e)
-        }
-    })?;
-    Ok(s)
+/// Calls `f(line_no, record)` for every data line of the BED file at `path`; see
+/// [`Reader::for_each_record`].
+pub fn for_each_record(path: &Path, f: impl FnMut(u64, Record<'_>) -> Result<()>) -> Result<()> {
+    Reader::from_path(path)?.for_each_record(f)
 }
 
 #[cfg(test)]
@@ -597,49 +479,129 @@ mod tests {
     }
 
     #[test]
-    fn leading_digits_agree_with_one_byte_at_a_time() {
-        let mut rng = crate::rng::SplitMix64::new(3);
-        let alphabet = b"0123456789\t\n \r/:-x";
-        for _ in 0..200_000 {
-            let len = rng.below(16) as usize;
-            let s: Vec<u8> = (0..len)
-                .map(|_| {
-                    // Mostly digits, so long numbers and overflows come up often.
-                    let k = if rng.below(4) == 0 {
-                        alphabet.len()
-                    } else {
-                        10
-                    };
-                    alphabet[rng.below(k as u64) as usize]
-                })
-                .collect();
-            let i = if len > 0 {
-                rng.below(len as u64) as usize
-            } else {
-                0
-            };
-            let text = String::from_utf8_lossy(&s);
-            assert_eq!(
-                leading_digits(&s, i),
-                leading_digits_slow(&s, i),
-                "{text:?} at {i}"
-            );
-            // The reference: the parser every other path goes through.
-            let n = s[i..].iter().take_while(|b| b.is_ascii_digit()).count();
-            let want = parse_coord(&s[i..i + n], "start").ok().map(|v| (v, i + n));
-            assert_eq!(leading_digits(&s, i), want, "{text:?} at {i}");
-        }
-        assert_eq!(leading_digits(b"4294967295\t", 0), Some((u32::MAX, 10)));
-        assert_eq!(leading_digits(b"4294967296\t", 0), None);
-        assert_eq!(leading_digits(b"12345678901", 0), None);
-        assert_eq!(leading_digits(b"00000000007\n", 0), None);
-        assert_eq!(leading_digits(b"0000000007\n", 0), Some((7, 10)));
-    }
-
-    #[test]
     fn strips_crlf() {
         assert_eq!(trim_eol(b"chr1\t1\t2\r\n"), b"chr1\t1\t2");
         assert_eq!(trim_eol(b"chr1\t1\t2\n"), b"chr1\t1\t2");
         assert_eq!(trim_eol(b"chr1\t1\t2"), b"chr1\t1\t2");
+    }
+
+    /// A record as owned values: line, chrom, start, end, rest.
+    type Owned = (u64, String, u32, u32, String);
+
+    /// Every record of `text`, read through a buffer of `capacity` bytes.
+    fn read_all(text: &[u8], capacity: usize) -> Result<Vec<Owned>> {
+        let mut reader = Reader::from_reader(
+            std::io::BufReader::with_capacity(capacity, text),
+            "memory.bed",
+        );
+        let mut out = Vec::new();
+        reader.for_each_record(|line, r| {
+            let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            out.push((line, s(r.chrom), r.start, r.end, s(r.rest)));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_records_from_memory_with_their_line_numbers() {
+        let text = b"\xEF\xBB\xBFchrom\tstart\tend\n\
+                     # comment\n\
+                     chr1\t10\t20\n\
+                     track name=x\n\
+                     chr2  5 9\tname\t0.5\r\n\
+                     \n\
+                     chr10\t0\t4294967295";
+        let want = vec![
+            (3, "chr1".to_string(), 10, 20, String::new()),
+            (5, "chr2".to_string(), 5, 9, "name\t0.5".to_string()),
+            (7, "chr10".to_string(), 0, u32::MAX, String::new()),
+        ];
+        // Buffers of every small size cut lines (and the byte-order mark) everywhere.
+        for capacity in (1..=40).chain([1 << 16]) {
+            assert_eq!(read_all(text, capacity).expect("valid"), want, "{capacity}");
+        }
+        assert_eq!(read_all(b"", 8).expect("empty"), vec![]);
+    }
+
+    #[test]
+    fn the_header_rule_applies_to_the_first_data_line_only() {
+        let text = b"chr1\t1\t2\nchrom\tstart\tend\n";
+        for capacity in [1, 5, 1 << 16] {
+            match read_all(text, capacity) {
+                Err(Error::Parse {
+                    path,
+                    line: 2,
+                    problem:
+                        LineProblem::NotAnInteger {
+                            column: "start", ..
+                        },
+                }) => assert_eq!(path, Path::new("memory.bed")),
+                other => panic!("expected a parse error on line 2, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_the_source_and_the_line() {
+        for capacity in [1, 7, 1 << 16] {
+            let err = read_all(b"chr1\t1\t2\n\nchr1\t9\t5\n", capacity).expect_err("start > end");
+            assert_eq!(err.to_string(), "memory.bed:3: start > end (9 > 5)");
+            // The error the callback returns comes back as it is.
+            let mut reader = Reader::from_reader(&b"chr1\t1\t2\nchr1\t3\t4\n"[..], "m");
+            let mut n = 0;
+            let err = reader
+                .for_each_record(|line, _| {
+                    n += 1;
+                    Err(Error::InvalidInput(format!("stop at {line}")))
+                })
+                .expect_err("the callback fails");
+            assert_eq!((n, err.to_string()), (1, "stop at 1".to_string()));
+        }
+    }
+
+    #[test]
+    fn reads_raw_lines() {
+        let mut reader = Reader::from_reader(&b"a\tb\r\n\nlast"[..], "lines.txt");
+        let mut got = Vec::new();
+        while let Some((n, line)) = reader.next_line().expect("in memory") {
+            got.push((n, line.to_vec()));
+        }
+        assert_eq!(
+            got,
+            vec![(1, b"a\tb".to_vec()), (2, vec![]), (3, b"last".to_vec())]
+        );
+        assert_eq!(reader.line_no(), 3);
+        assert_eq!(
+            reader.parse_error(LineProblem::NotUtf8).to_string(),
+            "lines.txt:3: text is not valid UTF-8"
+        );
+    }
+
+    #[test]
+    fn files_are_read_whatever_their_compression() {
+        use crate::testing::{bgzf_bytes, gzip, temp_file};
+        let text = b"chr1\t10\t20\tx\n".repeat(3000);
+        let want = read_all(&text, 1 << 16).expect("valid");
+        for bytes in [text.clone(), gzip(&text), bgzf_bytes(&text, 500)] {
+            let f = temp_file("regions.bed.gz", &bytes);
+            let mut got = Vec::new();
+            for_each_record(&f.0, |line, r| {
+                got.push((line, r.start, r.end, r.rest.to_vec()));
+                Ok(())
+            })
+            .expect("valid");
+            assert_eq!(got.len(), want.len());
+            assert!(got
+                .iter()
+                .zip(&want)
+                .all(|(g, w)| (g.0, g.1, g.2, &g.3[..]) == (w.0, w.2, w.3, w.4.as_bytes())));
+        }
+        let gz = gzip(&text);
+        let cut = temp_file("cut.bed.gz", &gz[..gz.len() / 2]);
+        assert!(matches!(
+            for_each_record(&cut.0, |_, _| Ok(())),
+            Err(Error::Compression { .. })
+        ));
     }
 }

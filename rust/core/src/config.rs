@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::bed::read_to_string;
 use crate::error::{Error, Result};
+use crate::io::read_to_string;
 
 /// The seven special tokens, in id order after the universe regions.
 pub const SPECIAL_NAMES: [&str; 7] = ["unk", "pad", "mask", "cls", "eos", "bos", "sep"];

@@ -378,7 +378,7 @@ impl OverlapIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::TestRng as Rng;
+    use crate::testing::Rng;
 
     fn collect(ix: &OverlapIndex, c: u32, s: u32, e: u32) -> Vec<u32> {
         let mut out = Vec::new();

@@ -23,19 +23,3 @@ impl SplitMix64 {
         ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
     }
 }
-
-/// The generator the unit tests draw from: [`SplitMix64`] with small results.
-#[cfg(test)]
-pub(crate) struct TestRng(SplitMix64);
-
-#[cfg(test)]
-impl TestRng {
-    pub fn new(seed: u64) -> Self {
-        TestRng(SplitMix64::new(seed))
-    }
-
-    /// Uniform in `0..n`, for `n` up to `2^32`.
-    pub fn below(&mut self, n: u64) -> u32 {
-        self.0.below(n) as u32
-    }
-}

@@ -1,0 +1,264 @@
+//! The barcode-to-cell table the workers look barcodes up in, and reading barcode lists.
+//!
+//! Most barcodes (10x's are 18 bytes) fit in three machine words and live inline in an
+//! open-addressing table; longer ones go to a general map.
+
+use std::hash::Hasher;
+use std::path::Path;
+
+use crate::bed;
+use crate::error::{LineProblem, Result};
+use crate::hash::{FastHasher, FastMap};
+
+/// Lines parsed before their barcodes are looked up: a batch of independent lookups
+/// lets the CPU overlap their cache misses, which otherwise dominate.
+pub(super) const BATCH: usize = 32;
+
+/// Reads a barcode list: the first tab-separated column of each line, skipping blank and
+/// `#` lines (plain or gzip).
+pub fn read_barcodes(path: &Path) -> Result<Vec<String>> {
+    let mut reader = bed::Reader::from_path(path)?;
+    let mut out = Vec::new();
+    while let Some((_, line)) = reader.next_line()? {
+        let first = line.split(|&b| b == b'\t').next().unwrap_or_default();
+        let first = first.trim_ascii();
+        if first.is_empty() || first[0] == b'#' {
+            continue;
+        }
+        match std::str::from_utf8(first) {
+            Ok(s) => out.push(s.to_owned()),
+            Err(_) => return Err(reader.parse_error(LineProblem::NotUtf8)),
+        }
+    }
+    Ok(out)
+}
+
+/// A barcode of at most 23 bytes held inline (little-endian bytes, zero padding, length in
+/// the last byte), so a lookup compares three words in the table instead of chasing a
+/// pointer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ShortKey([u64; 3]);
+
+impl ShortKey {
+    const MAX: usize = 23;
+
+    #[inline]
+    fn new(bytes: &[u8]) -> Option<Self> {
+        let n = bytes.len();
+        if n > Self::MAX {
+            return None;
+        }
+        // Whole words by fixed-size copies and the tail byte by byte: no memcpy call.
+        let mut w = [0u64; 3];
+        let full = n / 8;
+        for (i, word) in w.iter_mut().enumerate().take(full) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[8 * i..8 * i + 8]);
+            *word = u64::from_le_bytes(b);
+        }
+        let mut tail = 0u64;
+        for (j, &c) in bytes[8 * full..].iter().enumerate() {
+            tail |= u64::from(c) << (8 * j);
+        }
+        w[full] |= tail;
+        w[2] |= (n as u64) << 56;
+        Some(ShortKey(w))
+    }
+}
+
+impl ShortKey {
+    #[inline]
+    fn hash(&self) -> u64 {
+        let mut h = FastHasher::default();
+        h.add(self.0[0]);
+        h.add(self.0[1]);
+        h.add(self.0[2]);
+        h.finish()
+    }
+}
+
+/// One slot of [`ShortTable`]: half a cache line.
+#[derive(Debug, Clone, Copy)]
+#[repr(C, align(32))]
+struct Slot {
+    key: [u64; 3],
+    cell: u32,
+}
+
+const EMPTY: Slot = Slot {
+    key: [0; 3],
+    cell: u32::MAX,
+};
+
+/// Open-addressing table (linear probing, at most half full) of short barcodes. Unlike a
+/// general map it can touch a key's slot ahead of the lookup, so the cache misses of a
+/// batch of lookups overlap.
+#[derive(Debug, Clone)]
+struct ShortTable {
+    slots: Vec<Slot>,
+    len: usize,
+}
+
+impl Default for ShortTable {
+    fn default() -> Self {
+        ShortTable {
+            slots: vec![EMPTY; 16],
+            len: 0,
+        }
+    }
+}
+
+impl ShortTable {
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Loads the slot where the search for `hash` starts, to bring it into cache.
+    #[inline]
+    fn touch(&self, hash: u64) -> u32 {
+        self.slots[hash as usize & self.mask()].cell
+    }
+
+    #[inline]
+    fn get(&self, key: &ShortKey, hash: u64) -> Option<u32> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let s = &self.slots[i];
+            if s.cell == u32::MAX {
+                return None;
+            }
+            if s.key == key.0 {
+                return Some(s.cell);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, key: ShortKey, cell: u32) -> Option<u32> {
+        if 2 * (self.len + 1) > self.slots.len() {
+            let bigger = vec![EMPTY; 2 * self.slots.len()];
+            let old = std::mem::replace(&mut self.slots, bigger);
+            self.len = 0;
+            for s in old.into_iter().filter(|s| s.cell != u32::MAX) {
+                self.insert(ShortKey(s.key), s.cell);
+            }
+        }
+        let mask = self.mask();
+        let mut i = key.hash() as usize & mask;
+        loop {
+            let s = &mut self.slots[i];
+            if s.cell == u32::MAX {
+                *s = Slot { key: key.0, cell };
+                self.len += 1;
+                return None;
+            }
+            if s.key == key.0 {
+                return Some(std::mem::replace(&mut s.cell, cell));
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// Barcode -> cell number.
+#[derive(Debug, Clone, Default)]
+pub(super) struct BarcodeMap {
+    short: ShortTable,
+    long: FastMap<Box<[u8]>, u32>,
+}
+
+impl BarcodeMap {
+    #[inline]
+    pub(super) fn get(&self, barcode: &[u8]) -> Option<u32> {
+        match ShortKey::new(barcode) {
+            Some(k) => self.short.get(&k, k.hash()),
+            None => self.long.get(barcode).copied(),
+        }
+    }
+
+    /// Looks up a batch of barcodes, touching all their slots first.
+    #[inline]
+    pub(super) fn get_batch<'a>(
+        &self,
+        barcodes: impl Iterator<Item = &'a [u8]> + Clone,
+        out: &mut [Option<u32>],
+    ) {
+        let mut keys = [(ShortKey([0; 3]), 0u64); BATCH];
+        let mut touched = 0u32;
+        for ((k, bc), _) in keys.iter_mut().zip(barcodes.clone()).zip(out.iter()) {
+            if let Some(key) = ShortKey::new(bc) {
+                *k = (key, key.hash());
+                touched ^= self.short.touch(k.1);
+            }
+        }
+        std::hint::black_box(touched);
+        for ((slot, bc), (key, hash)) in out.iter_mut().zip(barcodes).zip(&keys) {
+            *slot = if bc.len() <= ShortKey::MAX {
+                self.short.get(key, *hash)
+            } else {
+                self.long.get(bc).copied()
+            };
+        }
+    }
+
+    /// Inserts, returning the previous value if the barcode was there.
+    pub(super) fn insert(&mut self, barcode: &[u8], cell: u32) -> Option<u32> {
+        match ShortKey::new(barcode) {
+            Some(k) => self.short.insert(k, cell),
+            None => self.long.insert(barcode.into(), cell),
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.short.len + self.long.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::temp_file;
+
+    #[test]
+    fn barcode_keys_are_exact_at_every_length() {
+        // Keys of every length around the inline limit, including zero bytes that must not
+        // be confused with padding.
+        let mut all: Vec<Vec<u8>> = Vec::new();
+        for n in 0..=30usize {
+            for k in [vec![b'A'; n], vec![0u8; n], (1..=n as u8).collect()] {
+                if !all.contains(&k) {
+                    all.push(k);
+                }
+            }
+        }
+        let mut map = BarcodeMap::default();
+        for (i, k) in all.iter().enumerate() {
+            assert_eq!(map.insert(k, i as u32), None, "{k:?}");
+        }
+        for (i, k) in all.iter().enumerate() {
+            assert_eq!(map.get(k), Some(i as u32), "{k:?}");
+        }
+        assert_eq!(map.len(), all.len());
+        assert_eq!(map.get(b"AAAC"), None);
+        let mut out = [None; BATCH];
+        let keys: Vec<&[u8]> = all.iter().take(BATCH).map(Vec::as_slice).collect();
+        map.get_batch(keys.iter().copied(), &mut out);
+        for (k, got) in keys.iter().zip(out) {
+            assert_eq!(got, map.get(k));
+        }
+    }
+
+    #[test]
+    fn reads_barcode_lists() {
+        let f = temp_file(
+            "barcodes.tsv",
+            b"# cells\nAAAC-1\n\n  CCCG-1  \nTTTA-1\textra\n",
+        );
+        assert_eq!(
+            read_barcodes(&f.0).expect("valid"),
+            vec!["AAAC-1", "CCCG-1", "TTTA-1"]
+        );
+    }
+}

@@ -1,0 +1,301 @@
+//! Merging the workers' results, serially and in file order, into cells: new barcodes
+//! get cell numbers in first-seen order, lines cut across chunks are parsed here, and the
+//! cells are filtered, sorted and joined into one [`Ragged`] at the end.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use super::barcodes::BarcodeMap;
+use super::chunks::ReadFailure;
+use super::worker::{parse_lines, ChunkOutput, ParsedLines, WorkerContext, IGNORE, LOCAL};
+use super::{FragmentOptions, FragmentStats};
+use crate::error::{Error, Result};
+use crate::prefetch::prefetch;
+use crate::ragged::Ragged;
+use crate::tokenizer::{Special, Tokenizer};
+use crate::universe::GenomicOrder;
+
+/// Ids (or ranks) gathered for one cell so far.
+#[derive(Debug)]
+struct Cell {
+    ids: Vec<u32>,
+    lines: u64,
+    /// With unique ids, sort and deduplicate when `ids` grows this long.
+    compact_at: usize,
+}
+
+impl Cell {
+    const FIRST_COMPACTION: usize = 4096;
+
+    fn new() -> Self {
+        Cell {
+            ids: Vec::new(),
+            lines: 0,
+            compact_at: Self::FIRST_COMPACTION,
+        }
+    }
+
+    /// Sorted unique ranks; keeps memory near the output size when duplicates abound.
+    fn compact(&mut self) {
+        if !self.ids.is_sorted() {
+            self.ids.sort_unstable();
+        }
+        self.ids.dedup();
+        self.compact_at = (4 * self.ids.len()).max(Self::FIRST_COMPACTION);
+    }
+}
+
+/// How many records ahead [`Merger::apply`] prefetches the cell it will append to.
+const MERGE_AHEAD: usize = 8;
+
+/// Gathers the workers' results into cells, in file order; owns the barcode table.
+pub(super) struct Merger {
+    path: PathBuf,
+    unique: bool,
+    listed: bool,
+    /// The barcode table the workers see: the list, or a snapshot of `master`.
+    pub(super) known: Arc<BarcodeMap>,
+    /// Without a list: every barcode seen so far.
+    master: BarcodeMap,
+    /// Barcodes added to `master` since `known` was taken.
+    fresh: usize,
+    names: Vec<String>,
+    cells: Vec<Cell>,
+    stats: FragmentStats,
+    /// The start of a line whose end is in a later chunk.
+    pending: Vec<u8>,
+    local_to_global: Vec<u32>,
+}
+
+impl Merger {
+    pub(super) fn new(path: &Path, opts: &FragmentOptions) -> Result<Self> {
+        let mut known = BarcodeMap::default();
+        let mut names = Vec::new();
+        if let Some(list) = &opts.barcodes {
+            if list.len() >= LOCAL as usize {
+                return Err(Error::InvalidInput(
+                    "too many barcodes (at most 2^31-1)".into(),
+                ));
+            }
+            for (i, bc) in list.iter().enumerate() {
+                if known.insert(bc.as_bytes(), i as u32).is_some() {
+                    return Err(Error::InvalidInput(format!(
+                        "barcode {bc:?} is listed more than once"
+                    )));
+                }
+            }
+            names.clone_from(list);
+        }
+        Ok(Merger {
+            path: path.to_path_buf(),
+            unique: opts.unique,
+            listed: opts.barcodes.is_some(),
+            known: Arc::new(known),
+            master: BarcodeMap::default(),
+            fresh: 0,
+            cells: names.iter().map(|_| Cell::new()).collect(),
+            names,
+            stats: FragmentStats::default(),
+            pending: Vec::new(),
+            local_to_global: Vec::new(),
+        })
+    }
+
+    /// Lets the workers see the barcodes found so far; copies the table only when it has
+    /// grown enough for the copy to pay off.
+    pub(super) fn refresh(&mut self) {
+        if self.fresh > 0 && (self.master.len() < 1 << 16 || 8 * self.fresh >= self.known.len()) {
+            self.known = Arc::new(self.master.clone());
+            self.fresh = 0;
+        }
+    }
+
+    /// Merges a batch of chunk results, in order.
+    pub(super) fn merge_all(
+        &mut self,
+        ctx: &WorkerContext<'_>,
+        outs: Vec<ChunkOutput>,
+    ) -> Result<()> {
+        outs.into_iter().try_for_each(|t| self.merge_task(ctx, t))
+    }
+
+    /// Merges one chunk: the line it completes, then its own complete lines.
+    fn merge_task(&mut self, ctx: &WorkerContext<'_>, t: ChunkOutput) -> Result<()> {
+        if let Some(f) = t.failure {
+            return Err(match f {
+                ReadFailure::Io(e) => Error::io(&self.path, e),
+                ReadFailure::Compression(message) => Error::Compression {
+                    path: self.path.clone(),
+                    line: self.stats.lines,
+                    message,
+                },
+            });
+        }
+        self.pending.extend_from_slice(&t.head);
+        if !t.has_newline {
+            return Ok(());
+        }
+        self.pending.push(b'\n');
+        let straddling = parse_lines(ctx, &self.known, &self.pending);
+        self.pending.clear();
+        self.apply(straddling)?;
+        self.apply(t.parsed)?;
+        self.pending.extend_from_slice(&t.tail);
+        Ok(())
+    }
+
+    /// Parses the last line when the file does not end with a newline.
+    pub(super) fn finish_input(&mut self, ctx: &WorkerContext<'_>) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.pending.push(b'\n');
+        let last = parse_lines(ctx, &self.known, &self.pending);
+        self.pending.clear();
+        self.apply(last)
+    }
+
+    /// Adds parsed lines to their cells and their counts to the stats.
+    fn apply(&mut self, body: ParsedLines) -> Result<()> {
+        let base = self.stats.lines;
+        if let Some((line, problem)) = body.error {
+            return Err(Error::Parse {
+                path: self.path.clone(),
+                line: base + line,
+                problem,
+            });
+        }
+        self.local_to_global.clear();
+        self.local_to_global.resize(body.new_ends.len(), IGNORE);
+        let mut at = 0;
+        for (k, rec) in body.records.iter().enumerate() {
+            // Appending to a cell touches the end of its id list, a cache miss with
+            // thousands of cells; start the load for the cell a few records ahead.
+            if let Some(ahead) = body.records.get(k + MERGE_AHEAD) {
+                if let Some(c) = self.cells.get(ahead.cell as usize) {
+                    prefetch(c.ids.as_ptr().wrapping_add(c.ids.len().saturating_sub(1)));
+                }
+            }
+            let g = if rec.cell & LOCAL != 0 {
+                self.resolve(&body, (rec.cell & !LOCAL) as usize)?
+            } else {
+                rec.cell
+            };
+            let n = rec.n_ids as usize;
+            let ids = &body.ids[at..at + n];
+            at += n;
+            let cell = &mut self.cells[g as usize];
+            cell.lines += 1;
+            if self.unique {
+                for &r in ids {
+                    if cell.ids.last() != Some(&r) {
+                        cell.ids.push(r);
+                    }
+                }
+                if cell.ids.len() >= cell.compact_at {
+                    cell.compact();
+                }
+            } else {
+                cell.ids.extend_from_slice(ids);
+            }
+        }
+        self.stats.lines += body.lines;
+        self.stats.fragments += body.fragments;
+        self.stats.skipped_lines += body.skipped;
+        if self.stats.first_skipped.is_none() {
+            self.stats.first_skipped = body.first_skipped.map(|(l, p)| (base + l, p));
+        }
+        Ok(())
+    }
+
+    /// The cell of the `l`-th new barcode of `body`, creating it on first sight.
+    fn resolve(&mut self, body: &ParsedLines, l: usize) -> Result<u32> {
+        let g = self.local_to_global[l];
+        if g != IGNORE {
+            return Ok(g);
+        }
+        let start = if l == 0 { 0 } else { body.new_ends[l - 1] };
+        let bytes = &body.new_bytes[start..body.new_ends[l]];
+        let g = match self.master.get(bytes) {
+            Some(g) => g,
+            None => {
+                let g = self.cells.len() as u32;
+                if g >= LOCAL {
+                    return Err(Error::InvalidInput(format!(
+                        "{}: more than 2^31-1 barcodes",
+                        self.path.display()
+                    )));
+                }
+                // Workers only hand over barcodes they checked to be UTF-8.
+                self.names.push(String::from_utf8_lossy(bytes).into_owned());
+                self.master.insert(bytes, g);
+                self.cells.push(Cell::new());
+                self.fresh += 1;
+                g
+            }
+        };
+        self.local_to_global[l] = g;
+        Ok(g)
+    }
+
+    /// Filters, sorts and joins the cells.
+    pub(super) fn into_ragged(
+        self,
+        tok: &Tokenizer,
+        order: Option<&GenomicOrder>,
+        opts: &FragmentOptions,
+        par: bool,
+    ) -> (Ragged, FragmentStats) {
+        let Merger {
+            mut cells,
+            names,
+            stats,
+            listed,
+            ..
+        } = self;
+        let keep = |c: &Cell| {
+            c.lines >= opts.min_fragments && opts.max_fragments.is_none_or(|m| c.lines <= m)
+        };
+        let finish = |c: &mut Cell| {
+            if !keep(c) {
+                c.ids = Vec::new();
+            } else if let Some(order) = order {
+                if !c.ids.is_sorted() {
+                    c.ids.sort_unstable();
+                }
+                c.ids.dedup();
+                for r in &mut c.ids {
+                    *r = order.ids()[*r as usize];
+                }
+            }
+        };
+        if par {
+            cells.par_iter_mut().for_each(finish);
+        } else {
+            cells.iter_mut().for_each(finish);
+        }
+        let unk = tok.special_id(Special::Unk) as i32;
+        let total: usize = cells.iter().map(|c| c.ids.len().max(1)).sum();
+        let mut out = Ragged {
+            ids: Vec::with_capacity(total),
+            offsets: Vec::with_capacity(cells.len() + 1),
+            names: Vec::new(),
+        };
+        out.offsets.push(0);
+        for (cell, name) in cells.into_iter().zip(names) {
+            if !keep(&cell) || (cell.ids.is_empty() && !listed) {
+                continue;
+            }
+            if cell.ids.is_empty() {
+                out.ids.push(unk);
+            } else {
+                out.ids.extend(cell.ids.iter().map(|&id| id as i32));
+            }
+            out.offsets.push(out.ids.len() as i64);
+            out.names.push(name);
+        }
+        (out, stats)
+    }
+}
