@@ -1,7 +1,9 @@
-//! Criterion benches of the core: building a universe index and tokenizing region sets.
+//! Criterion benches of the core: building a universe index and tokenizing region sets,
+//! in memory and streamed from a BED file.
 //!
 //! `cargo bench -p atacformer-core --bench tokenize`. Data is synthetic: regions spread
-//! uniformly over 24 chromosomes of 100 Mb, generated in memory at start-up.
+//! uniformly over 24 chromosomes of 100 Mb, generated at start-up (the BED file goes to
+//! the temp folder and is removed at the end).
 
 use std::hint::black_box;
 
@@ -59,7 +61,13 @@ fn bench(c: &mut Criterion) {
     g.bench_function("sorted_1m", |b| {
         b.iter(|| tok.tokenize_set::<i64>(black_box(&sorted)))
     });
+    let bed = std::env::temp_dir().join(format!("atacformer-bench-{}.bed", std::process::id()));
+    queries.to_bed(&bed).expect("temp dir is writable");
+    g.bench_function("bed_path_random_order_1m", |b| {
+        b.iter(|| tok.tokenize_bed::<i64>(black_box(&bed)))
+    });
     g.finish();
+    let _ = std::fs::remove_file(&bed);
 }
 
 criterion_group!(benches, bench);

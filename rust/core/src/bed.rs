@@ -110,8 +110,11 @@ pub(crate) fn tab_after_field(s: &[u8], mut i: usize) -> Option<usize> {
 fn fast_line(s: &[u8]) -> Option<(Record<'_>, usize)> {
     let t1 = tab_after_field(s, 0)?;
     let chrom = &s[..t1];
-    if matches!(chrom.first(), None | Some(b'#')) || chrom == b"track" || chrom == b"browser" {
-        return None;
+    // `track` and `browser` lines are rare: test the first byte before the whole word.
+    match chrom.first() {
+        None | Some(b'#') => return None,
+        Some(b't' | b'b') if chrom == b"track" || chrom == b"browser" => return None,
+        _ => {}
     }
     let (start, t2) = digits_until_tab(s, t1 + 1, false)?;
     let (end, t3) = leading_digits(s, t2 + 1)?;

@@ -57,38 +57,71 @@ impl TokenId for i32 {
     }
 }
 
-/// Chromosome numbers of names of up to 8 bytes, in a small direct-mapped table: lines in
-/// random chromosome order would otherwise hash every name.
+/// Queries parsed from a BED file before they are answered together.
+const BED_BATCH: usize = 1024;
+
+/// Chromosome numbers of names of up to 8 bytes, in a small open-addressing table: lines
+/// in random chromosome order would otherwise hash every name. Probing (rather than
+/// overwriting a slot) keeps names such as `chr7` and `chr17` from evicting each other;
+/// once the table is half full, further names go straight to the lookup.
 struct ChromCache {
     /// `(name as a little-endian u64, name length + 1, chromosome)`; length 0 is empty.
-    slots: [(u64, u8, Option<u32>); 64],
+    slots: [(u64, u8, Option<u32>); ChromCache::SLOTS],
+    len: usize,
 }
 
 impl Default for ChromCache {
     fn default() -> Self {
         ChromCache {
-            slots: [(0, 0, None); 64],
+            slots: [(0, 0, None); ChromCache::SLOTS],
+            len: 0,
         }
     }
 }
 
 impl ChromCache {
+    const SLOTS: usize = 128;
+
+    /// The bytes of a name of at most 8 bytes as one little-endian word, zero-padded,
+    /// read with two overlapping loads instead of a copy of variable length.
+    #[inline]
+    fn key(name: &[u8]) -> u64 {
+        let n = name.len();
+        if n >= 4 {
+            let lo = u32::from_le_bytes([name[0], name[1], name[2], name[3]]);
+            let hi = u32::from_le_bytes([name[n - 4], name[n - 3], name[n - 2], name[n - 1]]);
+            u64::from(lo) | u64::from(hi) << (8 * (n - 4))
+        } else {
+            name.iter()
+                .rev()
+                .fold(0u64, |acc, &b| acc << 8 | u64::from(b))
+        }
+    }
+
     #[inline]
     fn get(&mut self, name: &[u8], lookup: impl Fn(&[u8]) -> Option<u32>) -> Option<u32> {
         if name.len() > 8 {
             return lookup(name);
         }
-        let mut word = [0u8; 8];
-        word[..name.len()].copy_from_slice(name);
-        let key = u64::from_le_bytes(word);
+        let key = Self::key(name);
         let tag = name.len() as u8 + 1;
-        let slot = &mut self.slots[(key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize];
-        if slot.0 == key && slot.1 == tag {
-            return slot.2;
+        let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut i = ((h ^ (h >> 29)) >> 57) as usize;
+        loop {
+            let slot = &mut self.slots[i];
+            if slot.1 == tag && slot.0 == key {
+                return slot.2;
+            }
+            if slot.1 == 0 {
+                let chrom = lookup(name);
+                if 2 * self.len < Self::SLOTS {
+                    *slot = (key, tag, chrom);
+                    self.len += 1;
+                }
+                return chrom;
+            }
+            i = (i + 1) % Self::SLOTS;
         }
-        let chrom = lookup(name);
-        *slot = (key, tag, chrom);
-        chrom
     }
 }
 
@@ -312,21 +345,33 @@ impl Tokenizer {
         out
     }
 
-    /// Appends the tokens of a BED file, streamed line by line, to `out`. Each query goes
-    /// into a [`QueryStream`], so its lookup overlaps with parsing the lines after it.
+    /// Appends the tokens of a BED file, streamed line by line, to `out`.
+    ///
+    /// Lines are parsed into a batch of queries, and each full batch is answered at once
+    /// (the lookups of a batch overlap their cache misses, see [`QueryStream`]); keeping
+    /// the two loops apart is faster than interleaving a lookup with every parsed line.
+    ///
+    /// [`QueryStream`]: crate::index::QueryStream
     pub fn tokenize_bed_into<T: TokenId>(&self, path: &Path, out: &mut Vec<T>) -> Result<()> {
         let before = out.len();
         let mut scratch = Scratch::default();
         let mut chroms = ChromCache::default();
-        let mut stream = self
-            .universe
-            .stream(&mut scratch, |_, id| out.push(T::from_id(id)));
+        let mut batch: Vec<(u32, u32, u32)> = Vec::with_capacity(BED_BATCH);
+        let mut answer = |batch: &mut Vec<(u32, u32, u32)>, out: &mut Vec<T>| {
+            self.universe
+                .overlaps_many(batch.drain(..), &mut scratch, |_, id| {
+                    out.push(T::from_id(id))
+                });
+        };
         bed::for_each_record(path, |_, rec| {
             let chrom = chroms.get(rec.chrom, |name| self.universe.chrom_id(name));
-            stream.push(chrom.unwrap_or(u32::MAX), rec.start, rec.end);
+            batch.push((chrom.unwrap_or(u32::MAX), rec.start, rec.end));
+            if batch.len() == BED_BATCH {
+                answer(&mut batch, out);
+            }
             Ok(())
         })?;
-        stream.finish();
+        answer(&mut batch, out);
         self.unk_if_empty(out, before);
         Ok(())
     }
@@ -398,5 +443,49 @@ mod tests {
         let miss = RegionSet::from_columns(&["chr1"], &[0], &[50]).expect("valid");
         assert_eq!(t.tokenize_set::<u32>(&miss), vec![4]);
         assert_eq!(t.tokenize_set::<u32>(&RegionSet::new()), vec![4]);
+    }
+
+    #[test]
+    fn chrom_cache_agrees_with_the_lookup_for_every_name() {
+        // Names of every length up to 8 and beyond, more short ones than the cache takes,
+        // and names that differ only in a late byte or in length (zero bytes included).
+        let mut names: Vec<Vec<u8>> = vec![vec![], vec![0], vec![0, 0], b"chr1\0".to_vec()];
+        for i in 0..100 {
+            names.push(format!("chr{i}").into_bytes());
+            names.push(format!("c{i}").into_bytes());
+            names.push(format!("chrUn_{i:04}").into_bytes());
+        }
+        let lookup = |n: &[u8]| names.iter().position(|m| m == n).map(|i| i as u32 % 7);
+        let mut keys = std::collections::HashSet::new();
+        for n in names.iter().filter(|n| n.len() <= 8) {
+            assert!(keys.insert((ChromCache::key(n), n.len())), "{n:?}");
+        }
+        let mut cache = ChromCache::default();
+        let mut rng = crate::testing::Rng::new(5);
+        for _ in 0..20_000 {
+            let n = &names[rng.below(names.len() as u64) as usize];
+            assert_eq!(cache.get(n, lookup), lookup(n), "{n:?}");
+        }
+        assert_eq!(cache.get(b"absent", lookup), None);
+    }
+
+    #[test]
+    fn bed_files_tokenize_like_their_region_sets() {
+        let t = tok();
+        let mut rng = crate::testing::Rng::new(11);
+        let chroms = ["chr1", "chr2", "chrX", "chr1_alt_contig"];
+        let mut text = String::from("track name=q\n");
+        // More lines than one batch, so batch boundaries fall everywhere.
+        for _ in 0..3 * BED_BATCH + 17 {
+            let c = chroms[rng.below(4) as usize];
+            let s = rng.below(260);
+            text.push_str(&format!("{c}\t{s}\t{}\n", s + rng.below(40)));
+        }
+        let f = crate::testing::temp_file("queries.bed", text.as_bytes());
+        let want = t.tokenize_set::<i64>(&RegionSet::from_bed(&f.0).expect("valid"));
+        assert_eq!(t.tokenize_bed::<i64>(&f.0).expect("valid"), want);
+        assert!(want.iter().any(|&id| id < 4));
+        let miss = crate::testing::temp_file("miss.bed", b"chrX\t0\t10\n");
+        assert_eq!(t.tokenize_bed::<u32>(&miss.0).expect("valid"), vec![4]);
     }
 }
