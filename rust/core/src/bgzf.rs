@@ -279,12 +279,7 @@ impl<W: Write> Write for Writer<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn write_bgzf(data: &[u8], block: usize) -> Vec<u8> {
-        let mut w = Writer::with_block_size(Vec::new(), 6, block).expect("valid settings");
-        w.write_all(data).expect("in memory");
-        w.finish().expect("in memory")
-    }
+    use crate::testing::{bgzf_bytes as write_bgzf, gzip};
 
     fn read_all(file: &[u8]) -> Result<Vec<u8>, String> {
         let mut r = BlockReader::new(file);
@@ -343,10 +338,7 @@ mod tests {
 
     #[test]
     fn plain_gzip_is_not_bgzf() {
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-        enc.write_all(b"hello").expect("in memory");
-        let gz = enc.finish().expect("in memory");
-        assert!(!is_bgzf(&gz));
+        assert!(!is_bgzf(&gzip(b"hello")));
         assert!(!is_bgzf(b"chr1\t1\t2\n"));
         assert!(is_bgzf(&EOF_MARKER));
     }
