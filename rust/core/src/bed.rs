@@ -189,7 +189,7 @@ fn parse_other_line<'a>(
 ///         seen.push((line, rec.chrom.to_vec(), rec.start, rec.end));
 ///         Ok(())
 ///     })
-///     .unwrap();
+///     .expect("valid BED");
 /// assert_eq!(seen, [(2, b"chr1".to_vec(), 10, 20)]);
 /// ```
 pub struct Reader<R> {

@@ -16,7 +16,7 @@ use flate2::read::MultiGzDecoder;
 use crate::bgzf;
 use crate::error::{Error, LineProblem, Result};
 
-/// Bytes read from the file per system call.
+/// Bytes read from the file per system call by [`open`].
 const BUF_CAPACITY: usize = 1 << 18;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
@@ -59,6 +59,11 @@ pub struct Input {
 /// Opens `path` for reading: a missing file is [`Error::NotFound`], a directory is
 /// refused with an error naming it, and the compression is read from the first bytes.
 pub fn open(path: &Path) -> Result<Input> {
+    open_with_capacity(path, BUF_CAPACITY)
+}
+
+/// [`open`], reading `capacity` bytes from the file at a time.
+pub fn open_with_capacity(path: &Path, capacity: usize) -> Result<Input> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     if file.metadata().is_ok_and(|m| m.is_dir()) {
         return Err(Error::InvalidInput(format!(
@@ -66,7 +71,7 @@ pub fn open(path: &Path) -> Result<Input> {
             path.display()
         )));
     }
-    let mut raw = BufReader::with_capacity(BUF_CAPACITY, file);
+    let mut raw = BufReader::with_capacity(capacity, file);
     let head = raw.fill_buf().map_err(|e| Error::io(path, e))?;
     let compression = Compression::detect(head);
     Ok(Input {

@@ -54,7 +54,9 @@ pub(super) struct ChunkReader {
 impl ChunkReader {
     /// Opens `path` (see [`crate::io::open`]); chunks hold about `chunk_bytes` of text.
     pub(super) fn open(path: &Path, chunk_bytes: usize, buffers: Arc<BufferPool>) -> Result<Self> {
-        let opened = input::open(path)?;
+        // Plain and gzip chunks are read in large requests that bypass this buffer; BGZF
+        // blocks are read from it, at most 64 KiB each.
+        let opened = input::open_with_capacity(path, 1 << 16)?;
         let raw = opened.raw;
         let input = match opened.compression {
             Compression::Bgzf => Input::Bgzf(BlockReader::new(raw)),
