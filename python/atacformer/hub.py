@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 from ._core import AtacformerIOError, InvalidInputError, MissingFileError
 
@@ -30,7 +30,9 @@ _ENOENT = 2
 
 def _looks_like_path(name: str) -> bool:
     """True for names that can only be paths (``./x``, ``/x``, ``~/x``, ``a/b/c``)."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
+    return (
+        name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
+    )
 
 
 def _offline(local_files_only: bool) -> bool:
@@ -112,9 +114,7 @@ def _snapshot(
         ) from e
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
         what = f"revision {revision!r}" if isinstance(e, RevisionNotFoundError) else "model"
-        raise MissingFileError(
-            _ENOENT, f"no such {what} on the Hugging Face Hub", repo_id
-        ) from e
+        raise MissingFileError(_ENOENT, f"no such {what} on the Hugging Face Hub", repo_id) from e
     except LocalEntryNotFoundError as e:
         how = "offline mode is on" if _offline(local_files_only) else "the Hub cannot be reached"
         raise MissingFileError(
@@ -125,3 +125,54 @@ def _snapshot(
     except HfHubHTTPError as e:
         raise AtacformerIOError(f"{repo_id}: the Hugging Face Hub answered: {e}") from e
     return Path(folder)
+
+
+def load_model(
+    name: PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Any:
+    """The encoder (:class:`~atacformer.AtacformerModel`) of the model ``name`` stands for.
+
+    Any Atacformer checkpoint loads, whatever its head: the head's weights are left out
+    without a warning. A folder without ``config.json``, or one of another model type, is a
+    :class:`~atacformer.MissingFileError` or :class:`~atacformer.InvalidInputError`.
+    """
+    import json
+
+    from ._deps import require
+
+    require("torch", "loading a model", "atacformer[model]")
+    require("transformers", "loading a model", "atacformer[model]")
+    folder = resolve_pretrained(
+        name,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        token=token,
+    )
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise MissingFileError(_ENOENT, "no config.json, so it holds no model", str(folder))
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type != "atacformer":
+        raise InvalidInputError(f"{config_path}: model_type is {model_type!r}, not 'atacformer'")
+    from transformers.utils import logging as hf_logging
+
+    from .modeling_atacformer import AtacformerModel
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # head weights left out of the encoder are expected
+    hf_logging.disable_progress_bar()
+    try:
+        model = AtacformerModel.from_pretrained(folder)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.config._name_or_path = model.name_or_path = os.fspath(name)
+    return model
