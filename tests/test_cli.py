@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from atacformer import TokenizedCells, synthetic
-from atacformer.cli import DEMO_MODEL_DIR, main
+from atacformer.cli import main
+from atacformer.hub import DEMO_MODEL_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 PBMC = ROOT / "examples" / "pbmc_hg38.h5ad"
@@ -289,7 +290,7 @@ def test_info_demo(capsys):
 
 
 def test_encoder_parameter_formula_matches_the_model():
-    from atacformer.cli import encoder_parameters
+    from atacformer.cli.info import encoder_parameters
     from atacformer.configuration_atacformer import AtacformerConfig
     from atacformer.modeling_atacformer import AtacformerModel
 

@@ -15,7 +15,7 @@ import anndata as ad
 import numpy as np
 
 from atacformer import synthetic
-from atacformer.cli import DEMO_MODEL_DIR
+from atacformer.hub import DEMO_MODEL_DIR
 
 from hub_cache import make_hub_cache
 
@@ -89,7 +89,8 @@ def test_demo_model_loads_by_repo_id_from_a_hub_cache(tmp_path):
         f"""
         import numpy as np
         from atacformer import Tokenizer
-        from atacformer.cli import DEMO_MODEL_DIR, main
+        from atacformer.cli import main
+        from atacformer.hub import DEMO_MODEL_DIR
         from atacformer.modeling_atacformer import AtacformerModel
 
         hub = AtacformerModel.from_pretrained({repo!r})
@@ -119,8 +120,9 @@ def test_demo_model_loads_by_repo_id_from_a_hub_cache(tmp_path):
 
 def test_demo_without_matplotlib_skips_the_plot(capsys, monkeypatch, tmp_path):
     from atacformer import cli
+    from atacformer.cli import demo
 
-    monkeypatch.setattr(cli, "_importable", lambda module: module != "matplotlib")
+    monkeypatch.setattr(demo, "importable", lambda module: module != "matplotlib")
     assert cli.main(["demo", "--out", str(tmp_path), "--cells", "100", "-q"]) == 0
     out = capsys.readouterr().out
     assert "no plot: matplotlib is not installed" in out
