@@ -63,7 +63,9 @@ def test_demo_runs_offline_in_the_current_directory(tmp_path):
         assert re.search(rf"^  {n + 1}\. {step} +\d+\.\d\d s ", out, re.M), (step, out)
     match = re.search(r"adjusted Rand index .*: (-?\d\.\d{3})$", out, re.M)
     assert match, out
-    assert -1.0 <= float(match.group(1)) <= 1.0
+    # The demo model separates the 6 held-out types: the ARI is 0.984 for these 300 cells
+    # (0.98-0.995 for other seeds of 300 cells; a shuffled row/name pairing scores about 0).
+    assert float(match.group(1)) >= 0.95, out
     assert (work / "demo_fragments.tsv.gz").read_bytes()[:4] == b"\x1f\x8b\x08\x04"  # BGZF
     assert (work / "demo_cells.png").read_bytes()[:8] == PNG_MAGIC
     emb = ad.read_h5ad(work / "demo_embeddings.h5ad")
@@ -126,7 +128,8 @@ def test_demo_without_matplotlib_skips_the_plot(capsys, monkeypatch, tmp_path):
     assert cli.main(["demo", "--out", str(tmp_path), "--cells", "100", "-q"]) == 0
     out = capsys.readouterr().out
     assert "no plot: matplotlib is not installed" in out
-    assert re.search(r"^adjusted Rand index .*: -?\d\.\d{3}$", out, re.M)
+    match = re.search(r"^adjusted Rand index .*: (-?\d\.\d{3})$", out, re.M)
+    assert match and float(match.group(1)) >= 0.9, out  # 1.000 for these 100 cells
     assert not (tmp_path / "demo_cells.png").exists()
     assert (tmp_path / "demo_embeddings.h5ad").is_file()
 
