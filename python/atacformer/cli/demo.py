@@ -27,8 +27,7 @@ DEMO_PLOT = "demo_cells.png"
 
 EXAMPLES = """\
 examples:
-  atacformer demo
-  atacformer demo --out demo_run --cells 200 --no-plot"""
+  atacformer demo --out demo_run --cells 200"""
 
 
 def add_parser(sub: Any) -> None:
