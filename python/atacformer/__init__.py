@@ -2,7 +2,10 @@
 
 The tokenizer half (``Tokenizer``, ``RegionSet``, ``Region``) needs only NumPy. The model
 half (``AtacformerModel`` and friends) needs the ``atacformer[model]`` extra (PyTorch and
-transformers) and is imported on first use.
+transformers) and is imported on first use. The pipeline API follows scanpy: ``atacformer.pp``
+(tokenize any input), ``atacformer.tl`` (embed and cluster into an AnnData) and
+``atacformer.pl`` (figures), also imported on first use; ``atacformer.hub`` resolves model
+names (``"demo"``, a folder, a Hub repo id) for all of them.
 """
 
 from __future__ import annotations

@@ -103,7 +103,7 @@ def _snapshot(
         folder = snapshot_download(
             repo_id,
             revision=revision,
-            cache_dir=cache_dir,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
             local_files_only=local_files_only,
             token=token,
             allow_patterns=patterns,

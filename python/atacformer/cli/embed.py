@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         tokenizer = load_tokenizer(args.tokenizer or args.model, args)
         tl.check_compatible(model, tokenizer)
     with activity(f"Reading {source.describe()}", args.quiet):
-        cells, obs = pp._tokenize(args.inputs, tokenizer, **tokenize_options(args))
+        cells = pp.tokenize(args.inputs, tokenizer, **tokenize_options(args))
+    obs = read_obs(source.paths[0]) if source.kind == "h5ad" else None
     if args.color_by and args.color_by not in obs.columns:
         raise CommandLineError(
             f"--color-by {args.color_by!r}: no such obs column "
@@ -173,6 +174,17 @@ def run(args: argparse.Namespace) -> int:
         use_agg().close(figure)
         say(args, f"{method} map coloured by {what} -> {args.plot}")
     return 0
+
+
+def read_obs(path: Path) -> Any:
+    """The ``obs`` table of an ``.h5ad`` file (rows in the order ``pp.tokenize`` keeps)."""
+    import anndata
+
+    adata = anndata.read_h5ad(path, backed="r")
+    try:
+        return adata.obs.copy()
+    finally:
+        adata.file.close()
 
 
 def write(path: Path, adata: Any, clustered: bool) -> None:
