@@ -646,6 +646,14 @@ def test_options_that_do_not_apply_to_the_input(capsys, hand_made, tmp_path):
     assert_one_line_error(code, err, "tokenize", "--layer applies to .h5ad")
 
 
+def test_max_tokens_beyond_the_model_context(capsys, hand_made, pbmc_tokenizer_dir, tmp_path):
+    model = make_pbmc_model(tmp_path / "model", pbmc_tokenizer_dir)  # 64 positions
+    capsys.readouterr()  # the progress bar of saving it
+    args = ["embed", PBMC, "--model", model, "-o", tmp_path / "x.npy", "--max-tokens", "65"]
+    code, _, err = run(capsys, *args)
+    assert_one_line_error(code, err, "embed", "--max-tokens 65 is more than", "64 positions")
+
+
 def test_more_clusters_than_cells(capsys, demo_sample, tmp_path):
     args = ["embed", demo_sample[1], "--model", "demo", "-o", tmp_path / "x.h5ad"]
     code, _, err = run(capsys, *args, "--n-clusters", "61")

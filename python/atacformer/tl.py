@@ -70,6 +70,12 @@ def embed(
         raise _core.InvalidInputError(f"key_added must be a non-empty string, got {key_added!r}")
     dtype_name = _dtype_name(dtype)
     net = _as_model(model)
+    context = int(net.config.max_position_embeddings) if net.config.use_pos_embeddings else None
+    if max_tokens_per_cell is not None and context is not None and max_tokens_per_cell > context:
+        raise _core.InvalidInputError(
+            f"max_tokens_per_cell {max_tokens_per_cell} is more than the model's context of "
+            f"{context} positions"
+        )
     tok, tokenizer_name = _tokenizer_for(data, tokenizer, model, net)
     if tok is not None:
         check_compatible(net, tok)
@@ -82,9 +88,8 @@ def embed(
     _check_cells(net, cells)
     if tok is not None:
         _warn_unk_only(cells, tok)
-    config = net.config
-    if max_tokens_per_cell is None and config.use_pos_embeddings:
-        max_tokens_per_cell = int(config.max_position_embeddings)
+    if max_tokens_per_cell is None:
+        max_tokens_per_cell = context
     embeddings = net.encode_tokenized_cells(
         cells,
         batch_size=batch_size,

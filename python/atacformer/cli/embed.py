@@ -122,6 +122,13 @@ def run(args: argparse.Namespace) -> int:
     device = parse_device(torch, args.device)
     with activity("Loading the model", args.quiet):
         model = load_model(args.model, **hub_options(args))
+    config = model.config
+    if args.max_tokens and config.use_pos_embeddings:
+        if args.max_tokens > config.max_position_embeddings:
+            raise CommandLineError(
+                f"--max-tokens {args.max_tokens} is more than the model's context of "
+                f"{config.max_position_embeddings} positions"
+            )
     tokenizer = None
     if source.kind != "atok":
         tokenizer = load_tokenizer(args.tokenizer or args.model, args)
