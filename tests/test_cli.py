@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,10 @@ import pandas as pd
 import pytest
 
 from atacformer import TokenizedCells, synthetic
-from atacformer.cli import DEMO_MODEL_DIR, main
+from atacformer.cli import main
+from atacformer.hub import DEMO_MODEL_DIR
+
+from hub_cache import make_hub_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 PBMC = ROOT / "examples" / "pbmc_hg38.h5ad"
@@ -289,7 +293,7 @@ def test_info_demo(capsys):
 
 
 def test_encoder_parameter_formula_matches_the_model():
-    from atacformer.cli import encoder_parameters
+    from atacformer.cli.info import encoder_parameters
     from atacformer.configuration_atacformer import AtacformerConfig
     from atacformer.modeling_atacformer import AtacformerModel
 
@@ -427,3 +431,231 @@ def test_python_m_atacformer_and_offline_hub_error(tmp_path):
         env=env,
     )
     assert_one_line_error(missing.returncode, missing.stderr, "info", "offline mode is on")
+
+
+# ----------------------------------------------------------- the examples in every --help
+
+HELP_COMMANDS = ("tokenize", "embed", "info", "demo")
+STAND_IN_REPO = "databio/atacformer-base-hg38"
+
+
+def help_examples(capsys, command: str) -> list[str]:
+    """The example command lines of ``atacformer COMMAND --help``."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    lines = text.split("examples:\n", 1)[1].splitlines()
+    return [line.strip() for line in lines if line.startswith("  atacformer ")]
+
+
+def test_every_help_example_runs(capsys, tmp_path, demo_sample, pbmc_tokenizer_dir):
+    examples = [(c, line) for c in HELP_COMMANDS for line in help_examples(capsys, c)]
+    assert {c for c, _ in examples} == set(HELP_COMMANDS)
+    # The files the examples name, made here. The Hub repo they name is stood in for by the
+    # demo model in a local Hub cache, read offline (the real repo needs the network).
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "fragments.tsv.gz").write_bytes(demo_sample[1].read_bytes())
+    (work / "pbmc.h5ad").write_bytes(PBMC.read_bytes())
+    peaks = ROOT / "tests" / "data" / "tokenizers"
+    (work / "universe.bed.gz").write_bytes((peaks / "peaks.bed.gz").read_bytes())
+    (work / "peaks").mkdir()
+    (work / "peaks" / "a.bed").write_bytes((peaks / "peaks.bed").read_bytes())
+    write_text(work / "peaks" / "b.bed", "chr17\t7915700\t7915750\n")
+    make_pbmc_model(work / "my_model", pbmc_tokenizer_dir)
+    cache = tmp_path / "hub"
+    demo_files = ("config.json", "model.safetensors", "universe.bed.gz", "tokenizer.toml")
+    make_hub_cache(cache, STAND_IN_REPO, {n: DEMO_MODEL_DIR / n for n in demo_files})
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(cache))
+    for command, line in examples:  # in order: `tokenize` makes the cells.atok `embed` reads
+        argv = shlex.split(line)
+        assert argv[:2] == ["atacformer", command], line
+        result = subprocess.run(
+            [sys.executable, "-m", "atacformer", *argv[1:]],
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, (line, result.stderr)
+        for flag in ("-o", "--plot", "--out"):
+            if flag in argv:
+                assert (work / argv[argv.index(flag) + 1]).exists(), (line, flag)
+    assert (work / "out.png").read_bytes()[:8] == PNG_MAGIC
+    assert (
+        TokenizedCells.load(work / "cells.atok").names
+        == ad.read_h5ad(work / "cells.h5ad").obs_names.tolist()
+    )
+
+
+# -------------------------------------------------- options checked before importing torch
+
+
+CHECK_BEFORE_TORCH = """
+import contextlib, io, json, sys
+from atacformer.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(argv)
+    results.append([code, err.getvalue().strip()])
+print(json.dumps({"results": results, "torch": "torch" in sys.modules}))
+"""
+
+
+def test_numeric_options_fail_at_once_by_their_own_name():
+    cases = [
+        (
+            ["embed", "x.tsv.gz", "--model", "demo", "-o", "x.npy", "--batch-size", "0"],
+            "--batch-size must be at least 1, got 0",
+        ),
+        (
+            ["embed", "x.tsv.gz", "--model", "demo", "-o", "x.npy", "--max-tokens", "0"],
+            "--max-tokens must be at least 1",
+        ),
+        (
+            ["embed", "x.tsv.gz", "--model", "demo", "-o", "x.npy", "--n-clusters", "1"],
+            "--n-clusters must be at least 2",
+        ),
+        (
+            ["embed", "x.tsv.gz", "--model", "demo", "-o", "x.npy", "--threads", "0"],
+            "--threads must be at least 1",
+        ),
+        (
+            [
+                "tokenize",
+                "x.tsv.gz",
+                "--tokenizer",
+                "demo",
+                "-o",
+                "x.atok",
+                "--min-fragments",
+                "-1",
+            ],
+            "--min-fragments must be at least 0",
+        ),
+        (
+            ["tokenize", "x.tsv.gz", "--tokenizer", "demo", "-o", "x.atok", "--max-fragments", "0"],
+            "--max-fragments must be at least 1",
+        ),
+        (["demo", "--cells", "5"], "--cells must be at least 10, got 5"),
+    ]
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_BEFORE_TORCH, json.dumps([argv for argv, _ in cases])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(out.stdout)
+    assert report["torch"] is False  # each failed before torch was imported
+    for (argv, words), (code, err) in zip(cases, report["results"], strict=True):
+        assert_one_line_error(code, err, argv[0], words)
+
+
+# ------------------------------------------------------ which errors become one line
+
+
+def test_a_bug_keeps_its_traceback(capsys, monkeypatch, hand_made, tmp_path):
+    import atacformer.pp
+
+    universe, fragments = hand_made
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug in our code")
+
+    monkeypatch.setattr(atacformer.pp, "tokenize", broken)
+    with pytest.raises(ValueError, match="a bug in our code"):
+        main(
+            [
+                "tokenize",
+                str(fragments),
+                "--tokenizer",
+                str(universe),
+                "-o",
+                str(tmp_path / "x.atok"),
+            ]
+        )
+
+
+def test_a_missing_optional_dependency_is_one_line(capsys, monkeypatch, demo_sample, tmp_path):
+    import atacformer._deps
+
+    real = atacformer._deps.import_module
+
+    def without_pyarrow(name, *args):
+        if name == "pyarrow":
+            raise ImportError("No module named 'pyarrow'")
+        return real(name, *args)
+
+    monkeypatch.setattr(atacformer._deps, "import_module", without_pyarrow)
+    code, _, err = run(
+        capsys, "embed", demo_sample[1], "--model", "demo", "-o", tmp_path / "x.parquet"
+    )
+    assert_one_line_error(code, err, "embed", "needs pyarrow", "pip install 'pyarrow'")
+
+
+def test_warnings_are_one_line(capsys, hand_made, tmp_path):
+    universe, _ = hand_made
+    bad = write_text(
+        tmp_path / "bad_fragments.tsv", "chr1\t150\t160\tAAA-1\t1\nchr1\tten\t20\tB\t1\n"
+    )
+    args = [
+        "tokenize",
+        bad,
+        "--tokenizer",
+        universe,
+        "-o",
+        tmp_path / "x.atok",
+        "--on-error",
+        "skip",
+    ]
+    code, _, err = run(capsys, *args)
+    assert code == 0
+    assert err.strip().splitlines() == [
+        f"atacformer tokenize: warning: {bad}: skipped 1 malformed line(s); the first, line 2: "
+        + err.split("line 2: ", 1)[1].strip()
+    ]
+    assert TokenizedCells.load(tmp_path / "x.atok").names == ["AAA-1"]
+
+
+# ------------------------------------------------------------- several fragment files
+
+
+def test_tokenize_several_fragment_files(capsys, hand_made, tmp_path):
+    universe, fragments = hand_made
+    other = write_text(tmp_path / "donor2.tsv.gz", "chr2\t60\t70\tAAA-1\t1\n", gz=True)
+    out = tmp_path / "both.atok"
+    assert run(capsys, "tokenize", fragments, other, "--tokenizer", universe, "-o", out)[0] == 0
+    cells = TokenizedCells.load(out)
+    assert cells.names == ["fragments#AAA-1", "fragments#TTT-1", "fragments#CCC-1", "donor2#AAA-1"]
+    assert [sorted(c.tolist()) for c in cells] == [[0, 1], [0, 1], [2], [2]]
+
+
+def test_options_that_do_not_apply_to_the_input(capsys, hand_made, tmp_path):
+    universe, fragments = hand_made
+    beds = tmp_path / "beds"
+    beds.mkdir()
+    write_text(beds / "a.bed", "chr1\t150\t350\n")
+    args = ["tokenize", beds, "--tokenizer", universe, "-o", tmp_path / "x.atok"]
+    code, _, err = run(capsys, *args, "--min-fragments", "2")
+    assert_one_line_error(code, err, "tokenize", "--min-fragments apply to fragment files")
+    code, _, err = run(capsys, *args, "--layer", "counts")
+    assert_one_line_error(code, err, "tokenize", "--layer applies to .h5ad")
+
+
+def test_max_tokens_beyond_the_model_context(capsys, hand_made, pbmc_tokenizer_dir, tmp_path):
+    model = make_pbmc_model(tmp_path / "model", pbmc_tokenizer_dir)  # 64 positions
+    capsys.readouterr()  # the progress bar of saving it
+    args = ["embed", PBMC, "--model", model, "-o", tmp_path / "x.npy", "--max-tokens", "65"]
+    code, _, err = run(capsys, *args)
+    assert_one_line_error(code, err, "embed", "--max-tokens 65 is more than", "64 positions")
+
+
+def test_more_clusters_than_cells(capsys, demo_sample, tmp_path):
+    args = ["embed", demo_sample[1], "--model", "demo", "-o", tmp_path / "x.h5ad"]
+    code, _, err = run(capsys, *args, "--n-clusters", "61")
+    assert_one_line_error(code, err, "embed", "--n-clusters 61 is more than the 60 cells")
+    assert not (tmp_path / "x.h5ad").exists()

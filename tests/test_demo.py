@@ -15,7 +15,7 @@ import anndata as ad
 import numpy as np
 
 from atacformer import synthetic
-from atacformer.cli import DEMO_MODEL_DIR
+from atacformer.hub import DEMO_MODEL_DIR
 
 from hub_cache import make_hub_cache
 
@@ -63,7 +63,9 @@ def test_demo_runs_offline_in_the_current_directory(tmp_path):
         assert re.search(rf"^  {n + 1}\. {step} +\d+\.\d\d s ", out, re.M), (step, out)
     match = re.search(r"adjusted Rand index .*: (-?\d\.\d{3})$", out, re.M)
     assert match, out
-    assert -1.0 <= float(match.group(1)) <= 1.0
+    # The demo model separates the 6 held-out types: the ARI is 0.984 for these 300 cells
+    # (0.98-0.995 for other seeds of 300 cells; a shuffled row/name pairing scores about 0).
+    assert float(match.group(1)) >= 0.95, out
     assert (work / "demo_fragments.tsv.gz").read_bytes()[:4] == b"\x1f\x8b\x08\x04"  # BGZF
     assert (work / "demo_cells.png").read_bytes()[:8] == PNG_MAGIC
     emb = ad.read_h5ad(work / "demo_embeddings.h5ad")
@@ -89,7 +91,8 @@ def test_demo_model_loads_by_repo_id_from_a_hub_cache(tmp_path):
         f"""
         import numpy as np
         from atacformer import Tokenizer
-        from atacformer.cli import DEMO_MODEL_DIR, main
+        from atacformer.cli import main
+        from atacformer.hub import DEMO_MODEL_DIR
         from atacformer.modeling_atacformer import AtacformerModel
 
         hub = AtacformerModel.from_pretrained({repo!r})
@@ -119,12 +122,14 @@ def test_demo_model_loads_by_repo_id_from_a_hub_cache(tmp_path):
 
 def test_demo_without_matplotlib_skips_the_plot(capsys, monkeypatch, tmp_path):
     from atacformer import cli
+    from atacformer.cli import demo
 
-    monkeypatch.setattr(cli, "_importable", lambda module: module != "matplotlib")
+    monkeypatch.setattr(demo, "importable", lambda module: module != "matplotlib")
     assert cli.main(["demo", "--out", str(tmp_path), "--cells", "100", "-q"]) == 0
     out = capsys.readouterr().out
     assert "no plot: matplotlib is not installed" in out
-    assert re.search(r"^adjusted Rand index .*: -?\d\.\d{3}$", out, re.M)
+    match = re.search(r"^adjusted Rand index .*: (-?\d\.\d{3})$", out, re.M)
+    assert match and float(match.group(1)) >= 0.9, out  # 1.000 for these 100 cells
     assert not (tmp_path / "demo_cells.png").exists()
     assert (tmp_path / "demo_embeddings.h5ad").is_file()
 

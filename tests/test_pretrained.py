@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from atacformer import RegionSet, Tokenizer
 
 from hub_cache import make_hub_cache
@@ -70,3 +72,58 @@ def test_unknown_repo_offline_is_a_clear_error(tmp_path: Path):
     )
     assert out.returncode != 0
     assert "MissingFileError" in out.stderr and "nobody/nothing" in out.stderr
+
+
+# ----------------------------------------------------------- "demo" and the one resolver
+
+
+def test_demo_name_loads_the_packaged_tokenizer_and_models():
+    import torch
+
+    from atacformer import AtacformerForCellClustering, AtacformerModel
+    from atacformer.hub import DEMO_MODEL_DIR
+
+    assert Tokenizer.from_pretrained("demo") == Tokenizer.from_pretrained(DEMO_MODEL_DIR)
+    assert Tokenizer.from_pretrained("demo").vocab_size == 10_007
+    for cls in (AtacformerModel, AtacformerForCellClustering):
+        by_name, by_folder = cls.from_pretrained("demo"), cls.from_pretrained(DEMO_MODEL_DIR)
+        assert type(by_name) is cls and by_name.name_or_path == "demo"
+        a, b = by_name.state_dict(), by_folder.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_model_by_repo_id_from_a_cache_in_process(tmp_path: Path):
+    import torch
+
+    from atacformer import AtacformerModel
+    from atacformer.hub import DEMO_MODEL_DIR
+
+    cache = tmp_path / "hub"
+    files = ("config.json", "model.safetensors", "universe.bed.gz", "tokenizer.toml")
+    make_hub_cache(cache, "someone/demo-copy", {n: DEMO_MODEL_DIR / n for n in files})
+    model = AtacformerModel.from_pretrained(
+        "someone/demo-copy", cache_dir=cache, local_files_only=True
+    )
+    assert model.name_or_path == "someone/demo-copy"
+    want = AtacformerModel.from_pretrained("demo").state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in model.state_dict().items())
+    tok = Tokenizer.from_pretrained("someone/demo-copy", cache_dir=cache, local_files_only=True)
+    assert tok == Tokenizer.from_pretrained("demo")
+
+
+def test_resolver_errors_are_atacformer_errors(tmp_path: Path, peaks_dir: Path):
+    from atacformer import AtacformerModel, InvalidInputError, MissingFileError
+    from atacformer.hub import resolve_pretrained
+
+    with pytest.raises(MissingFileError, match="no such folder") as info:
+        resolve_pretrained("./not_here/model")
+    assert info.value.filename.endswith("not_here/model")
+    with pytest.raises(InvalidInputError, match="is a file"):
+        resolve_pretrained(peaks_dir / "peaks.bed")
+    with pytest.raises(MissingFileError, match="offline mode is on") as info:
+        resolve_pretrained("nobody/nothing", cache_dir=tmp_path, local_files_only=True)
+    assert info.value.filename == "nobody/nothing"
+    with pytest.raises(MissingFileError, match="offline mode is on"):
+        AtacformerModel.from_pretrained("nobody/nothing", cache_dir=tmp_path, local_files_only=True)
+    # A file path still loads as a tokenizer, as before.
+    assert Tokenizer.from_pretrained(peaks_dir / "peaks.bed") == Tokenizer(peaks_dir / "peaks.bed")

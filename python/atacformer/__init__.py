@@ -2,7 +2,10 @@
 
 The tokenizer half (``Tokenizer``, ``RegionSet``, ``Region``) needs only NumPy. The model
 half (``AtacformerModel`` and friends) needs the ``atacformer[model]`` extra (PyTorch and
-transformers) and is imported on first use.
+transformers) and is imported on first use. The pipeline API follows scanpy: ``atacformer.pp``
+(tokenize any input), ``atacformer.tl`` (embed and cluster into an AnnData) and
+``atacformer.pl`` (figures), also imported on first use; ``atacformer.hub`` resolves model
+names (``"demo"``, a folder, a Hub repo id) for all of them.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from ._core import (
     get_num_threads,
     set_num_threads,
 )
+from ._deps import MissingDependencyError
 from ._encoding import BatchEncoding
 from .tokenized_cells import TokenizedCells, read_gtok, write_gtok
 from .tokenizers import Tokenizer
@@ -57,6 +61,7 @@ __all__ = [
     "AtacformerTypeError",
     "BatchEncoding",
     "InvalidInputError",
+    "MissingDependencyError",
     "MissingFileError",
     "ParseError",
     "Region",
@@ -65,8 +70,12 @@ __all__ = [
     "Tokenizer",
     "__version__",
     "get_num_threads",
+    "hub",
+    "pl",
+    "pp",
     "read_gtok",
     "set_num_threads",
+    "tl",
     "write_gtok",
     # model classes and collators, imported lazily (see __getattr__)
     "AtacformerConfig",
@@ -82,8 +91,19 @@ __all__ = [
 ]
 
 
+_SUBMODULES = ("hub", "pl", "pp", "tl")
+"""The pipeline API (``pp``, ``tl``, ``pl``, as in scanpy) and the name resolver, imported
+on first use."""
+
+
 def __getattr__(name: str) -> Any:
     """Imports model classes lazily so that ``import atacformer`` works without torch."""
+    from importlib import import_module
+
+    if name in _SUBMODULES:
+        submodule = import_module(f".{name}", __name__)
+        globals()[name] = submodule
+        return submodule
     module = _MODEL_NAMES.get(name)
     if module is None:
         raise AttributeError(f"module 'atacformer' has no attribute {name!r}")
@@ -95,8 +115,6 @@ def __getattr__(name: str) -> Any:
             f"atacformer.{name} needs PyTorch and transformers; "
             "install them with: pip install 'atacformer[model]'"
         ) from e
-    from importlib import import_module
-
     value = getattr(import_module(f".{module}", __name__), name)
     globals()[name] = value
     return value

@@ -265,6 +265,43 @@ class AtacformerPreTrainedModel(PreTrainedModel):
             normal(module.in_proj_weight)
             _init.zeros_(module.in_proj_bias)
 
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls,
+        pretrained_model_name_or_path: Any,
+        *model_args: Any,
+        revision: str | None = None,
+        cache_dir: Any = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Loads ``"demo"`` (the packaged model), a local folder or a Hub repo id.
+
+        The name goes through :func:`atacformer.hub.resolve_pretrained`, the resolver the
+        tokenizer and the command line share; the folder it gives is loaded by
+        ``transformers``' own ``from_pretrained`` with the other keyword arguments. As in
+        ``transformers``, ``name_or_path`` records the name as given (``"demo"``, the repo id).
+        """
+        if pretrained_model_name_or_path is None:  # config and state_dict given directly
+            return super().from_pretrained(None, *model_args, **kwargs)
+        from os import fspath
+
+        from .hub import resolve_pretrained
+
+        name = fspath(pretrained_model_name_or_path)
+        folder = resolve_pretrained(
+            name,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        loaded = super().from_pretrained(folder, *model_args, **kwargs)
+        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model.config._name_or_path = model.name_or_path = name
+        return loaded
+
     def encode_tokenized_cells(
         self,
         cells: Any,

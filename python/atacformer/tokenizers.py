@@ -9,7 +9,6 @@ this module adds the Hugging Face-style surface: ``from_pretrained``/``save_pret
 from __future__ import annotations
 
 import os
-import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
@@ -177,80 +176,27 @@ class Tokenizer:
         local_files_only: bool = False,
         token: str | bool | None = None,
     ) -> Tokenizer:
-        """Loads from a local directory or a Hugging Face Hub repo id.
+        """Loads ``"demo"`` (the packaged demo model), a local folder, a universe or config
+        file, or a Hugging Face Hub repo id.
 
-        A directory is read as ``tokenizer.toml`` if present, else ``universe.bed.gz``, else
-        ``universe.bed``. A repo id fetches the same files with ``huggingface_hub`` (which
-        honours ``HF_HUB_OFFLINE=1`` and the local cache).
+        A folder is read as ``tokenizer.toml`` if present, else ``universe.bed.gz``, else
+        ``universe.bed``. Names are resolved by :func:`atacformer.hub.resolve_pretrained`,
+        the one resolver the model classes and the command line use too (a repo id fetches
+        the same files, honouring ``HF_HUB_OFFLINE=1`` and the local cache).
         """
-        if os.path.isdir(name_or_path):
-            return cls(_core_tokenizer=_core.Tokenizer.from_dir(name_or_path))
         if os.path.isfile(name_or_path):
             return cls(name_or_path)
-        return cls._from_hub(str(name_or_path), revision, cache_dir, local_files_only, token)
+        from .hub import resolve_pretrained
 
-    @classmethod
-    def _from_hub(
-        cls,
-        repo_id: str,
-        revision: str | None,
-        cache_dir: PathLike | None,
-        local_files_only: bool,
-        token: str | bool | None,
-    ) -> Tokenizer:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.utils import (  # re-exported here by every supported version
-            EntryNotFoundError,
-            HfHubHTTPError,
-            HFValidationError,
-            LocalEntryNotFoundError,
-            RepositoryNotFoundError,
-            RevisionNotFoundError,
+        folder = resolve_pretrained(
+            name_or_path,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+            weights=False,
         )
-
-        def fetch(filename: str) -> str | None:
-            try:
-                return hf_hub_download(
-                    repo_id,
-                    filename,
-                    revision=revision,
-                    cache_dir=cache_dir,
-                    local_files_only=local_files_only,
-                    token=token,
-                )
-            except (EntryNotFoundError, LocalEntryNotFoundError):
-                return None
-            except HFValidationError as e:
-                raise _core.MissingFileError(
-                    2, f"not a directory, a file or a Hub repo id ({e})", repo_id
-                ) from e
-            except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-                raise _core.MissingFileError(2, f"not found on the Hub ({e})", repo_id) from e
-            except HfHubHTTPError as e:
-                raise _core.AtacformerIOError(f"{repo_id}: {filename}: {e}") from e
-
-        config = fetch(CONFIG_FILE)
-        if config is not None:
-            if sys.version_info >= (3, 11):
-                import tomllib
-            else:  # pragma: no cover - Python 3.10
-                import tomli as tomllib
-
-            with open(config, "rb") as f:
-                universe = tomllib.load(f).get("universe")
-            if isinstance(universe, str):
-                fetch(universe)  # lands next to the config in the snapshot folder
-            return cls.from_config(config)
-        for name in UNIVERSE_FILES:
-            path = fetch(name)
-            if path is not None:
-                return cls.from_bed(path)
-        raise _core.MissingFileError(
-            2,
-            f"no {CONFIG_FILE} or {' or '.join(UNIVERSE_FILES)} found for {repo_id!r} "
-            "(on the Hub or in the local cache)",
-            repo_id,
-        )
+        return cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))
 
     def save_pretrained(self, save_directory: PathLike) -> None:
         """Writes ``universe.bed.gz`` and ``tokenizer.toml`` into ``save_directory``."""

@@ -1,0 +1,178 @@
+"""One resolver for model names: ``"demo"``, a local folder, or a Hugging Face Hub repo id.
+
+:func:`resolve_pretrained` turns any of the three into a local folder. The tokenizer
+(``Tokenizer.from_pretrained``), every model class (``AtacformerModel.from_pretrained`` and
+the heads) and the command line all go through it, so a name means the same thing
+everywhere and fails with the same error.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Union
+
+from ._core import AtacformerIOError, InvalidInputError, MissingFileError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEMO_NAME = "demo"
+DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
+"""The small model that ships inside the package (the name ``"demo"``)."""
+
+TOKENIZER_PATTERNS = ("*.json", "*.toml", "*.bed", "*.bed.gz")
+"""Files fetched from a Hub repo for its tokenizer and config."""
+WEIGHT_PATTERNS = ("*.safetensors",)
+"""Files fetched in addition for a model's weights."""
+
+_ENOENT = 2
+
+
+def _looks_like_path(name: str) -> bool:
+    """True for names that can only be paths (``./x``, ``/x``, ``~/x``, ``a/b/c``)."""
+    return (
+        name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
+    )
+
+
+def _offline(local_files_only: bool) -> bool:
+    return local_files_only or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def resolve_pretrained(
+    name: PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+    weights: bool = True,
+) -> Path:
+    """The local folder that ``name`` stands for.
+
+    - ``"demo"``: the packaged demo model;
+    - an existing folder: itself;
+    - otherwise a Hub repo id, fetched with ``huggingface_hub.snapshot_download`` (config,
+      tokenizer and universe files, and with ``weights`` the ``*.safetensors``). It honours
+      ``HF_HUB_OFFLINE=1``, ``HF_HUB_CACHE``, ``cache_dir``, ``revision`` and
+      ``local_files_only``, and returns the snapshot folder in the cache.
+
+    Raises :class:`~atacformer.MissingFileError` when there is no such folder or repo (or it
+    is not in the cache while offline), :class:`~atacformer.InvalidInputError` for a file,
+    and :class:`~atacformer.AtacformerIOError` when the Hub answers with another HTTP error.
+    """
+    text = os.fspath(name)
+    if text == DEMO_NAME:
+        if not (DEMO_MODEL_DIR / "config.json").is_file():
+            raise MissingFileError(
+                _ENOENT, "the demo model is missing from this installation", str(DEMO_MODEL_DIR)
+            )
+        return DEMO_MODEL_DIR
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise InvalidInputError(
+            f"{path} is a file; give a folder (config.json, model.safetensors, "
+            "universe.bed.gz), a Hugging Face Hub repo id or 'demo'"
+        )
+    if _looks_like_path(text):
+        raise MissingFileError(_ENOENT, "no such folder", str(path))
+    return _snapshot(text, revision, cache_dir, local_files_only, token, weights)
+
+
+def _snapshot(
+    repo_id: str,
+    revision: str | None,
+    cache_dir: PathLike | None,
+    local_files_only: bool,
+    token: str | bool | None,
+    weights: bool,
+) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import (  # re-exported here by every supported version
+        HfHubHTTPError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = list(TOKENIZER_PATTERNS + (WEIGHT_PATTERNS if weights else ()))
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision,
+            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+            local_files_only=local_files_only,
+            token=token,
+            allow_patterns=patterns,
+        )
+    except HFValidationError as e:
+        raise MissingFileError(
+            _ENOENT, "neither a local folder nor a valid Hugging Face Hub repo id", repo_id
+        ) from e
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+        what = f"revision {revision!r}" if isinstance(e, RevisionNotFoundError) else "model"
+        raise MissingFileError(_ENOENT, f"no such {what} on the Hugging Face Hub", repo_id) from e
+    except LocalEntryNotFoundError as e:
+        how = "offline mode is on" if _offline(local_files_only) else "the Hub cannot be reached"
+        raise MissingFileError(
+            _ENOENT,
+            f"neither a local folder nor in the Hugging Face cache, and {how}",
+            repo_id,
+        ) from e
+    except HfHubHTTPError as e:
+        raise AtacformerIOError(f"{repo_id}: the Hugging Face Hub answered: {e}") from e
+    return Path(folder)
+
+
+def load_model(
+    name: PathLike,
+    *,
+    revision: str | None = None,
+    cache_dir: PathLike | None = None,
+    local_files_only: bool = False,
+    token: str | bool | None = None,
+) -> Any:
+    """The encoder (:class:`~atacformer.AtacformerModel`) of the model ``name`` stands for.
+
+    Any Atacformer checkpoint loads, whatever its head: the head's weights are left out
+    without a warning. A folder without ``config.json``, or one of another model type, is a
+    :class:`~atacformer.MissingFileError` or :class:`~atacformer.InvalidInputError`.
+    """
+    import json
+
+    from ._deps import require
+
+    require("torch", "loading a model", "atacformer[model]")
+    require("transformers", "loading a model", "atacformer[model]")
+    folder = resolve_pretrained(
+        name,
+        revision=revision,
+        cache_dir=cache_dir,
+        local_files_only=local_files_only,
+        token=token,
+    )
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise MissingFileError(_ENOENT, "no config.json, so it holds no model", str(folder))
+    model_type = json.loads(config_path.read_text()).get("model_type")
+    if model_type != "atacformer":
+        raise InvalidInputError(f"{config_path}: model_type is {model_type!r}, not 'atacformer'")
+    from transformers.utils import logging as hf_logging
+
+    from .modeling_atacformer import AtacformerModel
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()  # head weights left out of the encoder are expected
+    hf_logging.disable_progress_bar()
+    try:
+        model = AtacformerModel.from_pretrained(folder)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.config._name_or_path = model.name_or_path = os.fspath(name)
+    return model

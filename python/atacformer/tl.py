@@ -1,0 +1,279 @@
+"""Tools (``tl``): cell embeddings and clusters, written into an ``AnnData``.
+
+:func:`embed` puts the Atacformer embeddings in ``obsm["X_atacformer"]`` and records the
+model and settings in ``uns["atacformer"]``; :func:`cluster` adds KMeans clusters of them to
+``obs``. Both follow the scverse convention: given an ``AnnData`` they change it in place.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Union
+
+import numpy as np
+
+from . import _core, pp
+from ._deps import require
+from .tokenized_cells import TokenizedCells
+from .tokenizers import Tokenizer
+
+__all__ = ["check_compatible", "cluster", "embed"]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DTYPES = ("float32", "bfloat16", "float16")
+_SPECIAL_IDS = (
+    "unk_token_id",
+    "pad_token_id",
+    "mask_token_id",
+    "cls_token_id",
+    "eos_token_id",
+    "bos_token_id",
+    "sep_token_id",
+)
+_MAPS = ("umap", "pca")
+
+
+def embed(
+    data: Any,
+    model: Any,
+    tokenizer: Tokenizer | PathLike | None = None,
+    key_added: str = "X_atacformer",
+    batch_size: int = 64,
+    device: Any = None,
+    dtype: Any = None,
+    max_tokens_per_cell: int | None = None,
+    progress: bool = True,
+) -> Any:
+    """Cell embeddings ``[n_cells, hidden]`` float32 in ``obsm[key_added]``.
+
+    - Given an ``AnnData``, tokenizes it (one cell per row), writes ``obsm[key_added]`` and
+      ``obs["atacformer_n_tokens"]`` in place and returns the same object.
+    - Given anything else :func:`atacformer.pp.tokenize` reads (fragment or BED files, an
+      ``.h5ad`` or ``.atok`` path, a ``TokenizedCells``), returns a new ``AnnData`` whose
+      ``obs`` are the cells (index = cell names; an ``.h5ad`` keeps its ``obs`` columns) with
+      ``atacformer_n_tokens``, and whose ``obsm[key_added]`` holds the embeddings.
+
+    ``model`` is an Atacformer model or a name (``"demo"``, a folder, a Hub repo id) loaded as
+    :class:`~atacformer.AtacformerModel`. ``tokenizer`` defaults to the model's own. The model
+    and the tokenizer must agree (vocabulary size, special ids); this is checked before any
+    work. Cells longer than ``max_tokens_per_cell`` keep a seeded random subset of their
+    tokens; the default is the model's context when it uses positions, else no limit.
+    ``dtype`` (``"bfloat16"``, ``torch.float16``) runs the encoder under autocast. The model,
+    tokenizer and settings are recorded in ``uns["atacformer"]``.
+    """
+    _positive("batch_size", batch_size)
+    if max_tokens_per_cell is not None:
+        _positive("max_tokens_per_cell", max_tokens_per_cell)
+    if not isinstance(key_added, str) or not key_added:
+        raise _core.InvalidInputError(f"key_added must be a non-empty string, got {key_added!r}")
+    dtype_name = _dtype_name(dtype)
+    net = _as_model(model)
+    context = int(net.config.max_position_embeddings) if net.config.use_pos_embeddings else None
+    if max_tokens_per_cell is not None and context is not None and max_tokens_per_cell > context:
+        raise _core.InvalidInputError(
+            f"max_tokens_per_cell {max_tokens_per_cell} is more than the model's context of "
+            f"{context} positions"
+        )
+    tok, tokenizer_name = _tokenizer_for(data, tokenizer, model, net)
+    if tok is not None:
+        check_compatible(net, tok)
+    adata = data if pp.is_anndata(data) else None
+    if adata is not None:
+        cells = pp.tokenize(adata, tok)
+        obs = None
+    else:
+        cells, obs = pp._tokenize(data, tok)
+    _check_cells(net, cells)
+    if tok is not None:
+        _warn_unk_only(cells, tok)
+    if max_tokens_per_cell is None:
+        max_tokens_per_cell = context
+    embeddings = net.encode_tokenized_cells(
+        cells,
+        batch_size=batch_size,
+        max_tokens_per_cell=max_tokens_per_cell,
+        progress=progress,
+        device=device,
+        dtype=None if dtype_name == "float32" else dtype_name,
+    )
+    if adata is None:
+        adata = _new_anndata(cells, obs)
+    adata.obs["atacformer_n_tokens"] = cells.lengths
+    adata.obsm[key_added] = embeddings
+    record = dict(adata.uns.get("atacformer", {}))
+    for basis in _MAPS:  # a 2-D map drawn from the old embeddings no longer applies
+        if record.pop(f"{basis}_from", None) == key_added:
+            adata.obsm.pop(f"X_{basis}", None)
+    record.update(
+        model=str(net.name_or_path or type(net).__name__),
+        key_added=key_added,
+        n_cells=len(cells),
+        hidden_size=int(embeddings.shape[1]),
+        batch_size=int(batch_size),
+        dtype=dtype_name,
+        device=str(next(net.parameters()).device),
+        max_tokens_per_cell=int(max_tokens_per_cell or 0),
+        atacformer_version=_core.__version__,
+    )
+    if tokenizer_name is not None:
+        record["tokenizer"] = tokenizer_name
+    adata.uns["atacformer"] = record
+    return adata
+
+
+def cluster(
+    adata: Any,
+    n_clusters: int,
+    key_added: str = "atacformer_cluster",
+    use_rep: str = "X_atacformer",
+    random_state: int = 0,
+) -> None:
+    """KMeans clusters of ``obsm[use_rep]`` as a categorical ``obs[key_added]`` (labels
+    ``"0"`` .. ``"k-1"``); ``n_clusters`` must be between 2 and the number of cells."""
+    rep = _representation(adata, use_rep)
+    n_obs = len(rep)
+    if (
+        isinstance(n_clusters, bool)
+        or not isinstance(n_clusters, (int, np.integer))
+        or not 2 <= n_clusters <= n_obs
+    ):
+        raise _core.InvalidInputError(
+            f"n_clusters must be an integer from 2 to the number of cells ({n_obs}), "
+            f"got {n_clusters!r}"
+        )
+    require("sklearn", "clustering cells", "scikit-learn")
+    import pandas as pd
+    from sklearn.cluster import KMeans
+
+    labels = KMeans(n_clusters=int(n_clusters), n_init=10, random_state=random_state).fit_predict(
+        rep
+    )
+    categories = [str(i) for i in range(int(n_clusters))]
+    adata.obs[key_added] = pd.Categorical(labels.astype(str), categories=categories)
+    record = dict(adata.uns.get("atacformer", {}))
+    record[f"{key_added}_n_clusters"] = int(n_clusters)
+    adata.uns["atacformer"] = record
+
+
+def check_compatible(model: Any, tokenizer: Tokenizer) -> None:
+    """Raises :class:`~atacformer.InvalidInputError` unless the tokenizer's vocabulary is the
+    model's: the same size and pad id, and the same id for every special token the model's
+    config places inside its vocabulary."""
+    config = model.config
+    if tokenizer.vocab_size != config.vocab_size or tokenizer.pad_token_id != config.pad_token_id:
+        raise _core.InvalidInputError(
+            f"the tokenizer's vocabulary has {tokenizer.vocab_size} ids (pad "
+            f"{tokenizer.pad_token_id}) but the model's has {config.vocab_size} (pad "
+            f"{config.pad_token_id}): a model only works with the universe it was trained on"
+        )
+    for name in _SPECIAL_IDS:
+        want = getattr(config, name, None)
+        if want is None or not 0 <= want < config.vocab_size:
+            continue  # the config does not place this token in its vocabulary
+        have = getattr(tokenizer, name)
+        if have != want:
+            raise _core.InvalidInputError(
+                f"the tokenizer's {name} is {have} but the model's is {want}: they were not "
+                "made for each other"
+            )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise _core.InvalidInputError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _dtype_name(dtype: Any) -> str:
+    """``None``, a name or a torch dtype as one of :data:`DTYPES`."""
+    if dtype is None:
+        return "float32"
+    name = str(dtype).removeprefix("torch.")
+    if name not in DTYPES:
+        raise _core.InvalidInputError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return name
+
+
+def _as_model(model: Any) -> Any:
+    if isinstance(model, (str, os.PathLike)):
+        from .hub import load_model
+
+        return load_model(model)
+    if not hasattr(model, "encode_tokenized_cells") or not hasattr(model, "config"):
+        raise _core.AtacformerTypeError(
+            f"model must be an Atacformer model or a name, got {type(model).__name__}"
+        )
+    return model
+
+
+def _tokenizer_for(
+    data: Any, tokenizer: Any, model: Any, net: Any
+) -> tuple[Tokenizer | None, str | None]:
+    """The tokenizer to use (None when the data are token ids already) and its name."""
+    if tokenizer is not None:
+        name = os.fspath(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else None
+        return pp.as_tokenizer(tokenizer), name
+    if not pp.needs_tokenizer(data):
+        return None, None
+    name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else net.name_or_path
+    if not name:
+        raise _core.InvalidInputError(
+            "this input needs a tokenizer, and the model does not say where it was loaded "
+            "from: pass tokenizer="
+        )
+    return Tokenizer.from_pretrained(name), str(name)
+
+
+def _check_cells(model: Any, cells: TokenizedCells) -> None:
+    """Refuses ids that the model's embedding table does not have."""
+    config = model.config
+    if cells.pad_token_id is not None and cells.pad_token_id != config.pad_token_id:
+        raise _core.InvalidInputError(
+            f"these cells were tokenized with another vocabulary (pad id {cells.pad_token_id}, "
+            f"the model's is {config.pad_token_id})"
+        )
+    if len(cells.ids) and int(cells.ids.max()) >= config.vocab_size:
+        raise _core.InvalidInputError(
+            f"token id {int(cells.ids.max())} is outside the model's vocabulary of "
+            f"{config.vocab_size} ids"
+        )
+
+
+def unk_only(cells: TokenizedCells, tokenizer: Tokenizer) -> int:
+    """Number of cells whose only token is ``<unk>`` (they overlap nothing)."""
+    single = np.flatnonzero(cells.lengths == 1)
+    return int(np.sum(cells.ids[cells.offsets[single]] == tokenizer.unk_token_id))
+
+
+def _warn_unk_only(cells: TokenizedCells, tokenizer: Tokenizer) -> None:
+    unk = unk_only(cells, tokenizer)
+    if unk:
+        warnings.warn(
+            f"{unk} of {len(cells)} cells overlap no region of the universe (their only token "
+            "is <unk>); do the data and the model share a genome and peak set?",
+            stacklevel=3,
+        )
+
+
+def _new_anndata(cells: TokenizedCells, obs: Any) -> Any:
+    ad = require("anndata", "building an AnnData", "atacformer[anndata]")
+    import pandas as pd
+
+    table = obs.copy() if obs is not None else pd.DataFrame(index=pd.Index(cells.names))
+    table.index = table.index.astype(str)
+    return ad.AnnData(obs=table)
+
+
+def _representation(adata: Any, use_rep: str) -> np.ndarray:
+    if not pp.is_anndata(adata):
+        raise _core.AtacformerTypeError(f"expected an AnnData, got {type(adata).__name__}")
+    if use_rep not in adata.obsm:
+        have = ", ".join(map(str, adata.obsm.keys())) or "none"
+        raise _core.InvalidInputError(
+            f"obsm has no {use_rep!r} (have: {have}); run atacformer.tl.embed first"
+        )
+    return np.asarray(adata.obsm[use_rep])
