@@ -1,6 +1,8 @@
 //! Tokenization of a cells x peaks matrix (AnnData) by gathering: each peak is mapped to its
-//! universe ids once ([`peak_table`]), then each cell takes the union of the ids of its
-//! accessible peaks.
+//! universe ids once (a [`PeakTable`], built once and reused for every chunk of rows), then
+//! each cell takes the union of the ids of its accessible peaks. When the peaks are the
+//! universe itself (same regions, same order, no two overlapping), the table is an identity
+//! and no overlap is computed.
 //!
 //! The matrix comes as CSR arrays (`indptr`, `indices`, optional `data`), in any integer
 //! type NumPy uses for them. An entry is accessible when it is stored and, if `data` is
@@ -13,7 +15,7 @@ use rayon::prelude::*;
 use crate::error::{Error, Result};
 use crate::index::Scratch;
 use crate::parallel;
-use crate::ragged::Ragged;
+use crate::ragged::{Ragged, RaggedRef};
 use crate::region_set::RegionSet;
 use crate::tokenizer::{Special, Tokenizer};
 
@@ -70,22 +72,11 @@ pub struct Csr<'a, P, I, D> {
     pub data: Option<&'a [D]>,
 }
 
-/// Universe ids of each peak: peak `p` owns `ids[offsets[p]..offsets[p + 1]]`.
-#[derive(Debug, Clone, Copy)]
-pub struct PeakTable<'a> {
-    pub ids: &'a [i32],
-    pub offsets: &'a [i64],
-}
-
 /// The universe ids overlapping each peak (no `[unk]` for a peak that overlaps nothing),
-/// as a flat id array and offsets of length `n_peaks + 1`.
-pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> (Vec<i32>, Vec<i64>) {
+/// one unnamed cell per peak.
+pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> Ragged {
     let universe = tok.universe();
-    let chrom_map: Vec<u32> = peaks
-        .chrom_names()
-        .iter()
-        .map(|n| universe.chrom_id(n.as_bytes()).unwrap_or(u32::MAX))
-        .collect();
+    let chrom_map = universe_chroms(tok, peaks);
     let queries = peaks
         .chrom_indices()
         .iter()
@@ -103,7 +94,123 @@ pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> (Vec<i32>, Vec<i64>) {
     for c in counts {
         offsets.push(offsets[offsets.len() - 1] + c);
     }
-    (ids, offsets)
+    Ragged {
+        ids,
+        offsets,
+        names: Vec::new(),
+    }
+}
+
+/// The universe chromosome of each chromosome of `peaks` (`u32::MAX` when unknown).
+fn universe_chroms(tok: &Tokenizer, peaks: &RegionSet) -> Vec<u32> {
+    peaks
+        .chrom_names()
+        .iter()
+        .map(|n| tok.universe().chrom_id(n.as_bytes()).unwrap_or(u32::MAX))
+        .collect()
+}
+
+/// True when `peaks` are the universe regions in universe order and every universe region
+/// overlaps itself only (non-empty, no two overlapping): each peak's ids are then exactly
+/// its own index. One pass over the columns, and one over the genomic order when they match.
+fn is_universe(tok: &Tokenizer, peaks: &RegionSet) -> bool {
+    let regions = tok.universe().regions();
+    if peaks.len() != regions.len() {
+        return false;
+    }
+    let chrom_map = universe_chroms(tok, peaks);
+    let same = peaks
+        .chrom_indices()
+        .iter()
+        .zip(regions.chrom_indices())
+        .all(|(&p, &u)| chrom_map[p as usize] == u)
+        && peaks.starts() == regions.starts()
+        && peaks.ends() == regions.ends();
+    if !same {
+        return false;
+    }
+    let (chroms, starts, ends) = (regions.chrom_indices(), regions.starts(), regions.ends());
+    let mut reach: Option<(u32, u32)> = None; // (chromosome, furthest end so far)
+    for &id in tok.universe().genomic_order().ids() {
+        let i = id as usize;
+        if starts[i] >= ends[i] {
+            return false;
+        }
+        match reach {
+            Some((c, end)) if c == chroms[i] && end > starts[i] => return false,
+            Some((c, end)) if c == chroms[i] => reach = Some((c, end.max(ends[i]))),
+            _ => reach = Some((chroms[i], ends[i])),
+        }
+    }
+    true
+}
+
+/// The peak table of a cells x peaks matrix, ready to gather rows: built once per set of
+/// peaks (the sorting into genomic ranks happens here), then used for any number of row
+/// chunks.
+#[derive(Debug, Clone)]
+pub struct PeakTable {
+    local: LocalTable,
+    n_peaks: usize,
+    unk: i32,
+    identity: bool,
+}
+
+impl PeakTable {
+    /// The table of `peaks` against `tok`'s universe; an identity, without overlap queries,
+    /// when the peaks are the universe itself.
+    pub fn new(tok: &Tokenizer, peaks: &RegionSet) -> Result<Self> {
+        if is_universe(tok, peaks) {
+            return Ok(Self::identity(tok));
+        }
+        let table = peak_table(tok, peaks);
+        Self::from_table(tok, table.view())
+    }
+
+    /// A table from explicit universe ids per peak (cell `p` of `table` is peak `p`).
+    /// Special-token ids in it are ignored; ids outside the vocabulary are an error.
+    pub fn from_table(tok: &Tokenizer, table: RaggedRef<'_>) -> Result<Self> {
+        Ok(PeakTable {
+            local: local_table(tok, table)?,
+            n_peaks: table.len(),
+            unk: tok.special_id(Special::Unk) as i32,
+            identity: false,
+        })
+    }
+
+    /// The table of the universe's own regions: peak `p` is universe id `p`.
+    fn identity(tok: &Tokenizer) -> Self {
+        let order = tok.universe().genomic_order();
+        PeakTable {
+            local: LocalTable {
+                slots: order.ranks().iter().map(|&r| [r, NO_ID]).collect(),
+                many: Vec::new(),
+                ids: order.ids().to_vec(),
+            },
+            n_peaks: order.ids().len(),
+            unk: tok.special_id(Special::Unk) as i32,
+            identity: true,
+        }
+    }
+
+    /// Number of peaks (matrix columns).
+    pub fn n_peaks(&self) -> usize {
+        self.n_peaks
+    }
+
+    /// True when the peaks are the universe itself, so no overlap was computed.
+    pub fn is_identity(&self) -> bool {
+        self.identity
+    }
+
+    /// See [`gather_csr`].
+    pub fn gather<P: CsrIndex, I: CsrIndex, D: Stored>(
+        &self,
+        matrix: &Csr<'_, P, I, D>,
+        names: Option<Vec<String>>,
+    ) -> Result<Ragged> {
+        gather_csr(self, matrix, names)
+    }
 }
 
 /// Marks an empty slot of [`LocalTable::slots`].
@@ -113,6 +220,7 @@ const MANY: u32 = 1 << 31;
 
 /// Peak table translated to dense local ranks: only the universe regions some peak
 /// touches, numbered in genomic order.
+#[derive(Debug, Clone)]
 struct LocalTable {
     /// Per peak, its first two local ranks ([`NO_ID`] when absent); a peak with more has
     /// `MANY | i` second, where `many[i]` counts the ranks after the first and they
@@ -123,29 +231,18 @@ struct LocalTable {
     ids: Vec<u32>,
 }
 
-fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
+fn local_table(tok: &Tokenizer, peaks: RaggedRef<'_>) -> Result<LocalTable> {
     let n = tok.universe().len();
     let vocab = tok.vocab_size() as i64;
-    let offsets = peaks.offsets;
-    if offsets.first() != Some(&0) || offsets.last() != Some(&(peaks.ids.len() as i64)) {
-        return Err(Error::InvalidInput(format!(
-            "peak table offsets must start at 0 and end at the number of ids ({})",
-            peaks.ids.len()
-        )));
-    }
-    if let Some(w) = offsets.windows(2).position(|w| w[0] > w[1]) {
-        return Err(Error::InvalidInput(format!(
-            "peak table offsets decrease at peak {w}"
-        )));
-    }
-    for (i, &id) in peaks.ids.iter().enumerate() {
+    let offsets = peaks.offsets();
+    for (i, &id) in peaks.ids().iter().enumerate() {
         if !(0..vocab).contains(&i64::from(id)) {
             return Err(Error::InvalidInput(format!(
                 "peak table id {id} at position {i} is not in the vocabulary (0..{vocab})"
             )));
         }
     }
-    if u32::try_from(peaks.ids.len()).is_err() {
+    if u32::try_from(peaks.ids().len()).is_err() {
         return Err(Error::InvalidInput(
             "the peak table holds more than 2^32-1 ids".into(),
         ));
@@ -157,7 +254,7 @@ fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
     let chrom_rank = regions.chrom_name_ranks();
     let (chroms, starts, ends) = (regions.chrom_indices(), regions.starts(), regions.ends());
     let mut keyed: Vec<(u32, u32, u32, u32, u32)> = peaks
-        .ids
+        .ids()
         .iter()
         .enumerate()
         .filter(|&(_, &id)| (id as usize) < n)
@@ -176,7 +273,7 @@ fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
         keyed.sort_unstable();
     }
     // Local rank of each entry of the peak table (special ids keep NO_ID).
-    let mut local_of = vec![NO_ID; peaks.ids.len()];
+    let mut local_of = vec![NO_ID; peaks.ids().len()];
     let mut ids: Vec<u32> = Vec::new();
     for &(_, _, _, id, i) in &keyed {
         if ids.last() != Some(&id) {
@@ -217,11 +314,10 @@ fn local_table(tok: &Tokenizer, peaks: &PeakTable<'_>) -> Result<LocalTable> {
 
 /// For each row of a CSR matrix, the union of the universe ids of its accessible peaks,
 /// unique, in ascending genomic order; `[unk]` for a row with none. Rows are named by
-/// `names` (e.g. `obs_names`) or, when `None`, by their index.
+/// `names` (e.g. `obs_names`) or, when `None`, left unnamed.
 pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
-    tok: &Tokenizer,
+    peaks: &PeakTable,
     matrix: &Csr<'_, P, I, D>,
-    peaks: &PeakTable<'_>,
     names: Option<Vec<String>>,
 ) -> Result<Ragged> {
     let Some(n_rows) = matrix.indptr.len().checked_sub(1) else {
@@ -229,7 +325,7 @@ pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
             "indptr is empty (it has n_rows + 1 entries)".into(),
         ));
     };
-    let n_peaks = peaks.offsets.len().saturating_sub(1);
+    let n_peaks = peaks.n_peaks;
     if let Some(data) = matrix.data {
         if data.len() != matrix.indices.len() {
             return Err(Error::InvalidInput(format!(
@@ -266,10 +362,10 @@ pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
             )))
         }
         Some(n) => n,
-        None => (0..n_rows).map(|r| r.to_string()).collect(),
+        None => Vec::new(),
     };
-    let table = local_table(tok, peaks)?;
-    let unk = tok.special_id(Special::Unk) as i32;
+    let table = &peaks.local;
+    let unk = peaks.unk;
     let jobs: Vec<std::ops::Range<usize>> = (0..n_rows)
         .step_by(ROWS_PER_JOB)
         .map(|a| a..(a + ROWS_PER_JOB).min(n_rows))
@@ -288,7 +384,7 @@ pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
         gather_rows(
             matrix,
             &bounds,
-            &table,
+            table,
             n_peaks,
             unk,
             rows.clone(),
@@ -482,27 +578,55 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
     out: &mut Gathered,
 ) -> Result<()> {
     let words = table.ids.len().div_ceil(64);
+    // The bitmap has one word more than the ranks need: empty slots set a bit there
+    // instead of branching on every entry.
+    let trash = (words * 64) as u32;
     let mut slots = Vec::new();
     let mut locals = Vec::new();
-    let mut bits = Vec::new();
+    let mut bits: Vec<u64> = Vec::new();
     for r in rows {
-        row_slots(
-            matrix,
-            table,
-            n_peaks,
-            r,
-            bounds[r]..bounds[r + 1],
-            &mut slots,
-        )?;
-        let n = expand(table, &slots, &mut locals);
-        let v = &mut locals[..n];
-        sort_row(v, words, &mut bits);
+        let entries = bounds[r]..bounds[r + 1];
         let before = out.ids.len();
-        let mut prev = NO_ID;
-        for &l in v.iter() {
-            if l != prev {
-                out.ids.push(table.ids[l as usize] as i32);
-                prev = l;
+        if entries.len() * 4 >= words {
+            // A dense row: mark each rank in the bitmap straight from its slot, then read
+            // the ranks out in ascending order (unique by construction).
+            bits.resize(words + 1, 0);
+            for k in entries {
+                let Some(p) = peak_of(matrix, k, r, n_peaks)? else {
+                    continue;
+                };
+                let [a, b] = table.slots[p];
+                if b != NO_ID && b & MANY != 0 {
+                    let i = (b & !MANY) as usize;
+                    for &l in &table.many[i + 1..i + 1 + table.many[i] as usize] {
+                        bits[(l / 64) as usize] |= 1 << (l % 64);
+                    }
+                }
+                let a = if a == NO_ID { trash } else { a };
+                let b = if b == NO_ID || b & MANY != 0 { trash } else { b };
+                bits[(a / 64) as usize] |= 1 << (a % 64);
+                bits[(b / 64) as usize] |= 1 << (b % 64);
+            }
+            bits[words] = 0;
+            for (w, word) in bits[..words].iter_mut().enumerate() {
+                let mut x = std::mem::take(word);
+                while x != 0 {
+                    let l = w * 64 + x.trailing_zeros() as usize;
+                    out.ids.push(table.ids[l] as i32);
+                    x &= x - 1;
+                }
+            }
+        } else {
+            row_slots(matrix, table, n_peaks, r, entries, &mut slots)?;
+            let n = expand(table, &slots, &mut locals);
+            let v = &mut locals[..n];
+            sort_row(v, words, &mut bits);
+            let mut prev = NO_ID;
+            for &l in v.iter() {
+                if l != prev {
+                    out.ids.push(table.ids[l as usize] as i32);
+                    prev = l;
+                }
             }
         }
         if out.ids.len() == before {
@@ -535,6 +659,11 @@ mod tests {
         (0..r.len()).map(|i| r.cell(i).to_vec()).collect()
     }
 
+    /// A table from explicit ids and offsets.
+    fn explicit(tok: &Tokenizer, ids: &[i32], offsets: &[i64]) -> Result<PeakTable> {
+        PeakTable::from_table(tok, RaggedRef::new(ids, offsets)?)
+    }
+
     #[test]
     fn hand_checked_rows() {
         // Genomic order: chr1:0-100 (0), chr1:50-150 (1), chr10:0-100 (3), chr2:0-100 (2).
@@ -550,25 +679,19 @@ mod tests {
             &[20, 70, 10, 5, 130],
         )
         .expect("valid");
-        let (ids, offsets) = peak_table(&tok, &peaks);
-        assert_eq!(ids, vec![2, 0, 1, 3, 1]);
-        assert_eq!(offsets, vec![0, 1, 3, 3, 4, 5]);
-        let table = PeakTable {
-            ids: &ids,
-            offsets: &offsets,
-        };
+        let overlaps = peak_table(&tok, &peaks);
+        assert_eq!(overlaps.ids, vec![2, 0, 1, 3, 1]);
+        assert_eq!(overlaps.offsets, vec![0, 1, 3, 3, 4, 5]);
+        let table = PeakTable::new(&tok, &peaks).expect("valid");
+        assert!(!table.is_identity());
         let indptr = [0, 3, 4, 7, 7];
         let indices = [4, 0, 1, 2, 3, 0, 1];
         let data = [1.0, 2.0, 1.0, 1.0, 1.0, 5.0, 0.0];
         let unk = tok.special_id(Special::Unk) as i32;
         let names: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
-        let got = gather_csr(
-            &tok,
-            &csr(&indptr, &indices, Some(&data)),
-            &table,
-            Some(names.clone()),
-        )
-        .expect("valid");
+        let got = table
+            .gather(&csr(&indptr, &indices, Some(&data)), Some(names.clone()))
+            .expect("valid");
         // Row 1 has only a peak that overlaps nothing; row 2's last entry is an explicit
         // zero; row 3 is empty.
         assert_eq!(
@@ -576,22 +699,17 @@ mod tests {
             vec![vec![0, 1, 2], vec![unk], vec![3, 2], vec![unk]]
         );
         assert_eq!(got.names, names);
-        // Without data every stored entry counts; default names are row numbers.
-        let got = gather_csr(&tok, &csr(&indptr, &indices, None), &table, None).expect("valid");
+        // Without data every stored entry counts; without names the rows are unnamed.
+        let got = table
+            .gather(&csr(&indptr, &indices, None), None)
+            .expect("valid");
         assert_eq!(rows(&got)[2], vec![0, 1, 3, 2]);
-        assert_eq!(got.names, vec!["0", "1", "2", "3"]);
+        assert!(got.names.is_empty());
         // Special ids in the peak table (such as unk) are ignored.
-        let with_unk = [unk, 2];
-        let got = gather_csr(
-            &tok,
-            &csr(&[0, 1], &[0], None),
-            &PeakTable {
-                ids: &with_unk,
-                offsets: &[0, 2],
-            },
-            None,
-        )
-        .expect("valid");
+        let with_unk = explicit(&tok, &[unk, 2], &[0, 2]).expect("valid");
+        let got = with_unk
+            .gather(&csr(&[0, 1], &[0], None), None)
+            .expect("valid");
         assert_eq!(rows(&got), vec![vec![2]]);
     }
 
@@ -627,7 +745,7 @@ mod tests {
             if ordered {
                 peaks.sort();
             }
-            let (ids, offsets) = peak_table(&tok, &peaks);
+            let Ragged { ids, offsets, .. } = peak_table(&tok, &peaks);
             assert!(offsets.windows(2).any(|w| w[1] - w[0] > 255));
             let mut indptr = vec![0i64];
             let (mut indices, mut data) = (Vec::new(), Vec::new());
@@ -653,20 +771,17 @@ mod tests {
                 }
                 indptr.push(indices.len() as i64);
             }
-            let got = gather_csr(
-                &tok,
-                &Csr {
-                    indptr: &indptr,
-                    indices: &indices,
-                    data: Some(&data),
-                },
-                &PeakTable {
-                    ids: &ids,
-                    offsets: &offsets,
-                },
-                None,
-            )
-            .expect("valid");
+            let got = PeakTable::new(&tok, &peaks)
+                .expect("valid")
+                .gather(
+                    &Csr {
+                        indptr: &indptr,
+                        indices: &indices,
+                        data: Some(&data),
+                    },
+                    None,
+                )
+                .expect("valid");
             let unk = tok.special_id(Special::Unk) as i32;
             for r in 0..n_rows {
                 let mut want: Vec<i32> = Vec::new();
@@ -726,14 +841,10 @@ mod tests {
     #[test]
     fn rejects_malformed_input() {
         let tok = tokenizer(&[("chr1", 0, 100)]);
-        let ids = [0];
-        let ok_peaks = PeakTable {
-            ids: &ids,
-            offsets: &[0, 1],
-        };
-        let bad = |indptr: &[i64], indices: &[i32], data: Option<&[f32]>, peaks: &PeakTable<'_>| {
+        let ok_peaks = explicit(&tok, &[0], &[0, 1]).expect("valid");
+        let bad = |indptr: &[i64], indices: &[i32], data: Option<&[f32]>, peaks: &PeakTable| {
             matches!(
-                gather_csr(&tok, &csr(indptr, indices, data), peaks, None),
+                peaks.gather(&csr(indptr, indices, data), None),
                 Err(Error::InvalidInput(_))
             )
         };
@@ -759,24 +870,73 @@ mod tests {
             bad(&[0, 1], &[0], Some(&[1.0, 2.0]), &ok_peaks),
             "data length"
         );
-        let out_of_vocab = [100];
-        let p = PeakTable {
-            ids: &out_of_vocab,
-            offsets: &[0, 1],
-        };
-        assert!(bad(&[0, 1], &[0], None, &p), "peak id out of vocabulary");
-        let p = PeakTable {
-            ids: &ids,
-            offsets: &[0, 2],
-        };
-        assert!(bad(&[0, 1], &[0], None, &p), "peak offsets past the end");
+        assert!(
+            matches!(explicit(&tok, &[100], &[0, 1]), Err(Error::InvalidInput(_))),
+            "peak id out of vocabulary"
+        );
+        assert!(
+            matches!(explicit(&tok, &[0], &[0, 2]), Err(Error::InvalidInput(_))),
+            "peak offsets past the end"
+        );
         let names = Some(vec!["a".to_string(), "b".to_string()]);
         assert!(matches!(
-            gather_csr(&tok, &csr(&[0, 1], &[0], None), &ok_peaks, names),
+            ok_peaks.gather(&csr(&[0, 1], &[0], None), names),
             Err(Error::InvalidInput(_))
         ));
         // Zero rows is fine.
-        let empty = gather_csr(&tok, &csr(&[0], &[], None), &ok_peaks, None).expect("valid");
+        let empty = ok_peaks
+            .gather(&csr(&[0], &[], None), None)
+            .expect("valid");
         assert!(empty.is_empty() && empty.offsets == vec![0]);
+    }
+
+    #[test]
+    fn identity_table_matches_the_general_path() {
+        let mut rng = Rng::new(77);
+        let names = ["chr2", "chr1", "chr10"];
+        // Disjoint regions, not in genomic order in the file.
+        let mut regions: Vec<(&str, u32, u32)> = Vec::new();
+        for (c, name) in names.iter().enumerate() {
+            for i in 0..300u32 {
+                let s = i * 1000 + (c as u32) * 7;
+                regions.push((name, s, s + 100 + rng.below(800) as u32));
+            }
+        }
+        for i in (1..regions.len()).rev() {
+            regions.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let tok = tokenizer(&regions);
+        let peaks = tok.universe().regions().clone();
+        let identity = PeakTable::new(&tok, &peaks).expect("valid");
+        assert!(identity.is_identity());
+        let overlaps = peak_table(&tok, &peaks);
+        let general = PeakTable::from_table(&tok, overlaps.view()).expect("valid");
+        assert!(!general.is_identity());
+        let n = regions.len() as u64;
+        let mut indptr = vec![0i64];
+        let (mut indices, mut data) = (Vec::new(), Vec::new());
+        for r in 0..60 {
+            let nnz = [0, 3, 40, 700][r % 4];
+            for _ in 0..nnz {
+                indices.push(rng.below(n) as i64);
+                data.push(rng.below(4) as u8);
+            }
+            indptr.push(indices.len() as i64);
+        }
+        let m = Csr {
+            indptr: &indptr,
+            indices: &indices,
+            data: Some(&data),
+        };
+        let a = identity.gather(&m, None).expect("valid");
+        let b = general.gather(&m, None).expect("valid");
+        assert_eq!(a, b);
+        // Overlapping universe regions, or peaks in another order, are not an identity.
+        let mut shuffled = peaks.clone();
+        shuffled.sort();
+        assert!(!PeakTable::new(&tok, &shuffled).expect("valid").is_identity());
+        let tok = tokenizer(&[("chr1", 0, 100), ("chr1", 50, 150)]);
+        let own = tok.universe().regions().clone();
+        assert!(!PeakTable::new(&tok, &own).expect("valid").is_identity());
     }
 }
