@@ -101,6 +101,27 @@ pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> Ragged {
     }
 }
 
+/// Parses an AnnData peak name, `chr1:100-600` or `chr1-100-600`: the end follows the last
+/// `-`, the start is the run of digits before it, after a `:` or `-`; the chromosome is
+/// the rest (non-empty). Leading zeros are allowed, unlike in token strings.
+pub fn parse_peak_name(name: &str) -> Option<(&str, u32, u32)> {
+    let (head, end) = name.rsplit_once('-')?;
+    let digits = head.bytes().rev().take_while(u8::is_ascii_digit).count();
+    let (chr_sep, start) = head.split_at(head.len() - digits);
+    let chr = chr_sep
+        .strip_suffix(':')
+        .or_else(|| chr_sep.strip_suffix('-'))?;
+    let number = |s: &str| {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse::<u32>().ok())
+            .flatten()
+    };
+    if chr.is_empty() {
+        return None;
+    }
+    Some((chr, number(start)?, number(end)?))
+}
+
 /// The universe chromosome of each chromosome of `peaks` (`u32::MAX` when unknown).
 fn universe_chroms(tok: &Tokenizer, peaks: &RegionSet) -> Vec<u32> {
     peaks
@@ -603,7 +624,11 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
                     }
                 }
                 let a = if a == NO_ID { trash } else { a };
-                let b = if b == NO_ID || b & MANY != 0 { trash } else { b };
+                let b = if b == NO_ID || b & MANY != 0 {
+                    trash
+                } else {
+                    b
+                };
                 bits[(a / 64) as usize] |= 1 << (a % 64);
                 bits[(b / 64) as usize] |= 1 << (b % 64);
             }
@@ -884,9 +909,7 @@ mod tests {
             Err(Error::InvalidInput(_))
         ));
         // Zero rows is fine.
-        let empty = ok_peaks
-            .gather(&csr(&[0], &[], None), None)
-            .expect("valid");
+        let empty = ok_peaks.gather(&csr(&[0], &[], None), None).expect("valid");
         assert!(empty.is_empty() && empty.offsets == vec![0]);
     }
 
@@ -934,9 +957,37 @@ mod tests {
         // Overlapping universe regions, or peaks in another order, are not an identity.
         let mut shuffled = peaks.clone();
         shuffled.sort();
-        assert!(!PeakTable::new(&tok, &shuffled).expect("valid").is_identity());
+        assert!(!PeakTable::new(&tok, &shuffled)
+            .expect("valid")
+            .is_identity());
         let tok = tokenizer(&[("chr1", 0, 100), ("chr1", 50, 150)]);
         let own = tok.universe().regions().clone();
         assert!(!PeakTable::new(&tok, &own).expect("valid").is_identity());
+    }
+
+    #[test]
+    fn peak_names_as_anndata_writes_them() {
+        assert_eq!(parse_peak_name("chr1:100-600"), Some(("chr1", 100, 600)));
+        assert_eq!(parse_peak_name("chr1-100-600"), Some(("chr1", 100, 600)));
+        assert_eq!(
+            parse_peak_name("chr1-5-100-200"),
+            Some(("chr1-5", 100, 200))
+        );
+        assert_eq!(parse_peak_name("HLA-A:01-20"), Some(("HLA-A", 1, 20)));
+        assert_eq!(parse_peak_name("a:b:1-2"), Some(("a:b", 1, 2)));
+        for bad in [
+            "chr1",
+            "chr1:100",
+            ":1-2",
+            "-1-2",
+            "chr1:1-",
+            "chr1:-2",
+            "chr1:1-2x",
+            "chr1_1-2",
+            "chr1:1-99999999999",
+            "chr1:+1-2",
+        ] {
+            assert_eq!(parse_peak_name(bad), None, "{bad}");
+        }
     }
 }

@@ -8,8 +8,8 @@
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::ragged::RaggedRef;
 use crate::parallel;
+use crate::ragged::RaggedRef;
 use crate::rng::SplitMix64;
 
 /// How to cut a cell longer than the maximum length.
@@ -162,6 +162,9 @@ mod tests {
         assert!(RaggedRef::new(&ids, &[0, 7]).is_err());
         assert!(RaggedRef::new(&ids, &[1, 6]).is_err());
         assert!(RaggedRef::new(&ids, &[0, 4, 2, 6]).is_err());
-        assert!(cells.pad(usize::MAX, 0, Truncation::First).is_err(), "too large");
+        assert!(
+            cells.pad(usize::MAX, 0, Truncation::First).is_err(),
+            "too large"
+        );
     }
 }

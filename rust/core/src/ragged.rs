@@ -174,7 +174,11 @@ impl<'a> RaggedRef<'a> {
         let cells: Vec<usize> = indices
             .iter()
             .map(|&i| {
-                let j = if i < 0 { i.checked_add(n as i64) } else { Some(i) };
+                let j = if i < 0 {
+                    i.checked_add(n as i64)
+                } else {
+                    Some(i)
+                };
                 j.and_then(|j| usize::try_from(j).ok())
                     .filter(|&j| j < n)
                     .ok_or_else(|| {
@@ -207,9 +211,8 @@ impl<'a> RaggedRef<'a> {
         let total = usize::try_from(offsets[offsets.len() - 1])
             .map_err(|_| Error::InvalidInput("the selection is too large".into()))?;
         let mut ids = Vec::new();
-        ids.try_reserve_exact(total).map_err(|_| {
-            Error::InvalidInput(format!("{total} ids are too many to allocate"))
-        })?;
+        ids.try_reserve_exact(total)
+            .map_err(|_| Error::InvalidInput(format!("{total} ids are too many to allocate")))?;
         if parallel::num_threads() <= 1 || total < 1 << 16 {
             for &c in cells {
                 ids.extend_from_slice(source(c));

@@ -42,19 +42,19 @@ pub fn tokenize_fragments<'py>(
         .transpose()?;
     let tok = &*tokenizer.0;
     let (mut ragged, stats) = py.detach(|| {
-            let barcodes = match barcodes_path {
-                Some(p) => Some(read_barcodes(&p)?),
-                None => barcodes,
-            };
-            let opts = FragmentOptions {
-                barcodes,
-                min_fragments,
-                max_fragments,
-                unique,
-                skip_bad_lines,
-            };
-            core_fragments(tok, &path, &opts)
-        })?;
+        let barcodes = match barcodes_path {
+            Some(p) => Some(read_barcodes(&p)?),
+            None => barcodes,
+        };
+        let opts = FragmentOptions {
+            barcodes,
+            min_fragments,
+            max_fragments,
+            unique,
+            skip_bad_lines,
+        };
+        core_fragments(tok, &path, &opts)
+    })?;
     let d = PyDict::new(py);
     d.set_item("lines", stats.lines)?;
     d.set_item("fragments", stats.fragments)?;
@@ -94,7 +94,11 @@ fn gather_typed<'py, I: CsrIndex + Element, D: Stored + Element>(
 impl PyPeakTable {
     /// The table of `peaks` (one per matrix column) against `tokenizer`'s universe.
     #[new]
-    fn new(py: Python<'_>, tokenizer: &PyTokenizer, peaks: PyRef<'_, PyRegionSet>) -> errors::Result<Self> {
+    fn new(
+        py: Python<'_>,
+        tokenizer: &PyTokenizer,
+        peaks: PyRef<'_, PyRegionSet>,
+    ) -> errors::Result<Self> {
         let tok = &*tokenizer.0;
         let set = &peaks.inner;
         Ok(PyPeakTable(py.detach(|| PeakTable::new(tok, set))?))
@@ -159,7 +163,11 @@ impl PyPeakTable {
         format!(
             "PeakTable({} peaks{})",
             self.0.n_peaks(),
-            if self.0.is_identity() { ", identity" } else { "" }
+            if self.0.is_identity() {
+                ", identity"
+            } else {
+                ""
+            }
         )
     }
 }

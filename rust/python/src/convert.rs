@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use atacformer_core::gather::parse_peak_name;
 use atacformer_core::pad::Truncation;
 use atacformer_core::RegionSet;
 use numpy::PyReadonlyArray1;
@@ -359,4 +360,59 @@ pub fn from_pandas(df: &Bound<'_, PyAny>) -> crate::errors::Result<RegionSet> {
     }
     let col = |c: &str| df.get_item(c)?.call_method0("to_numpy");
     from_arrays(&col(chrom_col)?, &col("start")?, &col("end")?)
+}
+
+/// Peaks from AnnData `var_names` (`chr1:100-600` or `chr1-100-600`, see
+/// [`parse_peak_name`]); `Err(i)` names the first name that is not one.
+pub fn from_peak_names(names: &Bound<'_, PyList>) -> PyResult<Result<RegionSet, usize>> {
+    let mut set = RegionSet::new();
+    set.reserve(names.len());
+    for (i, item) in names.iter().enumerate() {
+        let text = match item.cast::<PyString>() {
+            Ok(s) => s.to_cow()?,
+            Err(_) => std::borrow::Cow::Owned(item.str()?.to_cow()?.into_owned()),
+        };
+        let Some((chr, start, end)) = parse_peak_name(&text) else {
+            return Ok(Err(i));
+        };
+        if set.push(chr, start, end, None).is_err() {
+            return Ok(Err(i));
+        }
+    }
+    Ok(Ok(set))
+}
+
+/// Chromosome names (interned) and the chromosome of each entry of a list of strings, as
+/// a DataFrame column gives them; consecutive equal strings are usually one object, so
+/// most entries cost a pointer comparison.
+pub fn intern_chroms(chroms: &Bound<'_, PyList>) -> PyResult<(Vec<String>, Vec<u32>)> {
+    let mut names: Vec<String> = Vec::new();
+    let mut index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut codes = Vec::with_capacity(chroms.len());
+    let mut last: Option<(*mut pyo3::ffi::PyObject, u32)> = None;
+    for item in chroms.iter() {
+        let ptr = item.as_ptr();
+        if let Some((p, c)) = last {
+            if p == ptr {
+                codes.push(c);
+                continue;
+            }
+        }
+        let Ok(s) = item.cast::<PyString>() else {
+            return Err(invalid("var has peaks without a chromosome"));
+        };
+        let s = s.to_cow()?;
+        let c = match index.get(s.as_ref()) {
+            Some(&c) => c,
+            None => {
+                let c = names.len() as u32;
+                names.push(s.to_string());
+                index.insert(s.into_owned(), c);
+                c
+            }
+        };
+        codes.push(c);
+        last = Some((ptr, c));
+    }
+    Ok((names, codes))
 }

@@ -65,11 +65,9 @@ fn core_to_py(err: atacformer_core::Error) -> PyErr {
         ParseError::new_err((msg.clone(), path.display().to_string(), line))
     };
     match &err {
-        E::NotFound { path } => MissingFileError::new_err((
-            2,
-            "No such file or directory",
-            path.display().to_string(),
-        )),
+        E::NotFound { path } => {
+            MissingFileError::new_err((2, "No such file or directory", path.display().to_string()))
+        }
         E::Io { source, .. } => {
             AtacformerIOError::new_err((source.raw_os_error().unwrap_or(0), msg))
         }
@@ -111,6 +109,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("AtacformerIOError", py.get_type::<AtacformerIOError>())?;
     m.add("InvalidInputError", py.get_type::<InvalidInputError>())?;
     m.add("AtacformerTypeError", py.get_type::<AtacformerTypeError>())?;
-    m.add("AtacformerIndexError", py.get_type::<AtacformerIndexError>())?;
+    m.add(
+        "AtacformerIndexError",
+        py.get_type::<AtacformerIndexError>(),
+    )?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use atacformer_core::RegionSet;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PySlice, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PySlice, PyTuple, PyType};
 
 use crate::convert;
 use crate::errors::{self, invalid, out_of_range, wrong_type};
@@ -93,6 +93,33 @@ impl PyRegionSet {
         Ok(PyRegionSet::new(convert::from_arrays(
             chroms, starts, ends,
         )?))
+    }
+
+    /// Peaks from AnnData `var_names` (`chr1:100-600` or `chr1-100-600`), or the index of
+    /// the first name that is not one.
+    #[staticmethod]
+    fn _from_peak_names(py: Python<'_>, names: &Bound<'_, PyList>) -> PyResult<Py<PyAny>> {
+        Ok(match convert::from_peak_names(names)? {
+            Ok(set) => PyRegionSet::new(set).into_pyobject(py)?.into_any().unbind(),
+            Err(i) => i.into_pyobject(py)?.into_any().unbind(),
+        })
+    }
+
+    /// Peaks from a list of chromosome names (a DataFrame column) and coordinate arrays.
+    #[staticmethod]
+    fn _from_chrom_list(
+        chroms: &Bound<'_, PyList>,
+        starts: PyReadonlyArray1<'_, u32>,
+        ends: PyReadonlyArray1<'_, u32>,
+    ) -> errors::Result<Self> {
+        let (names, codes) = convert::intern_chroms(chroms)?;
+        let set = RegionSet::from_interned(
+            names,
+            codes,
+            starts.as_array().to_vec(),
+            ends.as_array().to_vec(),
+        )?;
+        Ok(PyRegionSet::new(set))
     }
 
     /// Builds a set from a DataFrame with `chr` (or `chrom`), `start` and `end` columns.
