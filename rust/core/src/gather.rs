@@ -922,7 +922,7 @@ mod tests {
         for (c, name) in names.iter().enumerate() {
             for i in 0..300u32 {
                 let s = i * 1000 + (c as u32) * 7;
-                regions.push((name, s, s + 100 + rng.below(800) as u32));
+                regions.push((name, s, s + 100 + rng.below(800)));
             }
         }
         for i in (1..regions.len()).rev() {
