@@ -633,11 +633,16 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
                 bits[(b / 64) as usize] |= 1 << (b % 64);
             }
             bits[words] = 0;
+            // Count first, so the ids are written into place with no capacity checks.
+            let count: usize = bits[..words].iter().map(|w| w.count_ones() as usize).sum();
+            out.ids.resize(before + count, 0);
+            let dest = &mut out.ids[before..];
+            let mut j = 0;
             for (w, word) in bits[..words].iter_mut().enumerate() {
                 let mut x = std::mem::take(word);
                 while x != 0 {
-                    let l = w * 64 + x.trailing_zeros() as usize;
-                    out.ids.push(table.ids[l] as i32);
+                    dest[j] = table.ids[w * 64 + x.trailing_zeros() as usize] as i32;
+                    j += 1;
                     x &= x - 1;
                 }
             }
