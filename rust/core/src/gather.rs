@@ -204,7 +204,7 @@ impl PeakTable {
         let order = tok.universe().genomic_order();
         PeakTable {
             local: LocalTable {
-                slots: order.ranks().iter().map(|&r| [r, NO_ID]).collect(),
+                slots: order.ranks().to_vec(),
                 many: Vec::new(),
                 ids: order.ids().to_vec(),
             },
@@ -236,17 +236,23 @@ impl PeakTable {
 
 /// Marks an empty slot of [`LocalTable::slots`].
 const NO_ID: u32 = u32::MAX;
-/// Flag of a second slot that points into [`LocalTable::many`].
+/// Flag of a slot that points into [`LocalTable::many`].
 const MANY: u32 = 1 << 31;
+
+/// True for a slot `MANY | i` (not [`NO_ID`]), in one comparison.
+#[inline]
+fn is_many(slot: u32) -> bool {
+    slot.wrapping_sub(MANY) < NO_ID - MANY
+}
 
 /// Peak table translated to dense local ranks: only the universe regions some peak
 /// touches, numbered in genomic order.
 #[derive(Debug, Clone)]
 struct LocalTable {
-    /// Per peak, its first two local ranks ([`NO_ID`] when absent); a peak with more has
-    /// `MANY | i` second, where `many[i]` counts the ranks after the first and they
-    /// follow. Most peaks overlap one or two regions, so one 8-byte read serves them.
-    slots: Vec<[u32; 2]>,
+    /// Per peak, its local rank, [`NO_ID`] when it has none, or `MANY | i` when it has
+    /// several: `many[i]` counts them and they follow. Most peaks overlap at most one
+    /// region, so one 4-byte read serves them and the table stays small in cache.
+    slots: Vec<u32>,
     many: Vec<u32>,
     /// Universe id of each local rank.
     ids: Vec<u32>,
@@ -316,17 +322,16 @@ fn local_table(tok: &Tokenizer, peaks: RaggedRef<'_>) -> Result<LocalTable> {
         mine.sort_unstable();
         mine.dedup();
         slots.push(match mine.as_slice() {
-            [] => [NO_ID, NO_ID],
-            &[a] => [a, NO_ID],
-            &[a, b] => [a, b],
-            [a, rest @ ..] => {
+            [] => NO_ID,
+            &[a] => a,
+            all => {
                 let at = u32::try_from(many.len())
                     .ok()
-                    .filter(|&i| i < MANY)
+                    .filter(|&i| i < NO_ID - MANY)
                     .ok_or_else(|| Error::InvalidInput("peak table too large".into()))?;
-                many.push(rest.len() as u32);
-                many.extend_from_slice(rest);
-                [*a, MANY | at]
+                many.push(all.len() as u32);
+                many.extend_from_slice(all);
+                MANY | at
             }
         });
     }
@@ -475,7 +480,7 @@ fn row_slots<P: CsrIndex, I: CsrIndex, D: Stored>(
     n_peaks: usize,
     r: usize,
     entries: std::ops::Range<usize>,
-    out: &mut Vec<[u32; 2]>,
+    out: &mut Vec<u32>,
 ) -> Result<()> {
     out.clear();
     for k in entries {
@@ -487,30 +492,27 @@ fn row_slots<P: CsrIndex, I: CsrIndex, D: Stored>(
 }
 
 /// Writes the local ranks of `slots` to the front of `buf` (growing it as needed) and
-/// returns how many. Both slots are written unconditionally and the count advanced by how
-/// many are real, so the loop has no branch on the data except for the rare peak with
-/// more than two ranks.
-fn expand(table: &LocalTable, slots: &[[u32; 2]], buf: &mut Vec<u32>) -> usize {
-    if buf.len() < 2 * slots.len() + 2 {
-        buf.resize(2 * slots.len() + 2, 0);
+/// returns how many. A slot is written unconditionally and the count advanced when it is
+/// real, so the loop has no branch on the data except for the rare peak with several ranks.
+fn expand(table: &LocalTable, slots: &[u32], buf: &mut Vec<u32>) -> usize {
+    if buf.len() < slots.len() + 1 {
+        buf.resize(slots.len() + 1, 0);
     }
     let mut n = 0;
-    for &[a, b] in slots {
-        if b != NO_ID && b & MANY != 0 {
-            let i = (b & !MANY) as usize;
-            let rest = &table.many[i + 1..i + 1 + table.many[i] as usize];
-            let need = n + 1 + rest.len() + 2 * slots.len() + 2;
+    for (k, &s) in slots.iter().enumerate() {
+        if is_many(s) {
+            let i = (s & !MANY) as usize;
+            let all = &table.many[i + 1..i + 1 + table.many[i] as usize];
+            let need = n + all.len() + (slots.len() - k) + 1;
             if buf.len() < need {
                 buf.resize(need, 0);
             }
-            buf[n] = a;
-            buf[n + 1..n + 1 + rest.len()].copy_from_slice(rest);
-            n += 1 + rest.len();
+            buf[n..n + all.len()].copy_from_slice(all);
+            n += all.len();
             continue;
         }
-        buf[n] = a;
-        buf[n + 1] = b;
-        n += usize::from(a != NO_ID) + usize::from(b != NO_ID);
+        buf[n] = s;
+        n += usize::from(s != NO_ID);
     }
     n
 }
@@ -616,21 +618,15 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
                 let Some(p) = peak_of(matrix, k, r, n_peaks)? else {
                     continue;
                 };
-                let [a, b] = table.slots[p];
-                if b != NO_ID && b & MANY != 0 {
-                    let i = (b & !MANY) as usize;
+                let s = table.slots[p];
+                if is_many(s) {
+                    let i = (s & !MANY) as usize;
                     for &l in &table.many[i + 1..i + 1 + table.many[i] as usize] {
                         bits[(l / 64) as usize] |= 1 << (l % 64);
                     }
                 }
-                let a = if a == NO_ID { trash } else { a };
-                let b = if b == NO_ID || b & MANY != 0 {
-                    trash
-                } else {
-                    b
-                };
-                bits[(a / 64) as usize] |= 1 << (a % 64);
-                bits[(b / 64) as usize] |= 1 << (b % 64);
+                let l = if s & MANY != 0 { trash } else { s };
+                bits[(l / 64) as usize] |= 1 << (l % 64);
             }
             bits[words] = 0;
             // Count first, so the ids are written into place with no capacity checks.
