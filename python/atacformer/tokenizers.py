@@ -278,7 +278,14 @@ class Tokenizer:
         (``truncation_strategy="random"``) or the first ids (``"first"``).
         """
         if not _is_batch(regions):
-            # One set is a batch of one cell, through the same path; row 0 of the result.
+            # One set is a batch of one cell, through the same ragged padding; row 0.
+            if padding in (False, "do_not_pad") and truncation in (False, "do_not_truncate"):
+                # The common call, in one trip: the cell padded to its own width in Rust.
+                ids, mask = self._tok.encode_row(regions)
+                enc = BatchEncoding(input_ids=ids)
+                if return_attention_mask:
+                    enc["attention_mask"] = mask
+                return enc.convert_to_tensors(return_tensors)
             one = TokenizedCells._wrap(self._tok.encode(regions), None, self.pad_token_id)
             enc = self._finish(
                 one,

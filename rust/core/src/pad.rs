@@ -97,7 +97,8 @@ pub(crate) fn pad_rows(
             row[j..].fill(pad_id);
         }
     };
-    if parallel::num_threads() > 1 {
+    // A few rows are not worth a trip to the thread pool.
+    if parallel::num_threads() > 1 && n > 64 {
         parallel::install(|| {
             out.par_chunks_mut(width)
                 .zip(mask.par_chunks_mut(width))

@@ -4,8 +4,10 @@
 use std::sync::Arc;
 
 use atacformer_core::batch::{tokenize_batch, Cell};
-use atacformer_core::{state, Special, Tokenizer, SPECIAL_NAMES};
-use numpy::PyReadonlyArray1;
+use atacformer_core::pad::Truncation;
+use atacformer_core::ragged::RaggedRef;
+use atacformer_core::{state, Special, TokenId, Tokenizer, SPECIAL_NAMES};
+use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
@@ -13,6 +15,9 @@ use crate::convert::{self, extract_query, Query};
 use crate::errors;
 use crate::ragged::PyRagged;
 use crate::region_set::PyRegionSet;
+
+/// `(input_ids, attention_mask)`, 1-D int64.
+type IdsAndMask<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
 /// An immutable interval tokenizer over one universe.
 #[pyclass(name = "Tokenizer", module = "atacformer._core", frozen)]
@@ -26,8 +31,8 @@ impl PyTokenizer {
         Ok(PyTokenizer(Arc::new(py.detach(f)?)))
     }
 
-    /// Token ids (as `i64`) of any accepted region input, with the GIL released.
-    pub fn ids_of(&self, regions: &Bound<'_, PyAny>) -> errors::Result<Vec<i64>> {
+    /// Token ids of any accepted region input, with the GIL released.
+    pub fn ids_of<T: TokenId>(&self, regions: &Bound<'_, PyAny>) -> errors::Result<Vec<T>> {
         let py = regions.py();
         let tok = &*self.0;
         match extract_query(regions)? {
@@ -108,6 +113,16 @@ impl PyTokenizer {
         self.batch(regions.py(), std::slice::from_ref(&query))
     }
 
+    /// `(input_ids, attention_mask)` of one region input: the one row of its one-cell
+    /// ragged ids padded to their own length (int64, moved from Rust).
+    fn encode_row<'py>(&self, regions: &Bound<'py, PyAny>) -> errors::Result<IdsAndMask<'py>> {
+        let ids = self.ids_of::<i32>(regions)?;
+        let offsets = [0, ids.len() as i64];
+        let (row, mask) = RaggedRef::new(&ids, &offsets)?.pad(ids.len(), 0, Truncation::First)?;
+        let py = regions.py();
+        Ok((row.into_pyarray(py), mask.into_pyarray(py)))
+    }
+
     /// Token ids of many cells, tokenized in parallel, as a `Ragged`.
     fn encode_batch(&self, cells: &Bound<'_, PyAny>) -> errors::Result<PyRagged> {
         let py = cells.py();
@@ -127,7 +142,7 @@ impl PyTokenizer {
     /// Token strings of the regions.
     fn tokenize(&self, regions: &Bound<'_, PyAny>) -> errors::Result<Vec<String>> {
         Ok(self
-            .ids_of(regions)?
+            .ids_of::<i64>(regions)?
             .into_iter()
             .map(|id| self.token_or_unk(id))
             .collect())
