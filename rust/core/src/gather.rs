@@ -18,6 +18,7 @@ use crate::parallel;
 use crate::ragged::{Ragged, RaggedRef};
 use crate::region_set::RegionSet;
 use crate::tokenizer::{Special, Tokenizer};
+use crate::universe::GenomicOrder;
 
 /// Integer types of CSR `indptr` and `indices`.
 pub trait CsrIndex: Copy + Send + Sync {
@@ -259,7 +260,6 @@ struct LocalTable {
 }
 
 fn local_table(tok: &Tokenizer, peaks: RaggedRef<'_>) -> Result<LocalTable> {
-    let n = tok.universe().len();
     let vocab = tok.vocab_size() as i64;
     let offsets = peaks.offsets();
     for (i, &id) in peaks.ids().iter().enumerate() {
@@ -274,40 +274,10 @@ fn local_table(tok: &Tokenizer, peaks: RaggedRef<'_>) -> Result<LocalTable> {
             "the peak table holds more than 2^32-1 ids".into(),
         ));
     }
-    // Rank the ids the peaks use in genomic order by sorting the table's entries by
-    // (chromosome name, start, end), without touching the rest of the universe. Peaks
-    // usually come in genomic order, so the entries are nearly sorted already.
-    let regions = tok.universe().regions();
-    let chrom_rank = regions.chrom_name_ranks();
-    let (chroms, starts, ends) = (regions.chrom_indices(), regions.starts(), regions.ends());
-    let mut keyed: Vec<(u32, u32, u32, u32, u32)> = peaks
-        .ids()
-        .iter()
-        .enumerate()
-        .filter(|&(_, &id)| (id as usize) < n)
-        .map(|(i, &id)| {
-            let u = id as usize;
-            (
-                chrom_rank[chroms[u] as usize],
-                starts[u],
-                ends[u],
-                id as u32,
-                i as u32,
-            )
-        })
-        .collect();
-    if !insertion_sort_bounded(&mut keyed) {
-        keyed.sort_unstable();
-    }
-    // Local rank of each entry of the peak table (special ids keep NO_ID).
-    let mut local_of = vec![NO_ID; peaks.ids().len()];
-    let mut ids: Vec<u32> = Vec::new();
-    for &(_, _, _, id, i) in &keyed {
-        if ids.last() != Some(&id) {
-            ids.push(id);
-        }
-        local_of[i as usize] = (ids.len() - 1) as u32;
-    }
+    let (local_of, ids) = match tok.universe().genomic_order_if_made() {
+        Some(order) => local_ranks_from_order(order, peaks.ids()),
+        None => local_ranks_by_sorting(tok, peaks.ids()),
+    };
     let n_peaks = offsets.len() - 1;
     let mut slots = Vec::with_capacity(n_peaks);
     let mut many = Vec::new();
@@ -336,6 +306,80 @@ fn local_table(tok: &Tokenizer, peaks: RaggedRef<'_>) -> Result<LocalTable> {
         });
     }
     Ok(LocalTable { slots, many, ids })
+}
+
+/// Local ranks of the table's entries ([`NO_ID`] for special ids) and the universe id of
+/// each local rank, by sorting the entries by (chromosome name, start, end) without
+/// touching the rest of the universe. Peaks usually come in genomic order, so the entries
+/// are nearly sorted already.
+fn local_ranks_by_sorting(tok: &Tokenizer, table_ids: &[i32]) -> (Vec<u32>, Vec<u32>) {
+    let n = tok.universe().len();
+    let regions = tok.universe().regions();
+    let chrom_rank = regions.chrom_name_ranks();
+    let (chroms, starts, ends) = (regions.chrom_indices(), regions.starts(), regions.ends());
+    let mut keyed: Vec<(u32, u32, u32, u32, u32)> = table_ids
+        .iter()
+        .enumerate()
+        .filter(|&(_, &id)| (id as usize) < n)
+        .map(|(i, &id)| {
+            let u = id as usize;
+            (
+                chrom_rank[chroms[u] as usize],
+                starts[u],
+                ends[u],
+                id as u32,
+                i as u32,
+            )
+        })
+        .collect();
+    if !insertion_sort_bounded(&mut keyed) {
+        keyed.sort_unstable();
+    }
+    // Local rank of each entry of the peak table (special ids keep NO_ID).
+    let mut local_of = vec![NO_ID; table_ids.len()];
+    let mut ids: Vec<u32> = Vec::new();
+    for &(_, _, _, id, i) in &keyed {
+        if ids.last() != Some(&id) {
+            ids.push(id);
+        }
+        local_of[i as usize] = (ids.len() - 1) as u32;
+    }
+    (local_of, ids)
+}
+
+/// As [`local_ranks_by_sorting`], from the universe's genomic order when something has
+/// already made it (the fragment reader does): the used ranks are marked in a bitmap and
+/// numbered densely, with no sort.
+fn local_ranks_from_order(order: &GenomicOrder, table_ids: &[i32]) -> (Vec<u32>, Vec<u32>) {
+    let rank = order.ranks();
+    let mut used = vec![0u64; rank.len().div_ceil(64)];
+    for &id in table_ids {
+        if let Some(&r) = rank.get(id as usize) {
+            used[(r / 64) as usize] |= 1 << (r % 64);
+        }
+    }
+    // The local rank of the first used rank of each word, and the id of each local rank.
+    let mut first = Vec::with_capacity(used.len());
+    let mut ids = Vec::new();
+    for (w, &word) in used.iter().enumerate() {
+        first.push(ids.len() as u32);
+        let mut x = word;
+        while x != 0 {
+            ids.push(order.ids()[w * 64 + x.trailing_zeros() as usize]);
+            x &= x - 1;
+        }
+    }
+    let local_of = table_ids
+        .iter()
+        .map(|&id| match rank.get(id as usize) {
+            Some(&r) => {
+                let (w, b) = ((r / 64) as usize, r % 64);
+                first[w] + (used[w] & ((1u64 << b) - 1)).count_ones()
+            }
+            None => NO_ID,
+        })
+        .collect();
+    (local_of, ids)
 }
 
 /// For each row of a CSR matrix, the union of the universe ids of its accessible peaks,
@@ -797,17 +841,18 @@ mod tests {
                 }
                 indptr.push(indices.len() as i64);
             }
-            let got = PeakTable::new(&tok, &peaks)
-                .expect("valid")
-                .gather(
-                    &Csr {
-                        indptr: &indptr,
-                        indices: &indices,
-                        data: Some(&data),
-                    },
-                    None,
-                )
-                .expect("valid");
+            let matrix = Csr {
+                indptr: &indptr,
+                indices: &indices,
+                data: Some(&data),
+            };
+            // Ranked by sorting the table, then from the universe's genomic order once made.
+            assert!(tok.universe().genomic_order_if_made().is_none());
+            let sorted = PeakTable::new(&tok, &peaks).expect("valid");
+            tok.universe().genomic_order();
+            let ranked = PeakTable::new(&tok, &peaks).expect("valid");
+            let got = sorted.gather(&matrix, None).expect("valid");
+            assert_eq!(ranked.gather(&matrix, None).expect("valid"), got);
             let unk = tok.special_id(Special::Unk) as i32;
             for r in 0..n_rows {
                 let mut want: Vec<i32> = Vec::new();
