@@ -153,10 +153,11 @@ def main() -> None:
         return batch.to_padded(8192, return_tensors="pt", pad_to_max_length=True)
 
     t, enc = best(pad, repeat=3)
-    # The NumPy array owns the Vec that Rust filled (its base is Rust's container), and the
+    # The NumPy array holds the Vec that Rust filled (NumPy owns no copy of it), and the
     # tensor made from it points at the same bytes: no copy anywhere.
     arrays = batch.to_padded(8192, pad_to_max_length=True)
-    rust_owned = type(arrays["input_ids"].base).__name__ == "PySliceContainer"
+    base = arrays["input_ids"].base
+    rust_owned = not arrays["input_ids"].flags.owndata and not isinstance(base, np.ndarray)
     pointer = arrays["input_ids"].ctypes.data
     tensors = arrays.convert_to_tensors("pt")
     shared = rust_owned and tensors["input_ids"].data_ptr() == pointer

@@ -119,6 +119,71 @@ def test_peaks_from_var_names(case):
         tok.tokenize_anndata(bad)
 
 
+def test_peak_table_is_built_once_for_all_chunks(case, tmp_path: Path, monkeypatch):
+    tok, universe, peaks, dense, var, obs = case
+    csr = _shuffled_csr(dense)
+    want = oracle(universe, peaks, csr.toarray())
+    path = tmp_path / "a.h5ad"
+    ad.AnnData(X=csr, obs=obs, var=var).write_h5ad(path)
+    from atacformer import _core, tokenizers
+
+    built, gathered = [], []
+    real = _core.PeakTable
+
+    class Counting:
+        def __init__(self, tok, peaks):
+            self.table = real(tok, peaks)
+            built.append(self.table)
+
+        def gather(self, *args):
+            gathered.append(self.table)
+            return self.table.gather(*args)
+
+    monkeypatch.setattr(tokenizers._core, "PeakTable", Counting)
+    backed = ad.read_h5ad(path, backed="r")
+    cells = tok.tokenize_anndata(backed, chunk_size=4)
+    assert [c.tolist() for c in cells] == want
+    assert cells.names == list(obs.index)
+    assert len(built) == 1 and len(gathered) == 7  # 25 rows in chunks of 4
+    assert all(t is built[0] for t in gathered)
+
+
+def test_identity_fast_path_matches_the_general_path(tmp_path: Path):
+    rng = np.random.default_rng(5)
+    # Disjoint universe regions, written out of genomic order.
+    universe = [
+        (c, 1000 * i + 5, 1000 * i + 5 + int(rng.integers(50, 900)))
+        for c in ("chr2", "chr1", "chr10")
+        for i in range(60)
+    ]
+    order = rng.permutation(len(universe))
+    universe = [universe[i] for i in order]
+    tok = Tokenizer(write_bed(tmp_path / "u.bed", universe))
+    dense = (rng.random((30, len(universe))) < 0.3) * rng.integers(0, 3, (30, len(universe)))
+    obs = pd.DataFrame(index=[f"cell{i}" for i in range(30)])
+    var = pd.DataFrame(
+        {
+            "chr": [u[0] for u in universe],
+            "start": [u[1] for u in universe],
+            "end": [u[2] for u in universe],
+        }
+    )
+    var.index = var.index.astype(str)
+    same = tok.tokenize_anndata(ad.AnnData(X=sp.csr_matrix(dense), obs=obs, var=var))
+    assert atacformer._core.PeakTable(tok._tok, tok.universe).is_identity
+    # The general path: the same peaks in another order (columns permuted alike).
+    perm = rng.permutation(len(universe))
+    general_var = var.iloc[perm].reset_index(drop=True)
+    general_var.index = general_var.index.astype(str)
+    from atacformer._anndata import peaks_of
+
+    general_adata = ad.AnnData(X=sp.csr_matrix(dense[:, perm]), obs=obs, var=general_var)
+    assert not atacformer._core.PeakTable(tok._tok, peaks_of(general_adata)).is_identity
+    general = tok.tokenize_anndata(general_adata)
+    assert same == general
+    assert [c.tolist() for c in same] == oracle(universe, universe, dense)
+
+
 def test_backed_chunk_size_must_be_positive(case, tmp_path: Path):
     tok, _, _, dense, var, obs = case
     path = tmp_path / "a.h5ad"

@@ -261,3 +261,58 @@ def test_return_tensors_and_hub_names_fail_inside_the_hierarchy(tmp_path: Path, 
         with pytest.raises(FileNotFoundError) as info:
             Tokenizer.from_pretrained(name)
         assert isinstance(info.value, atacformer.MissingFileError)
+
+
+def test_exception_hierarchy_is_declared_once():
+    from atacformer import _core, exceptions
+
+    want = {
+        "AtacformerError": (Exception,),
+        "ParseError": (atacformer.AtacformerError, ValueError),
+        "MissingFileError": (atacformer.AtacformerError, FileNotFoundError),
+        "AtacformerIOError": (atacformer.AtacformerError, OSError),
+        "InvalidInputError": (atacformer.AtacformerError, ValueError),
+        "AtacformerTypeError": (atacformer.AtacformerError, TypeError),
+        "AtacformerIndexError": (atacformer.AtacformerError, IndexError),
+    }
+    for name, bases in want.items():
+        cls = getattr(atacformer, name)
+        assert cls is getattr(_core, name) is getattr(exceptions, name), name
+        assert cls.__bases__ == bases, name
+        assert cls.__module__ == "atacformer", name
+    assert atacformer.ParseError.__mro__[1:3] == (atacformer.AtacformerError, ValueError)
+
+
+def test_core_errors_map_to_their_classes(tmp_path: Path):
+    # A duplicate universe region: ParseError on the second line, with path and line.
+    path = write_bed(tmp_path / "dup.bed", ["chr1\t1\t5", "chr2\t1\t5", "chr1\t1\t5"])
+    with pytest.raises(atacformer.ParseError, match="dup.bed:3: duplicate") as info:
+        Tokenizer(path)
+    assert (info.value.path, info.value.line) == (str(path), 3)
+    # A bad config: ParseError naming the TOML file.
+    config = tmp_path / "t.toml"
+    config.write_text('universe = "u.bed"\nspecial_tokens = 3\n')
+    write_bed(tmp_path / "u.bed", ["chr1\t1\t5"])
+    with pytest.raises(atacformer.ParseError) as info:
+        Tokenizer.from_config(config)
+    assert info.value.path == str(config) and info.value.line >= 1
+    # A missing file keeps errno and filename, as FileNotFoundError does.
+    with pytest.raises(atacformer.MissingFileError) as missing:
+        RegionSet(tmp_path / "gone.bed")
+    assert missing.value.errno == 2 and missing.value.filename.endswith("gone.bed")
+    # A directory given as a BED file is refused as a bad argument, naming it.
+    with pytest.raises(atacformer.InvalidInputError, match="is a directory"):
+        RegionSet(tmp_path)
+    # Bad values from the caller are InvalidInputError, raised by the core.
+    with pytest.raises(atacformer.InvalidInputError):
+        RegionSet.from_arrays(["chr1"], [5], [1])
+    err = atacformer.ParseError("x.bed:2: bad", "x.bed", 2)
+    import pickle
+
+    back = pickle.loads(pickle.dumps(err))
+    assert (type(back), back.path, back.line, str(back)) == (
+        atacformer.ParseError,
+        "x.bed",
+        2,
+        str(err),
+    )

@@ -12,14 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._core import (
-    AtacformerError,
-    AtacformerIndexError,
-    AtacformerIOError,
-    AtacformerTypeError,
-    InvalidInputError,
-    MissingFileError,
-    ParseError,
+from ._core import (  # noqa: I001 - the extension imports .exceptions, so it comes after
     Region,
     RegionSet,
     __version__,
@@ -28,6 +21,15 @@ from ._core import (
 )
 from ._deps import MissingDependencyError
 from ._encoding import BatchEncoding
+from .exceptions import (
+    AtacformerError,
+    AtacformerIndexError,
+    AtacformerIOError,
+    AtacformerTypeError,
+    InvalidInputError,
+    MissingFileError,
+    ParseError,
+)
 from .tokenized_cells import TokenizedCells, read_gtok, write_gtok
 from .tokenizers import Tokenizer
 

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 
 from . import _core
-
-_NAME = re.compile(r"^(.+?)[:\-](\d+)-(\d+)$")
 
 
 def peaks_of(adata: Any) -> _core.RegionSet:
@@ -19,44 +16,49 @@ def peaks_of(adata: Any) -> _core.RegionSet:
     chrom_col = next((c for c in ("chr", "chrom") if c in var.columns), None)
     if chrom_col is not None and "start" in var.columns and "end" in var.columns:
         return _from_columns(var[chrom_col], var["start"].to_numpy(), var["end"].to_numpy())
-    names = list(map(str, adata.var_names))
-    parsed = [_NAME.match(n) for n in names]
-    bad = next((i for i, m in enumerate(parsed) if m is None), None)
-    if bad is not None or not names:
-        example = repr(names[bad]) if bad is not None else "(no peaks)"
+    names = adata.var_names.tolist()
+    parsed = _core.RegionSet._from_peak_names(names) if names else None
+    if not isinstance(parsed, _core.RegionSet):
+        example = repr(str(names[parsed])) if parsed is not None else "(no peaks)"
         raise _core.InvalidInputError(
             "cannot find peak coordinates: adata.var needs 'chr' (or 'chrom'), 'start' and "
             f"'end' columns, or var_names like 'chr1:100-600' or 'chr1-100-600'; "
             f"got var_names such as {example}"
         )
-    matches = [m for m in parsed if m is not None]
-    return _core.RegionSet.from_arrays(
-        [m.group(1) for m in matches],
-        np.array([int(m.group(2)) for m in matches]),
-        np.array([int(m.group(3)) for m in matches]),
-    )
+    return parsed
+
+
+def obs_names(adata: Any) -> list[str]:
+    """The cell names of ``adata`` as strings."""
+    names = adata.obs_names
+    if names.dtype == object:
+        values = names.tolist()
+        if all(type(v) is str for v in values):
+            return values
+    return list(map(str, names))
 
 
 def _from_columns(chroms: Any, starts: np.ndarray, ends: np.ndarray) -> _core.RegionSet:
-    """A RegionSet from a chromosome column (interned with pandas, no str per peak)."""
+    """A RegionSet from a chromosome column (categories reused, strings interned in Rust)."""
     import pandas as pd
 
-    codes, names = pd.factorize(chroms)
     bounds = np.iinfo(np.uint32)
     for what, col in (("start", starts), ("end", ends)):
         if not np.issubdtype(col.dtype, np.integer):
             raise _core.InvalidInputError(f"var[{what!r}] must hold integers, got {col.dtype}")
         if col.size and (col.min() < 0 or col.max() > bounds.max):
             raise _core.InvalidInputError(f"var[{what!r}] must be in 0..=4294967295")
-    if (codes < 0).any():
-        raise _core.InvalidInputError("var has peaks without a chromosome")
-    return _core.RegionSet._from_state(
-        [str(n) for n in names],
-        codes.astype(np.uint32),
-        starts.astype(np.uint32),
-        ends.astype(np.uint32),
-        None,
-    )
+    starts, ends = starts.astype(np.uint32), ends.astype(np.uint32)
+    if isinstance(chroms.dtype, pd.CategoricalDtype):
+        codes = chroms.cat.codes.to_numpy()
+        if (codes < 0).any():
+            raise _core.InvalidInputError("var has peaks without a chromosome")
+        names = [str(n) for n in chroms.cat.categories]
+        return _core.RegionSet._from_state(names, codes.astype(np.uint32), starts, ends, None)
+    values = chroms.tolist()
+    if chroms.dtype != object:  # e.g. integer chromosome names
+        values = [str(v) for v in values]
+    return _core.RegionSet._from_chrom_list(values, starts, ends)
 
 
 def _csr_arrays(matrix: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -7,8 +7,24 @@ from typing import Any, final
 import numpy as np
 import numpy.typing as npt
 
+from .exceptions import AtacformerError as AtacformerError
+from .exceptions import AtacformerIndexError as AtacformerIndexError
+from .exceptions import AtacformerIOError as AtacformerIOError
+from .exceptions import AtacformerTypeError as AtacformerTypeError
+from .exceptions import InvalidInputError as InvalidInputError
+from .exceptions import MissingFileError as MissingFileError
+from .exceptions import ParseError as ParseError
+
 __version__: str
+SPECIAL_TOKEN_NAMES: tuple[str, ...]
+DEFAULT_SEED: int
+CONFIG_FILE: str
+UNIVERSE_FILES: tuple[str, ...]
 __all__ = [
+    "CONFIG_FILE",
+    "DEFAULT_SEED",
+    "SPECIAL_TOKEN_NAMES",
+    "UNIVERSE_FILES",
     "AtacformerError",
     "AtacformerIOError",
     "AtacformerIndexError",
@@ -16,49 +32,19 @@ __all__ = [
     "InvalidInputError",
     "MissingFileError",
     "ParseError",
+    "PeakTable",
+    "Ragged",
     "Region",
     "RegionSet",
     "Tokenizer",
     "__version__",
-    "gather_csr",
     "get_num_threads",
-    "pad_ragged",
-    "peak_table",
     "set_num_threads",
     "tokenize_fragments",
-    "truncate_ragged",
 ]
-
-class AtacformerError(Exception):
-    """Base class of every error raised by atacformer."""
-
-class ParseError(AtacformerError, ValueError):
-    path: str
-    line: int
-
-class MissingFileError(AtacformerError, FileNotFoundError): ...
-class AtacformerIOError(AtacformerError, OSError): ...
-class InvalidInputError(AtacformerError, ValueError): ...
-class AtacformerTypeError(AtacformerError, TypeError): ...
-class AtacformerIndexError(AtacformerError, IndexError): ...
 
 def set_num_threads(n: int) -> None: ...
 def get_num_threads() -> int: ...
-def pad_ragged(
-    ids: npt.NDArray[np.int32],
-    offsets: npt.NDArray[np.int64],
-    width: int,
-    pad_id: int,
-    strategy: str = "random",
-    seed: int | None = None,
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
-def truncate_ragged(
-    ids: npt.NDArray[np.int32],
-    offsets: npt.NDArray[np.int64],
-    max_length: int,
-    strategy: str = "random",
-    seed: int | None = None,
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
 def tokenize_fragments(
     tokenizer: Tokenizer,
     path: str | os.PathLike[str],
@@ -68,19 +54,47 @@ def tokenize_fragments(
     max_fragments: int | None = None,
     unique: bool = True,
     skip_bad_lines: bool = False,
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], list[str], dict[str, Any]]: ...
-def peak_table(
-    tokenizer: Tokenizer, peaks: RegionSet
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
-def gather_csr(
-    tokenizer: Tokenizer,
-    indptr: npt.NDArray[np.int64],
-    indices: npt.NDArray[np.int32] | npt.NDArray[np.int64],
-    data: npt.NDArray[Any] | None,
-    peak_ids: npt.NDArray[np.int32],
-    peak_offsets: npt.NDArray[np.int64],
-    names: list[str],
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64], list[str]]: ...
+) -> tuple[Ragged, list[str], dict[str, Any]]: ...
+
+@final
+class Ragged:
+    """Token ids of many cells: int32 ``ids`` and int64 ``offsets`` (``n_cells + 1``)."""
+
+    def __new__(cls, ids: npt.NDArray[np.int32], offsets: npt.NDArray[np.int64]) -> Ragged: ...
+    @property
+    def ids(self) -> npt.NDArray[np.int32]: ...
+    @property
+    def offsets(self) -> npt.NDArray[np.int64]: ...
+    def __len__(self) -> int: ...
+    def lengths(self) -> npt.NDArray[np.int64]: ...
+    def take(self, indices: npt.NDArray[np.int64]) -> Ragged: ...
+    @staticmethod
+    def concat(parts: list[Ragged]) -> Ragged: ...
+    @staticmethod
+    def from_cells(cells: list[npt.NDArray[np.int32]]) -> Ragged: ...
+    def truncate(
+        self, max_length: int, strategy: str = "random", seed: int | None = None
+    ) -> Ragged: ...
+    def pad(
+        self, width: int, pad_id: int, strategy: str = "random", seed: int | None = None
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+    def __reduce__(self) -> tuple[Any, ...]: ...
+
+@final
+class PeakTable:
+    """The peaks of a cells x peaks matrix mapped to universe ids, built once."""
+
+    def __new__(cls, tokenizer: Tokenizer, peaks: RegionSet) -> PeakTable: ...
+    @property
+    def n_peaks(self) -> int: ...
+    @property
+    def is_identity(self) -> bool: ...
+    def gather(
+        self,
+        indptr: npt.NDArray[np.int64],
+        indices: npt.NDArray[np.int32] | npt.NDArray[np.int64],
+        data: npt.NDArray[Any] | None = None,
+    ) -> Ragged: ...
 
 @final
 class Region:
@@ -118,6 +132,12 @@ class RegionSet:
     def from_arrays(cls, chroms: Any, starts: Any, ends: Any) -> RegionSet: ...
     @classmethod
     def from_pandas(cls, df: Any) -> RegionSet: ...
+    @staticmethod
+    def _from_peak_names(names: list[str]) -> RegionSet | int: ...
+    @staticmethod
+    def _from_chrom_list(
+        chroms: list[str], starts: npt.NDArray[np.uint32], ends: npt.NDArray[np.uint32]
+    ) -> RegionSet: ...
     @staticmethod
     def _from_state(
         names: list[str],
@@ -160,10 +180,9 @@ class Tokenizer:
     @staticmethod
     def _from_state(state: bytes) -> Tokenizer: ...
     def save_pretrained(self, directory: str | os.PathLike[str]) -> None: ...
-    def encode_regions(
-        self, regions: Any
-    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
-    def encode_batch(self, cells: Any) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]: ...
+    def encode(self, regions: Any) -> Ragged: ...
+    def encode_row(self, regions: Any) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
+    def encode_batch(self, cells: Any) -> Ragged: ...
     def tokenize(self, regions: Any) -> list[str]: ...
     def token_to_id(self, token: str) -> int: ...
     def tokens_to_ids(self, tokens: list[str]) -> list[int]: ...

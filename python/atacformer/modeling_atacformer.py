@@ -32,8 +32,8 @@ from transformers import __version__ as _transformers_version
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 
-from . import _core
 from .configuration_atacformer import AtacformerConfig
+from .tokenized_cells import TokenizedCells
 
 try:  # transformers 5: init functions that skip weights already loaded from a checkpoint
     from transformers import initialization as _init
@@ -781,10 +781,8 @@ def truncate_ragged(
     offsets = np.asarray(offsets, dtype=np.int64)
     if not (np.diff(offsets) > max_tokens).any():
         return ids, offsets
-    kept, new_offsets = _core.truncate_ragged(
-        np.ascontiguousarray(ids, dtype=np.int32), offsets, max_tokens, strategy, seed
-    )
-    return kept.astype(np.asarray(ids).dtype, copy=False), new_offsets
+    cut = TokenizedCells(ids, offsets).truncate(max_tokens, strategy, seed)
+    return cut.ids.astype(np.asarray(ids).dtype, copy=False), cut.offsets
 
 
 def _batches(

@@ -1,8 +1,13 @@
 """`TokenizedCells`: token ids of many cells in one flat buffer.
 
 Cell ``i`` owns ``ids[offsets[i]:offsets[i + 1]]``. ``ids`` is int32 (vocabularies fit) and
-``offsets`` is int64 with ``n_cells + 1`` entries; both are NumPy arrays moved out of Rust
-without a copy. ``names`` holds one barcode, file name or cell id per cell.
+``offsets`` is int64 with ``n_cells + 1`` entries; both are NumPy arrays, moved out of Rust
+or kept as given (a memory map, a SciPy matrix's arrays) without a copy. ``names`` holds
+one barcode, file name or cell id per cell. The buffers live in one ``_core.Ragged``, and
+``take``, ``concat``, ``truncate`` and ``to_padded`` run in Rust on it.
+
+The same two arrays are a CSR matrix of cells x vocabulary (``indptr = offsets``,
+``indices = ids``): see :meth:`TokenizedCells.to_csr` and :meth:`TokenizedCells.from_csr`.
 
 Files
 -----
@@ -27,10 +32,9 @@ from typing import Any
 import numpy as np
 
 from . import _core
+from ._core import DEFAULT_SEED
 from ._encoding import BatchEncoding
-
-DEFAULT_SEED = 42
-"""Seed of random truncation unless one is given (the tokenizer's default too)."""
+from .exceptions import AtacformerIndexError, InvalidInputError, MissingFileError, ParseError
 
 _MAGIC = b"ATOK"
 _VERSION = 1
@@ -59,23 +63,33 @@ class TokenizedCells:
         ids = np.asanyarray(ids)  # keeps a memory map a memory map
         offsets = np.asanyarray(offsets)
         if ids.ndim != 1 or offsets.ndim != 1 or len(offsets) == 0:
-            raise _core.InvalidInputError("ids and offsets must be 1-D, offsets non-empty")
+            raise InvalidInputError("ids and offsets must be 1-D, offsets non-empty")
         ids = _as_int_array(ids, np.int32, "ids")
         offsets = _as_int_array(offsets, np.int64, "offsets")
-        if offsets[0] != 0 or offsets[-1] != len(ids) or np.any(np.diff(offsets) < 0):
-            raise _core.InvalidInputError(
-                "offsets must start at 0, never decrease and end at len(ids)"
-            )
-        n = len(offsets) - 1
-        if names is None:
-            names = [str(i) for i in range(n)]
-        names = list(names)
+        self._init(_core.Ragged(ids, offsets), names, pad_token_id)  # checks the offsets
+
+    def _init(
+        self, ragged: _core.Ragged, names: Sequence[str] | None, pad_token_id: int | None
+    ) -> None:
+        n = len(ragged)
+        names = [str(i) for i in range(n)] if names is None else list(names)
         if len(names) != n:
-            raise _core.InvalidInputError(f"{len(names)} names for {n} cells")
-        self.ids: np.ndarray = ids
-        self.offsets: np.ndarray = offsets
+            raise InvalidInputError(f"{len(names)} names for {n} cells")
+        self._ragged = ragged
         self.names: list[str] = names
         self.pad_token_id = pad_token_id
+
+    @classmethod
+    def _wrap(
+        cls,
+        ragged: _core.Ragged,
+        names: Sequence[str] | None = None,
+        pad_token_id: int | None = None,
+    ) -> TokenizedCells:
+        """Wraps a ``_core.Ragged`` (already checked) without touching its arrays."""
+        self = cls.__new__(cls)
+        self._init(ragged, names, pad_token_id)
+        return self
 
     @classmethod
     def from_lists(
@@ -86,14 +100,41 @@ class TokenizedCells:
     ) -> TokenizedCells:
         """Builds from a list of id sequences (copies them into one buffer)."""
         arrays = [_as_int_array(np.asarray(c).reshape(-1), np.int32, "ids") for c in cells]
-        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-        np.cumsum([len(a) for a in arrays], out=offsets[1:])
-        ids = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int32)
-        return cls(ids, offsets, names, pad_token_id)
+        return cls._wrap(_core.Ragged.from_cells(arrays), names, pad_token_id)
+
+    @classmethod
+    def concat(
+        cls, parts: Sequence[TokenizedCells], pad_token_id: int | None = None
+    ) -> TokenizedCells:
+        """The cells of ``parts``, one part after another, with their names.
+
+        ``pad_token_id`` defaults to the parts' own when they agree.
+        """
+        parts = list(parts)
+        bad = next((p for p in parts if not isinstance(p, TokenizedCells)), None)
+        if bad is not None:
+            raise _core.AtacformerTypeError(
+                f"concat takes TokenizedCells, got {type(bad).__name__}"
+            )
+        if pad_token_id is None:
+            pads = {p.pad_token_id for p in parts}
+            pad_token_id = pads.pop() if len(pads) == 1 else None
+        ragged = _core.Ragged.concat([p._ragged for p in parts])
+        return cls._wrap(ragged, [n for p in parts for n in p.names], pad_token_id)
 
     # ------------------------------------------------------------------ access
+    @property
+    def ids(self) -> np.ndarray:
+        """Every cell's ids, one cell after another, ``[n_ids]`` int32."""
+        return self._ragged.ids
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """Start of each cell in ``ids``, then ``len(ids)``: ``[n_cells + 1]`` int64."""
+        return self._ragged.offsets
+
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self._ragged)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -102,41 +143,39 @@ class TokenizedCells:
 
     def __getitem__(self, key: Any) -> Any:
         """``cells[i]`` is a view of cell i's ids; a slice, mask or index array selects a
-        new TokenizedCells."""
+        new TokenizedCells (see :meth:`take`)."""
         if isinstance(key, (int, np.integer)):
             n = len(self)
             i = int(key) + n if key < 0 else int(key)
             if not 0 <= i < n:
-                raise _core.AtacformerIndexError(f"cell index {key} out of range for {n} cells")
+                raise AtacformerIndexError(f"cell index {key} out of range for {n} cells")
             return self.ids[self.offsets[i] : self.offsets[i + 1]]
         if isinstance(key, slice):
             key = np.arange(len(self))[key]
         index = np.asarray(key)
         if index.dtype == bool:
             if index.shape != (len(self),):
-                raise _core.AtacformerIndexError(
+                raise AtacformerIndexError(
                     f"boolean mask of shape {index.shape} for {len(self)} cells"
                 )
             index = np.flatnonzero(index)
+        return self.take(index)
+
+    def take(self, indices: Any) -> TokenizedCells:
+        """The cells at ``indices`` (integers; negative count from the end), in that order,
+        with their names."""
+        index = np.asarray(indices)
         if index.size and not np.issubdtype(index.dtype, np.integer):
-            raise _core.AtacformerIndexError(
+            raise AtacformerIndexError(
                 f"cells can be selected by integers, slices or a boolean mask, not {index.dtype}"
             )
         index = index.astype(np.int64, copy=False).reshape(-1)
-        if index.size and (index.max() >= len(self) or index.min() < -len(self)):
-            raise _core.AtacformerIndexError(f"cell index out of range for {len(self)} cells")
-        index = np.where(index < 0, index + len(self), index)
-        return self._take(index)
-
-    def _take(self, index: np.ndarray) -> TokenizedCells:
-        starts, lengths = self.offsets[index], self.lengths[index]
-        offsets = np.zeros(len(index) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        # Gather every selected id at once: position p of the output comes from
-        # starts[cell] + (p - offsets[cell]).
-        source = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        ids = self.ids[source] if len(source) else np.zeros(0, dtype=np.int32)
-        return TokenizedCells(ids, offsets, [self.names[i] for i in index], self.pad_token_id)
+        n = len(self)
+        if index.size and (index.max() >= n or index.min() < -n):
+            raise AtacformerIndexError(f"cell index out of range for {n} cells")
+        ragged = self._ragged.take(np.ascontiguousarray(index))
+        names = [self.names[i] for i in index.tolist()]
+        return TokenizedCells._wrap(ragged, names, self.pad_token_id)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
@@ -173,10 +212,8 @@ class TokenizedCells:
         self, max_length: int, truncation_strategy: str = "random", seed: int = DEFAULT_SEED
     ) -> TokenizedCells:
         """Every cell cut to at most ``max_length`` ids (seeded subset or first ids)."""
-        ids, offsets = _core.truncate_ragged(
-            self.ids, self.offsets, max_length, truncation_strategy, seed
-        )
-        return TokenizedCells(ids, offsets, self.names, self.pad_token_id)
+        ragged = self._ragged.truncate(max_length, truncation_strategy, seed)
+        return TokenizedCells._wrap(ragged, self.names, self.pad_token_id)
 
     def to_padded(
         self,
@@ -194,24 +231,70 @@ class TokenizedCells:
         """
         pad = self.pad_token_id if pad_token_id is None else pad_token_id
         if pad is None:
-            raise _core.InvalidInputError("to_padded needs pad_token_id (none is stored)")
+            raise InvalidInputError("to_padded needs pad_token_id (none is stored)")
         longest = int(self.lengths.max()) if len(self) else 0
         if max_length is None:
             width = longest
         else:
             width = max_length if pad_to_max_length else min(longest, max_length)
-        input_ids, mask = _core.pad_ragged(
-            self.ids, self.offsets, width, pad, truncation_strategy, seed
-        )
+        input_ids, mask = self._ragged.pad(width, pad, truncation_strategy, seed)
         enc = BatchEncoding(input_ids=input_ids, attention_mask=mask)
         return enc.convert_to_tensors(return_tensors)
+
+    # -------------------------------------------------------------- CSR matrices
+    def to_csr(self, n_vars: int | None = None) -> Any:
+        """The cells as a ``scipy.sparse.csr_matrix`` of shape ``(n_cells, n_vars)``.
+
+        ``indices`` is :attr:`ids` itself (no copy), ``indptr`` holds :attr:`offsets` (SciPy
+        stores it as int32 when the counts fit, a copy of ``n_cells + 1`` values) and
+        ``data`` is float32 ones, one per id, so a cell holding an id twice sums to 2.
+        ``n_vars`` is the number of columns: pass ``tokenizer.vocab_size`` for a matrix over
+        the whole vocabulary; by default it is the largest id plus one. With more than
+        2^31 - 1 ids SciPy needs int64 indices and copies them.
+        """
+        import scipy.sparse as sp
+
+        ids = self.ids
+        top = int(ids.max()) + 1 if len(ids) else 0
+        if n_vars is None:
+            n_vars = top
+        if isinstance(n_vars, bool) or not isinstance(n_vars, (int, np.integer)):
+            raise _core.AtacformerTypeError(
+                f"n_vars must be an integer, got {type(n_vars).__name__}"
+            )
+        if len(ids) and int(ids.min()) < 0:
+            raise InvalidInputError(f"ids must not be negative, got {int(ids.min())}")
+        if top > n_vars:
+            raise InvalidInputError(f"id {top - 1} does not fit in n_vars={n_vars} columns")
+        data = np.ones(len(ids), dtype=np.float32)
+        return sp.csr_matrix((data, ids, self.offsets), shape=(len(self), int(n_vars)), copy=False)
+
+    @classmethod
+    def from_csr(
+        cls, matrix: Any, names: Sequence[str] | None = None, pad_token_id: int | None = None
+    ) -> TokenizedCells:
+        """One cell per row of a SciPy sparse matrix (cells x vocabulary): a row's ids are
+        the column indices of its stored entries, in stored order (the values are not
+        read). Shares ``indices`` when it is int32 (SciPy's usual dtype) and ``indptr``
+        when it is int64; anything else is converted. Another format is converted to CSR.
+        """
+        import scipy.sparse as sp
+
+        if not sp.issparse(matrix):
+            raise _core.AtacformerTypeError(
+                f"from_csr takes a SciPy sparse matrix, got {type(matrix).__name__}"
+            )
+        csr = matrix if matrix.format == "csr" else matrix.tocsr()
+        ids = _as_int_array(np.asarray(csr.indices), np.int32, "indices")
+        offsets = _as_int_array(np.asarray(csr.indptr), np.int64, "indptr")
+        return cls(ids, offsets, names, pad_token_id)
 
     # ------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike[str]) -> None:
         """Writes the ``.atok`` format; replaces the file atomically."""
         names = "\n".join(self.names).encode()
         if any("\n" in n for n in self.names):
-            raise _core.InvalidInputError("cell names must not contain newlines")
+            raise InvalidInputError("cell names must not contain newlines")
         header = np.zeros((), dtype=_HEADER)
         header["magic"], header["version"] = _MAGIC, _VERSION
         header["n_cells"], header["n_ids"] = len(self), len(self.ids)
@@ -236,19 +319,19 @@ class TokenizedCells:
         """Opens an ``.atok`` file, memory-mapping its offsets and ids."""
         path = Path(path)
         if not path.is_file():
-            raise _core.MissingFileError(2, "No such file or directory", str(path))
+            raise MissingFileError(2, "No such file or directory", str(path))
         size = path.stat().st_size
         if size < _HEADER.itemsize:
-            raise _core.ParseError(f"{path}: too short to be an .atok file")
+            raise ParseError(f"{path}: too short to be an .atok file")
         header = np.fromfile(path, dtype=_HEADER, count=1)[0]
         if header["magic"] != _MAGIC or header["version"] != _VERSION:
-            raise _core.ParseError(f"{path}: not an .atok file (bad magic or version)")
+            raise ParseError(f"{path}: not an .atok file (bad magic or version)")
         n, n_ids, names_bytes = (int(header[k]) for k in ("n_cells", "n_ids", "names_bytes"))
         at = _HEADER.itemsize
         ids_at = at + 8 * (n + 1)
         names_at = ids_at + 4 * n_ids + (-4 * n_ids % 8)
         if names_at + names_bytes != size:
-            raise _core.ParseError(f"{path}: truncated or corrupt .atok file")
+            raise ParseError(f"{path}: truncated or corrupt .atok file")
         offsets = np.memmap(path, dtype="<i8", mode="r", offset=at, shape=(n + 1,))
         ids = (
             np.memmap(path, dtype="<i4", mode="r", offset=ids_at, shape=(n_ids,))
@@ -260,10 +343,13 @@ class TokenizedCells:
             try:
                 text = f.read(names_bytes).decode()
             except UnicodeDecodeError as e:
-                raise _core.ParseError(f"{path}: cell names are not UTF-8 ({e.reason})") from e
+                raise ParseError(f"{path}: cell names are not UTF-8 ({e.reason})") from e
         names = text.split("\n") if n else []
         pad = int(header["pad"])
-        return cls(ids, offsets, names, None if pad < 0 else pad)
+        try:
+            return cls(ids, offsets, names, None if pad < 0 else pad)
+        except InvalidInputError as e:  # offsets checked in Rust, as for any input
+            raise ParseError(f"{path}: corrupt .atok file: {e}", str(path), 0) from e
 
     @classmethod
     def from_gtok(cls, paths: Sequence[str | os.PathLike[str]]) -> TokenizedCells:
@@ -294,10 +380,10 @@ def _as_int_array(values: np.ndarray, dtype: type, what: str) -> np.ndarray:
     if values.dtype == dtype:
         return values if values.flags.c_contiguous else np.ascontiguousarray(values)
     if values.size and not np.issubdtype(values.dtype, np.integer):
-        raise _core.InvalidInputError(f"{what} must be integers, got {values.dtype}")
+        raise InvalidInputError(f"{what} must be integers, got {values.dtype}")
     info = np.iinfo(dtype)
     if values.size and (int(values.min()) < info.min or int(values.max()) > info.max):
-        raise _core.InvalidInputError(f"{what} must fit in {np.dtype(dtype).name}")
+        raise InvalidInputError(f"{what} must fit in {np.dtype(dtype).name}")
     return np.ascontiguousarray(values, dtype=dtype)
 
 
@@ -305,20 +391,20 @@ def read_gtok(path: str | os.PathLike[str]) -> np.ndarray:
     """Ids of a peer ``.gtok`` file as int32."""
     path = Path(path)
     if not path.is_file():
-        raise _core.MissingFileError(2, "No such file or directory", str(path))
+        raise MissingFileError(2, "No such file or directory", str(path))
     data = path.read_bytes()
     if len(data) < 5 or data[:4] != b"GTOK":
-        raise _core.ParseError(f"{path}: not a .gtok file (missing GTOK magic)")
+        raise ParseError(f"{path}: not a .gtok file (missing GTOK magic)")
     flag, body = data[4], data[5:]
     dtype = {1: "<u2", 2: "<u4"}.get(flag)
     if dtype is None:
-        raise _core.ParseError(f"{path}: unknown .gtok flag byte {flag:#04x}")
+        raise ParseError(f"{path}: unknown .gtok flag byte {flag:#04x}")
     width = np.dtype(dtype).itemsize
     if len(body) % width:
-        raise _core.ParseError(f"{path}: truncated .gtok file")
+        raise ParseError(f"{path}: truncated .gtok file")
     ids = np.frombuffer(body, dtype=dtype)
     if ids.size and int(ids.max()) > np.iinfo(np.int32).max:
-        raise _core.ParseError(f"{path}: id above 2^31-1")
+        raise ParseError(f"{path}: id above 2^31-1")
     return ids.astype(np.int32)
 
 
@@ -326,9 +412,9 @@ def write_gtok(path: str | os.PathLike[str], ids: Any) -> None:
     """Writes ids as a ``.gtok`` file: u16 when every id fits, else u32."""
     ids = np.asarray(ids).reshape(-1)
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
-        raise _core.InvalidInputError(f".gtok ids must be integers, got {ids.dtype}")
+        raise InvalidInputError(f".gtok ids must be integers, got {ids.dtype}")
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= 2**32):
-        raise _core.InvalidInputError(".gtok ids must be in 0..2^32-1")
+        raise InvalidInputError(".gtok ids must be in 0..2^32-1")
     small = not ids.size or int(ids.max()) < 2**16
     body = ids.astype("<u2" if small else "<u4").tobytes()
     Path(path).write_bytes(b"GTOK" + bytes([1 if small else 2]) + body)

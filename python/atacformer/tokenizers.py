@@ -16,16 +16,17 @@ from typing import Any, Union
 import numpy as np
 
 from . import _core
+from ._core import CONFIG_FILE, DEFAULT_SEED, UNIVERSE_FILES
 from ._encoding import BatchEncoding
 from .tokenized_cells import TokenizedCells
 
 PathLike = Union[str, "os.PathLike[str]"]
 Regions = Any  # RegionSet | BED path | DataFrame | iterable of region-like objects
 
-CONFIG_FILE = "tokenizer.toml"
-UNIVERSE_FILES = ("universe.bed.gz", "universe.bed")
-_SPECIAL_NAMES = ("unk", "pad", "mask", "cls", "eos", "bos", "sep")
-DEFAULT_SEED = 42
+SPECIAL_TOKEN_NAMES: tuple[str, ...] = _core.SPECIAL_TOKEN_NAMES
+"""Names of the special tokens in id order (after the universe ids), as the core defines."""
+
+__all__ = ["CONFIG_FILE", "DEFAULT_SEED", "SPECIAL_TOKEN_NAMES", "UNIVERSE_FILES", "Tokenizer"]
 
 
 def _is_region_set_like(x: Any) -> bool:
@@ -98,7 +99,7 @@ class _SpecialToken:
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.__doc__ = f"The {_SPECIAL_NAMES[index]} token string."
+        self.__doc__ = f"The {SPECIAL_TOKEN_NAMES[index]} token string."
 
     def __get__(self, obj: Tokenizer | None, objtype: type | None = None) -> str:
         if obj is None:
@@ -114,7 +115,7 @@ class _SpecialId:
 
     def __init__(self, index: int) -> None:
         self.index = index
-        self.__doc__ = f"The id of the {_SPECIAL_NAMES[index]} token."
+        self.__doc__ = f"The id of the {SPECIAL_TOKEN_NAMES[index]} token."
 
     def __get__(self, obj: Tokenizer | None, objtype: type | None = None) -> int:
         if obj is None:
@@ -223,16 +224,17 @@ class Tokenizer:
         (``truncation_strategy="random"``) or the first ids (``"first"``).
         """
         if not _is_batch(regions):
-            ids, mask = self._tok.encode_regions(regions)
-            if not truncation and padding in (False, "do_not_pad"):
+            # One set is a batch of one cell, through the same ragged padding; row 0.
+            if padding in (False, "do_not_pad") and truncation in (False, "do_not_truncate"):
+                # The common call, in one trip: the cell padded to its own width in Rust.
+                ids, mask = self._tok.encode_row(regions)
                 enc = BatchEncoding(input_ids=ids)
                 if return_attention_mask:
                     enc["attention_mask"] = mask
                 return enc.convert_to_tensors(return_tensors)
-            offsets = np.array([0, len(ids)], dtype=np.int64)
-            cells = TokenizedCells(ids.astype(np.int32), offsets, pad_token_id=self.pad_token_id)
+            one = TokenizedCells._wrap(self._tok.encode(regions), None, self.pad_token_id)
             enc = self._finish(
-                cells,
+                one,
                 padding,
                 truncation,
                 max_length,
@@ -240,13 +242,10 @@ class Tokenizer:
                 return_attention_mask,
                 truncation_strategy,
                 seed,
+                stack=True,
             )
             for key, value in enc.items():
-                enc[key] = value[0] if isinstance(value, np.ndarray) else value
-            if isinstance(enc["input_ids"], TokenizedCells):
-                enc["input_ids"] = np.asarray(enc["input_ids"][0], dtype=np.int64)
-                if return_attention_mask:
-                    enc["attention_mask"] = np.ones(len(enc["input_ids"]), dtype=np.int64)
+                enc[key] = value[0]
             return enc.convert_to_tensors(return_tensors)
         cells = self.encode_cells(regions)
         return self._finish(
@@ -270,15 +269,18 @@ class Tokenizer:
         return_attention_mask: bool,
         truncation_strategy: str,
         seed: int,
+        stack: bool = False,
     ) -> BatchEncoding:
-        """Applies the truncation and padding options to ragged ids."""
+        """Applies the truncation and padding options to ragged ids. Unpadded cells stay
+        ragged unless tensors are asked for or ``stack`` is set; they must then be of one
+        length, and stack into a rectangle."""
         truncate = truncation not in (False, "do_not_truncate")
         if truncate and max_length is None:
             raise _core.InvalidInputError("truncation needs max_length")
         if padding in (False, "do_not_pad"):
             if truncate:
                 cells = cells.truncate(max_length, truncation_strategy, seed)  # type: ignore[arg-type]
-            if return_tensors is None:
+            if return_tensors is None and not stack:
                 return BatchEncoding(input_ids=cells)
             lengths = cells.lengths
             if len(cells) and (lengths != lengths[0]).any():
@@ -327,10 +329,10 @@ class Tokenizer:
     ) -> TokenizedCells:
         """Tokenizes many region sets in parallel (GIL released) into TokenizedCells.
         Each cell is anything the single call accepts; empty or unmatched cells get [unk]."""
-        ids, offsets = self._tok.encode_batch(cells)
+        ragged = self._tok.encode_batch(cells)
         if names is None:
             names = [_cell_name(c, i) for i, c in enumerate(cells)]
-        return TokenizedCells(ids, offsets, names, self.pad_token_id)
+        return TokenizedCells._wrap(ragged, names, self.pad_token_id)
 
     def tokenize_files(self, paths: Sequence[PathLike]) -> TokenizedCells:
         """Tokenizes BED files (bulk region sets) in parallel; cells are named by file."""
@@ -369,7 +371,7 @@ class Tokenizer:
             listed_path = barcodes
         elif barcodes is not None:
             listed = [str(b) for b in barcodes]
-        ids, offsets, names, stats = _core.tokenize_fragments(
+        ragged, names, stats = _core.tokenize_fragments(
             self._tok,
             path,
             barcodes=listed,
@@ -385,7 +387,7 @@ class Tokenizer:
                 f"first, line {stats['first_skipped_line']}: {stats['first_skipped_problem']}",
                 stacklevel=2,
             )
-        return TokenizedCells(ids, offsets, names, self.pad_token_id)
+        return TokenizedCells._wrap(ragged, names, self.pad_token_id)
 
     def tokenize_anndata(
         self, adata: Any, layer: str | None = None, chunk_size: int = 10_000
@@ -398,28 +400,16 @@ class Tokenizer:
         ``.h5ad`` is read ``chunk_size`` rows at a time. Each peak is mapped to universe
         ids once, then each cell gathers the ids of its peaks (unique, genomic order).
         """
-        from ._anndata import peaks_of, row_chunks
+        from ._anndata import obs_names, peaks_of, row_chunks
 
-        peak_ids, peak_offsets = _core.peak_table(self._tok, peaks_of(adata))
-        names = list(map(str, adata.obs_names))
-        parts = []
-        row = 0
-        for indptr, indices, data in row_chunks(adata, layer, chunk_size):
-            chunk = names[row : row + len(indptr) - 1]
-            row += len(indptr) - 1
-            parts.append(
-                _core.gather_csr(self._tok, indptr, indices, data, peak_ids, peak_offsets, chunk)[
-                    :2
-                ]
-            )
-        if len(parts) == 1:
-            ids, offsets = parts[0]
-        else:
-            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
-            lengths = np.concatenate([np.diff(p[1]) for p in parts]) if parts else []
-            offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-        return TokenizedCells(ids, offsets, names, self.pad_token_id)
+        # Built once (overlaps and genomic ranks), reused for every chunk of rows.
+        table = _core.PeakTable(self._tok, peaks_of(adata))
+        parts = [
+            table.gather(indptr, indices, data)
+            for indptr, indices, data in row_chunks(adata, layer, chunk_size)
+        ]
+        ragged = parts[0] if len(parts) == 1 else _core.Ragged.concat(parts)
+        return TokenizedCells._wrap(ragged, obs_names(adata), self.pad_token_id)
 
     def pad(
         self,
@@ -540,7 +530,8 @@ class Tokenizer:
     def special_tokens_map(self) -> dict[str, str]:
         """``{"unk_token": "<unk>", ..., "sep_token": "<sep>"}``."""
         return {
-            f"{n}_token": t for n, t in zip(_SPECIAL_NAMES, self._tok.special_tokens, strict=True)
+            f"{n}_token": t
+            for n, t in zip(SPECIAL_TOKEN_NAMES, self._tok.special_tokens, strict=True)
         }
 
     @property
@@ -550,7 +541,7 @@ class Tokenizer:
     @property
     def all_special_ids(self) -> list[int]:
         first = self._tok.universe_size
-        return list(range(first, first + len(_SPECIAL_NAMES)))
+        return list(range(first, first + len(SPECIAL_TOKEN_NAMES)))
 
     def get_special_tokens_mask(
         self, tokens: Any, already_has_special_tokens: bool = True
@@ -570,7 +561,7 @@ class Tokenizer:
                 return [int(t in special) for t in values]
             ids = _as_id_array(values)
         first = self._tok.universe_size
-        return ((ids >= first) & (ids < first + len(_SPECIAL_NAMES))).astype(int).tolist()
+        return ((ids >= first) & (ids < first + len(SPECIAL_TOKEN_NAMES))).astype(int).tolist()
 
     # -------------------------------------------------------------------- protocol
     def __eq__(self, other: object) -> bool:

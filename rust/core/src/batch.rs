@@ -4,6 +4,7 @@ use std::path::Path;
 
 use crate::error::Result;
 use crate::parallel;
+use crate::ragged::Ragged;
 use crate::region_set::RegionSet;
 use crate::tokenizer::Tokenizer;
 
@@ -13,10 +14,9 @@ pub enum Cell<'a> {
     Bed(&'a Path),
 }
 
-/// Token ids of every cell (each `[unk]` when nothing overlaps), as flat `(ids, offsets)`
-/// with `offsets.len() == cells.len() + 1`. Cells are tokenized in parallel; the first
-/// error in input order is returned.
-pub fn tokenize_batch(tok: &Tokenizer, cells: &[Cell<'_>]) -> Result<(Vec<i32>, Vec<i64>)> {
+/// Token ids of every cell (each `[unk]` when nothing overlaps), unnamed, one cell per
+/// input. Cells are tokenized in parallel; the first error in input order is returned.
+pub fn tokenize_batch(tok: &Tokenizer, cells: &[Cell<'_>]) -> Result<Ragged> {
     let per_cell = parallel::map(cells, |cell| match cell {
         Cell::Set(set) => Ok(tok.tokenize_set::<i32>(set)),
         Cell::Bed(path) => tok.tokenize_bed::<i32>(path),
@@ -29,5 +29,9 @@ pub fn tokenize_batch(tok: &Tokenizer, cells: &[Cell<'_>]) -> Result<(Vec<i32>, 
         ids.extend_from_slice(&r?);
         offsets.push(ids.len() as i64);
     }
-    Ok((ids, offsets))
+    Ok(Ragged {
+        ids,
+        offsets,
+        names: Vec::new(),
+    })
 }

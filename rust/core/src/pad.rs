@@ -1,4 +1,5 @@
-//! Truncating and padding ragged token ids into fixed-width rows.
+//! The truncation rule and the padding of ragged token ids into fixed-width rows (used
+//! through [`RaggedRef::truncate`] and [`RaggedRef::pad`]).
 //!
 //! Truncation is deterministic. `First` keeps the first `max_len` ids. `Random` keeps a
 //! seeded random subset of `max_len` ids in their original order, drawn by selection
@@ -8,6 +9,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::parallel;
+use crate::ragged::RaggedRef;
 use crate::rng::SplitMix64;
 
 /// How to cut a cell longer than the maximum length.
@@ -56,61 +58,15 @@ pub fn for_each_kept<T: Copy>(
     }
 }
 
-/// Checks that `offsets` start at 0, never decrease and end at `n_ids`.
-pub fn check_offsets(offsets: &[i64], n_ids: usize) -> Result<()> {
-    let ok = offsets.first() == Some(&0)
-        && offsets.windows(2).all(|w| w[0] <= w[1])
-        && offsets
-            .last()
-            .is_some_and(|&l| l as usize == n_ids && l >= 0);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput(format!(
-            "offsets must start at 0, never decrease and end at the number of ids ({n_ids})"
-        )))
-    }
-}
-
-fn cell<'a, T>(ids: &'a [T], offsets: &[i64], i: usize) -> &'a [T] {
-    &ids[offsets[i] as usize..offsets[i + 1] as usize]
-}
-
-/// Truncates every cell to at most `max_len` ids; returns new `(ids, offsets)`.
-pub fn truncate<T: Copy + Send + Sync>(
-    ids: &[T],
-    offsets: &[i64],
-    max_len: usize,
-    how: Truncation,
-) -> Result<(Vec<T>, Vec<i64>)> {
-    check_offsets(offsets, ids.len())?;
-    let n = offsets.len() - 1;
-    let mut new_offsets = Vec::with_capacity(n + 1);
-    new_offsets.push(0i64);
-    for i in 0..n {
-        let len = (offsets[i + 1] - offsets[i]) as usize;
-        new_offsets.push(new_offsets[i] + len.min(max_len) as i64);
-    }
-    let mut out = Vec::with_capacity(new_offsets[n] as usize);
-    for i in 0..n {
-        for_each_kept(cell(ids, offsets, i), Some(max_len), how, i as u64, |x| {
-            out.push(x)
-        });
-    }
-    Ok((out, new_offsets))
-}
-
 /// Rows of `width` ids (`[n_cells * width]`, row-major) and the matching attention mask
 /// (1 for a real id, 0 for padding). Cells longer than `width` are truncated.
-pub fn pad(
-    ids: &[i32],
-    offsets: &[i64],
+pub(crate) fn pad_rows(
+    cells: RaggedRef<'_>,
     width: usize,
     how: Truncation,
     pad_id: i64,
 ) -> Result<(Vec<i64>, Vec<i64>)> {
-    check_offsets(offsets, ids.len())?;
-    let n = offsets.len() - 1;
+    let n = cells.len();
     let too_large = || {
         Error::InvalidInput(format!(
             "a padded batch of {n} cells x {width} ids is too large to allocate"
@@ -132,7 +88,7 @@ pub fn pad(
     }
     let fill = |(i, (row, mrow)): (usize, (&mut [i64], &mut [i64]))| {
         let mut j = 0;
-        for_each_kept(cell(ids, offsets, i), Some(width), how, i as u64, |x| {
+        for_each_kept(cells.cell(i), Some(width), how, i as u64, |x| {
             row[j] = i64::from(x);
             mrow[j] = 1;
             j += 1;
@@ -141,7 +97,8 @@ pub fn pad(
             row[j..].fill(pad_id);
         }
     };
-    if parallel::num_threads() > 1 {
+    // A few rows are not worth a trip to the thread pool.
+    if parallel::num_threads() > 1 && n > 64 {
         parallel::install(|| {
             out.par_chunks_mut(width)
                 .zip(mask.par_chunks_mut(width))
@@ -167,17 +124,17 @@ mod tests {
     #[test]
     fn first_and_random_truncation() {
         let ids: Vec<i32> = (0..10).collect();
-        let offsets = [0, 10];
-        let (first, o) = truncate(&ids, &offsets, 4, Truncation::First).expect("valid");
-        assert_eq!((first, o), (vec![0, 1, 2, 3], vec![0, 4]));
+        let cells = RaggedRef::new(&ids, &[0, 10]).expect("valid");
+        let first = cells.truncate(4, Truncation::First);
+        assert_eq!((first.ids, first.offsets), (vec![0, 1, 2, 3], vec![0, 4]));
         let how = Truncation::Random { seed: 7 };
-        let (a, _) = truncate(&ids, &offsets, 4, how).expect("valid");
-        let (b, _) = truncate(&ids, &offsets, 4, how).expect("valid");
+        let a = cells.truncate(4, how).ids;
+        let b = cells.truncate(4, how).ids;
         assert_eq!(a, b, "deterministic");
         assert_eq!(a.len(), 4);
         assert!(a.windows(2).all(|w| w[0] < w[1]), "order preserved: {a:?}");
-        let (c, _) = truncate(&ids, &offsets, 4, Truncation::Random { seed: 8 }).expect("valid");
-        let (d, _) = truncate(&ids, &offsets, 4, Truncation::Random { seed: 9 }).expect("valid");
+        let c = cells.truncate(4, Truncation::Random { seed: 8 }).ids;
+        let d = cells.truncate(4, Truncation::Random { seed: 9 }).ids;
         assert!(a != c || a != d, "different seeds give different subsets");
     }
 
@@ -199,12 +156,16 @@ mod tests {
     #[test]
     fn pads_rows_and_masks() {
         let ids = [5, 6, 7, 8, 9, 1];
-        let offsets = [0, 2, 2, 6];
-        let (out, mask) = pad(&ids, &offsets, 3, Truncation::First, -1).expect("valid");
+        let cells = RaggedRef::new(&ids, &[0, 2, 2, 6]).expect("valid");
+        let (out, mask) = cells.pad(3, -1, Truncation::First).expect("fits");
         assert_eq!(out, vec![5, 6, -1, -1, -1, -1, 7, 8, 9]);
         assert_eq!(mask, vec![1, 1, 0, 0, 0, 0, 1, 1, 1]);
-        assert!(pad(&ids, &[0, 7], 3, Truncation::First, 0).is_err());
-        assert!(pad(&ids, &[1, 6], 3, Truncation::First, 0).is_err());
-        assert!(pad(&ids, &[0, 4, 2, 6], 3, Truncation::First, 0).is_err());
+        assert!(RaggedRef::new(&ids, &[0, 7]).is_err());
+        assert!(RaggedRef::new(&ids, &[1, 6]).is_err());
+        assert!(RaggedRef::new(&ids, &[0, 4, 2, 6]).is_err());
+        assert!(
+            cells.pad(usize::MAX, 0, Truncation::First).is_err(),
+            "too large"
+        );
     }
 }

@@ -133,6 +133,11 @@ impl Universe {
         self.order.get_or_init(|| GenomicOrder::new(self))
     }
 
+    /// The genomic order if something has already made it (never computes it).
+    pub fn genomic_order_if_made(&self) -> Option<&GenomicOrder> {
+        self.order.get()
+    }
+
     /// Id of the region with exactly these coordinates.
     pub fn find(&self, chrom: &str, start: u32, end: u32) -> Option<u32> {
         let c = self.chrom_id(chrom.as_bytes())?;

@@ -1,19 +1,76 @@
-//! Pulling region inputs out of Python objects into owned core values.
+//! Pulling Python arguments into owned core values: checked integers, seeds and
+//! truncation rules, and region inputs.
 //!
-//! Accepted forms: a `RegionSet`, a BED path (`str` or `os.PathLike`), a pandas DataFrame
+//! Accepted region forms: a `RegionSet`, a BED path (`str` or `os.PathLike`), a pandas DataFrame
 //! with `chr`/`chrom`, `start`, `end` columns, or an iterable of `Region`s, of objects with
 //! `chr`/`start`/`end` attributes, or of `(chr, start, end)` tuples.
 
 use std::path::PathBuf;
 
+use atacformer_core::gather::parse_peak_name;
+use atacformer_core::pad::Truncation;
 use atacformer_core::RegionSet;
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::errors::{invalid, to_py, type_name, wrong_type};
+use crate::errors::{invalid, wrong_type};
 use crate::region::{coord, PyRegion};
 use crate::region_set::PyRegionSet;
+
+/// The seed of random truncation when none is given (the tokenizer's default too).
+pub const DEFAULT_SEED: u64 = 42;
+
+/// The name of `obj`'s type, for messages.
+pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_default()
+}
+
+/// A Python integer argument that must not be negative (any size, so a huge value is
+/// reported rather than overflowing).
+pub fn non_negative(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    let v: i128 = value.extract().map_err(|_| {
+        if value.is_instance_of::<PyInt>() {
+            invalid(format!("{what} is too large: {value}"))
+        } else {
+            wrong_type(format!(
+                "{what} must be an integer, got {}",
+                type_name(value)
+            ))
+        }
+    })?;
+    u64::try_from(v).map_err(|_| invalid(format!("{what} must be 0 or more, got {v}")))
+}
+
+/// A non-negative length, saturating at `usize::MAX` (a limit beyond memory is no limit).
+pub fn length(value: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
+    Ok(usize::try_from(non_negative(value, what)?).unwrap_or(usize::MAX))
+}
+
+/// A seed: any integer (Python's or NumPy's), taken modulo 2^64 (so negative seeds work).
+pub fn seed(value: &Bound<'_, PyAny>) -> PyResult<u64> {
+    let index = value
+        .py()
+        .import("operator")?
+        .call_method1("index", (value,))
+        .map_err(|_| wrong_type(format!("seed must be an integer, got {}", type_name(value))))?;
+    index.call_method1("__and__", (u64::MAX,))?.extract()
+}
+
+/// `"first"` or `"random"` (with `seed`, else [`DEFAULT_SEED`]) as a core truncation rule.
+pub fn truncation(strategy: &str, seed_arg: Option<&Bound<'_, PyAny>>) -> PyResult<Truncation> {
+    let seed = seed_arg.map(seed).transpose()?.unwrap_or(DEFAULT_SEED);
+    match strategy {
+        "first" => Ok(Truncation::First),
+        "random" => Ok(Truncation::Random { seed }),
+        other => Err(invalid(format!(
+            "truncation_strategy must be 'random' or 'first', got {other:?}"
+        ))),
+    }
+}
 
 /// Region input after conversion: borrowed set, a file to stream, or an owned set.
 pub enum Query<'py> {
@@ -44,7 +101,7 @@ pub fn extract_query<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Query<'py>> {
         return Ok(Query::Path(obj.extract::<PathBuf>()?));
     }
     if is_dataframe(obj) {
-        return Ok(Query::Owned(from_pandas(obj)?));
+        return Ok(Query::Owned(from_pandas(obj).map_err(PyErr::from)?));
     }
     Ok(Query::Owned(from_iterable(obj)?))
 }
@@ -268,20 +325,21 @@ pub fn from_arrays(
     chroms: &Bound<'_, PyAny>,
     starts: &Bound<'_, PyAny>,
     ends: &Bound<'_, PyAny>,
-) -> PyResult<RegionSet> {
+) -> crate::errors::Result<RegionSet> {
     let names = chrom_names(chroms)?;
     let starts = coords(starts, "starts")?;
     let ends = coords(ends, "ends")?;
-    RegionSet::from_columns(&names, &starts, &ends).map_err(to_py)
+    Ok(RegionSet::from_columns(&names, &starts, &ends)?)
 }
 
 /// Builds a set from a DataFrame's `chr` (or `chrom`), `start` and `end` columns.
-pub fn from_pandas(df: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
+pub fn from_pandas(df: &Bound<'_, PyAny>) -> crate::errors::Result<RegionSet> {
     if !is_dataframe(df) {
         return Err(wrong_type(format!(
             "expected a pandas DataFrame, got {}",
             type_name(df)
-        )));
+        ))
+        .into());
     }
     let has = |c: &str| {
         df.getattr("columns")?
@@ -293,13 +351,68 @@ pub fn from_pandas(df: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
     } else if has("chrom")? {
         "chrom"
     } else {
-        return Err(invalid("the DataFrame needs a 'chr' or 'chrom' column"));
+        return Err(invalid("the DataFrame needs a 'chr' or 'chrom' column").into());
     };
     for c in ["start", "end"] {
         if !has(c)? {
-            return Err(invalid(format!("the DataFrame needs a {c:?} column")));
+            return Err(invalid(format!("the DataFrame needs a {c:?} column")).into());
         }
     }
     let col = |c: &str| df.get_item(c)?.call_method0("to_numpy");
     from_arrays(&col(chrom_col)?, &col("start")?, &col("end")?)
+}
+
+/// Peaks from AnnData `var_names` (`chr1:100-600` or `chr1-100-600`, see
+/// [`parse_peak_name`]); `Err(i)` names the first name that is not one.
+pub fn from_peak_names(names: &Bound<'_, PyList>) -> PyResult<Result<RegionSet, usize>> {
+    let mut set = RegionSet::new();
+    set.reserve(names.len());
+    for (i, item) in names.iter().enumerate() {
+        let text = match item.cast::<PyString>() {
+            Ok(s) => s.to_cow()?,
+            Err(_) => std::borrow::Cow::Owned(item.str()?.to_cow()?.into_owned()),
+        };
+        let Some((chr, start, end)) = parse_peak_name(&text) else {
+            return Ok(Err(i));
+        };
+        if set.push(chr, start, end, None).is_err() {
+            return Ok(Err(i));
+        }
+    }
+    Ok(Ok(set))
+}
+
+/// Chromosome names (interned) and the chromosome of each entry of a list of strings, as
+/// a DataFrame column gives them; consecutive equal strings are usually one object, so
+/// most entries cost a pointer comparison.
+pub fn intern_chroms(chroms: &Bound<'_, PyList>) -> PyResult<(Vec<String>, Vec<u32>)> {
+    let mut names: Vec<String> = Vec::new();
+    let mut index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    let mut codes = Vec::with_capacity(chroms.len());
+    let mut last: Option<(*mut pyo3::ffi::PyObject, u32)> = None;
+    for item in chroms.iter() {
+        let ptr = item.as_ptr();
+        if let Some((p, c)) = last {
+            if p == ptr {
+                codes.push(c);
+                continue;
+            }
+        }
+        let Ok(s) = item.cast::<PyString>() else {
+            return Err(invalid("var has peaks without a chromosome"));
+        };
+        let s = s.to_cow()?;
+        let c = match index.get(s.as_ref()) {
+            Some(&c) => c,
+            None => {
+                let c = names.len() as u32;
+                names.push(s.to_string());
+                index.insert(s.into_owned(), c);
+                c
+            }
+        };
+        codes.push(c);
+        last = Some((ptr, c));
+    }
+    Ok((names, codes))
 }

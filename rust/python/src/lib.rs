@@ -2,7 +2,10 @@
 //! into owned core values, releases the GIL for the work, moves results out as NumPy
 //! arrays, and maps core errors to the `AtacformerError` hierarchy.
 
+use atacformer_core::tokenizer::{CONFIG_FILE, UNIVERSE_FILES};
+use atacformer_core::SPECIAL_NAMES;
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 mod cells;
 mod convert;
@@ -16,7 +19,7 @@ mod tokenizer;
 #[pyfunction]
 fn set_num_threads(n: &Bound<'_, PyAny>) -> PyResult<()> {
     const MOST: u64 = 4096;
-    let n = errors::non_negative(n, "the number of threads")?;
+    let n = convert::non_negative(n, "the number of threads")?;
     if n > MOST {
         return Err(errors::invalid(format!(
             "the number of threads must be at most {MOST}, got {n}"
@@ -49,13 +52,16 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<region::PyRegion>()?;
     m.add_class::<region_set::PyRegionSet>()?;
     m.add_class::<tokenizer::PyTokenizer>()?;
+    m.add_class::<ragged::PyRagged>()?;
+    m.add_class::<cells::PyPeakTable>()?;
     m.add_function(wrap_pyfunction!(cells::tokenize_fragments, m)?)?;
-    m.add_function(wrap_pyfunction!(cells::peak_table, m)?)?;
-    m.add_function(wrap_pyfunction!(cells::gather_csr, m)?)?;
-    m.add_function(wrap_pyfunction!(ragged::pad_ragged, m)?)?;
-    m.add_function(wrap_pyfunction!(ragged::truncate_ragged, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // Facts stated once, in the core, for the Python layer to read.
+    m.add("SPECIAL_TOKEN_NAMES", PyTuple::new(m.py(), SPECIAL_NAMES)?)?;
+    m.add("DEFAULT_SEED", convert::DEFAULT_SEED)?;
+    m.add("CONFIG_FILE", CONFIG_FILE)?;
+    m.add("UNIVERSE_FILES", PyTuple::new(m.py(), UNIVERSE_FILES)?)?;
     Ok(())
 }

@@ -1,78 +1,182 @@
-//! Ragged id buffers: truncation and padding, moved out as NumPy arrays.
+//! `Ragged`: the one binding of the core's many-cells type.
+//!
+//! It holds the two NumPy arrays themselves: arrays that come from Python (a memory-mapped
+//! `.atok`, a SciPy CSR matrix) are kept without a copy, and results made in Rust are moved
+//! into NumPy (`into_pyarray`) without one. The offsets are checked when it is built and
+//! checked again (one pass over `n_cells + 1` values) before each operation reads through
+//! them, because the arrays may still be written through another reference.
 
-use atacformer_core::pad::{self, Truncation};
+use atacformer_core::ragged::{concat, Ragged, RaggedRef};
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
+};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
-use crate::errors::{invalid, non_negative, seed as seed_of, to_py};
+use crate::convert::{length, truncation};
+use crate::errors::{self, invalid};
 
-/// `"first"` or `"random"` (seeded) as a core truncation rule.
-pub fn truncation(strategy: &str, seed: u64) -> PyResult<Truncation> {
-    match strategy {
-        "first" => Ok(Truncation::First),
-        "random" => Ok(Truncation::Random { seed }),
-        other => Err(invalid(format!(
-            "truncation_strategy must be 'random' or 'first', got {other:?}"
-        ))),
-    }
+/// Token ids of many cells: int32 `ids`, int64 `offsets` (`n_cells + 1`, from 0).
+#[pyclass(frozen, module = "atacformer._core", name = "Ragged")]
+pub struct PyRagged {
+    ids: Py<PyArray1<i32>>,
+    offsets: Py<PyArray1<i64>>,
 }
-
-/// The seed of random truncation when none is given (the tokenizer's default too).
-const DEFAULT_SEED: u64 = 42;
 
 type Padded<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<i64>>);
 
-/// `(input_ids, attention_mask)`, both `[n_cells, width]` int64, cells cut to `width`.
-#[pyfunction]
-#[pyo3(signature = (ids, offsets, width, pad_id, strategy = "random", seed = None))]
-pub fn pad_ragged<'py>(
-    py: Python<'py>,
-    ids: PyReadonlyArray1<'py, i32>,
-    offsets: PyReadonlyArray1<'py, i64>,
-    width: &Bound<'py, PyAny>,
-    pad_id: i64,
-    strategy: &str,
-    seed: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Padded<'py>> {
-    let width = usize::try_from(non_negative(width, "max_length")?)
-        .map_err(|_| invalid("max_length is too large"))?;
-    let how = truncation(
-        strategy,
-        seed.map(seed_of).transpose()?.unwrap_or(DEFAULT_SEED),
-    )?;
-    let (ids, offsets) = (ids.as_slice()?, offsets.as_slice()?);
-    let n = offsets.len().saturating_sub(1);
-    let (out, mask) = py
-        .detach(|| pad::pad(ids, offsets, width, how, pad_id))
-        .map_err(to_py)?;
-    let shape = (n, width);
-    let out = Array2::from_shape_vec(shape, out).map_err(|e| invalid(e.to_string()))?;
-    let mask = Array2::from_shape_vec(shape, mask).map_err(|e| invalid(e.to_string()))?;
-    Ok((out.into_pyarray(py), mask.into_pyarray(py)))
+impl PyRagged {
+    /// Moves a core result into NumPy arrays (no copy).
+    pub fn from_core(py: Python<'_>, r: Ragged) -> Self {
+        PyRagged {
+            ids: r.ids.into_pyarray(py).unbind(),
+            offsets: r.offsets.into_pyarray(py).unbind(),
+        }
+    }
+
+    /// Runs `f` on the checked, borrowed view of the buffers.
+    fn with_view<R>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(RaggedRef<'_>) -> errors::Result<R>,
+    ) -> errors::Result<R> {
+        let ids = self.ids.bind(py).readonly();
+        let offsets = self.offsets.bind(py).readonly();
+        f(RaggedRef::new(ids.as_slice()?, offsets.as_slice()?)?)
+    }
 }
 
-type Flat<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
+#[pymethods]
+impl PyRagged {
+    /// Wraps `ids` (int32) and `offsets` (int64), both 1-D and contiguous, without a copy.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        ids: Bound<'_, PyArray1<i32>>,
+        offsets: Bound<'_, PyArray1<i64>>,
+    ) -> errors::Result<Self> {
+        if !ids.is_contiguous() || !offsets.is_contiguous() {
+            return Err(invalid("ids and offsets must be contiguous arrays").into());
+        }
+        let this = PyRagged {
+            ids: ids.unbind(),
+            offsets: offsets.unbind(),
+        };
+        this.with_view(py, |_| Ok(()))?;
+        Ok(this)
+    }
 
-/// New `(ids, offsets)` with every cell cut to at most `max_length` ids.
-#[pyfunction]
-#[pyo3(signature = (ids, offsets, max_length, strategy = "random", seed = None))]
-pub fn truncate_ragged<'py>(
-    py: Python<'py>,
-    ids: PyReadonlyArray1<'py, i32>,
-    offsets: PyReadonlyArray1<'py, i64>,
-    max_length: &Bound<'py, PyAny>,
-    strategy: &str,
-    seed: Option<&Bound<'py, PyAny>>,
-) -> PyResult<Flat<'py>> {
-    let max_length = usize::try_from(non_negative(max_length, "max_length")?).unwrap_or(usize::MAX);
-    let how = truncation(
-        strategy,
-        seed.map(seed_of).transpose()?.unwrap_or(DEFAULT_SEED),
-    )?;
-    let (ids, offsets) = (ids.as_slice()?, offsets.as_slice()?);
-    let (ids, offsets) = py
-        .detach(|| pad::truncate(ids, offsets, max_length, how))
-        .map_err(to_py)?;
-    Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
+    /// The ids of every cell, one after another (int32).
+    #[getter]
+    fn ids(&self, py: Python<'_>) -> Py<PyArray1<i32>> {
+        self.ids.clone_ref(py)
+    }
+
+    /// Where each cell starts in `ids`, then `len(ids)` (int64, `n_cells + 1`).
+    #[getter]
+    fn offsets(&self, py: Python<'_>) -> Py<PyArray1<i64>> {
+        self.offsets.clone_ref(py)
+    }
+
+    fn __len__(&self, py: Python<'_>) -> usize {
+        PyUntypedArrayMethods::len(self.offsets.bind(py)).saturating_sub(1)
+    }
+
+    /// Number of ids per cell (int64).
+    fn lengths<'py>(&self, py: Python<'py>) -> errors::Result<Bound<'py, PyArray1<i64>>> {
+        Ok(self.with_view(py, |r| Ok(r.lengths()))?.into_pyarray(py))
+    }
+
+    /// The cells at `indices` (int64; negative counts from the end), in that order.
+    fn take(&self, py: Python<'_>, indices: PyReadonlyArray1<'_, i64>) -> errors::Result<Self> {
+        let indices = indices.as_slice()?;
+        let out = self.with_view(py, |r| Ok(py.detach(|| r.take(indices))?))?;
+        Ok(Self::from_core(py, out))
+    }
+
+    /// The cells of `parts`, one part after another.
+    #[staticmethod]
+    fn concat(py: Python<'_>, parts: Vec<Bound<'_, PyRagged>>) -> errors::Result<Self> {
+        let guards = parts
+            .iter()
+            .map(|p| {
+                let p = p.get();
+                Ok((p.ids.bind(py).readonly(), p.offsets.bind(py).readonly()))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let views = guards
+            .iter()
+            .map(|(i, o)| Ok(RaggedRef::new(i.as_slice()?, o.as_slice()?)?))
+            .collect::<errors::Result<Vec<_>>>()?;
+        let out = py.detach(|| concat(&views))?;
+        Ok(Self::from_core(py, out))
+    }
+
+    /// One cell per int32 array of `cells`, joined into one buffer.
+    #[staticmethod]
+    fn from_cells(py: Python<'_>, cells: Vec<PyReadonlyArray1<'_, i32>>) -> errors::Result<Self> {
+        let slices = cells
+            .iter()
+            .map(|c| c.as_slice())
+            .collect::<Result<Vec<_>, _>>()?;
+        let bounds: Vec<[i64; 2]> = slices.iter().map(|s| [0, s.len() as i64]).collect();
+        let views = slices
+            .iter()
+            .zip(&bounds)
+            .map(|(s, b)| RaggedRef::new(s, b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = py.detach(|| concat(&views))?;
+        Ok(Self::from_core(py, out))
+    }
+
+    /// Every cell cut to at most `max_length` ids: the first ones, or a seeded random
+    /// subset in their original order.
+    #[pyo3(signature = (max_length, strategy = "random", seed = None))]
+    fn truncate(
+        &self,
+        py: Python<'_>,
+        max_length: &Bound<'_, PyAny>,
+        strategy: &str,
+        seed: Option<&Bound<'_, PyAny>>,
+    ) -> errors::Result<Self> {
+        let max_length = length(max_length, "max_length")?;
+        let how = truncation(strategy, seed)?;
+        let out = self.with_view(py, |r| Ok(py.detach(|| r.truncate(max_length, how))))?;
+        Ok(Self::from_core(py, out))
+    }
+
+    /// `(input_ids, attention_mask)`, both `[n_cells, width]` int64, cells cut to `width`.
+    #[pyo3(signature = (width, pad_id, strategy = "random", seed = None))]
+    fn pad<'py>(
+        &self,
+        py: Python<'py>,
+        width: &Bound<'py, PyAny>,
+        pad_id: i64,
+        strategy: &str,
+        seed: Option<&Bound<'py, PyAny>>,
+    ) -> errors::Result<Padded<'py>> {
+        let width = length(width, "max_length")?;
+        let how = truncation(strategy, seed)?;
+        let (n, (out, mask)) = self.with_view(py, |r| {
+            Ok((r.len(), py.detach(|| r.pad(width, pad_id, how))?))
+        })?;
+        let shape = (n, width);
+        let out = Array2::from_shape_vec(shape, out).map_err(|e| invalid(e.to_string()))?;
+        let mask = Array2::from_shape_vec(shape, mask).map_err(|e| invalid(e.to_string()))?;
+        Ok((out.into_pyarray(py), mask.into_pyarray(py)))
+    }
+
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let ctor = py.get_type::<PyRagged>();
+        (ctor, (self.ids.clone_ref(py), self.offsets.clone_ref(py))).into_pyobject(py)
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> String {
+        format!(
+            "Ragged({} cells, {} ids)",
+            self.__len__(py),
+            PyUntypedArrayMethods::len(self.ids.bind(py))
+        )
+    }
 }

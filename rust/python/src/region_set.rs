@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use atacformer_core::RegionSet;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PySlice, PyTuple, PyType};
+use pyo3::types::{PyDict, PyList, PySlice, PyTuple, PyType};
 
 use crate::convert;
-use crate::errors::{invalid, out_of_range, to_py, wrong_type};
+use crate::errors::{self, invalid, out_of_range, wrong_type};
 use crate::region::PyRegion;
 
 /// An ordered set of regions (0-based, half-open). Keeps file order until `sort()`.
@@ -23,8 +23,8 @@ impl PyRegionSet {
         PyRegionSet { inner, path: None }
     }
 
-    fn read(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py.detach(|| RegionSet::from_bed(&path)).map_err(to_py)?;
+    fn read(py: Python<'_>, path: PathBuf) -> errors::Result<Self> {
+        let inner = py.detach(|| RegionSet::from_bed(&path))?;
         Ok(PyRegionSet {
             inner,
             path: Some(path),
@@ -59,7 +59,7 @@ fn u32s_to_i64(v: &[u32]) -> Vec<i64> {
 impl PyRegionSet {
     /// Reads a BED file (plain or gzip).
     #[new]
-    fn py_new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn py_new(py: Python<'_>, path: &Bound<'_, PyAny>) -> errors::Result<Self> {
         Self::read(py, convert::path_arg(path)?)
     }
 
@@ -69,7 +69,7 @@ impl PyRegionSet {
         _cls: &Bound<'_, PyType>,
         py: Python<'_>,
         path: &Bound<'_, PyAny>,
-    ) -> PyResult<Self> {
+    ) -> errors::Result<Self> {
         Self::read(py, convert::path_arg(path)?)
     }
 
@@ -93,6 +93,33 @@ impl PyRegionSet {
         Ok(PyRegionSet::new(convert::from_arrays(
             chroms, starts, ends,
         )?))
+    }
+
+    /// Peaks from AnnData `var_names` (`chr1:100-600` or `chr1-100-600`), or the index of
+    /// the first name that is not one.
+    #[staticmethod]
+    fn _from_peak_names(py: Python<'_>, names: &Bound<'_, PyList>) -> PyResult<Py<PyAny>> {
+        Ok(match convert::from_peak_names(names)? {
+            Ok(set) => PyRegionSet::new(set).into_pyobject(py)?.into_any().unbind(),
+            Err(i) => i.into_pyobject(py)?.into_any().unbind(),
+        })
+    }
+
+    /// Peaks from a list of chromosome names (a DataFrame column) and coordinate arrays.
+    #[staticmethod]
+    fn _from_chrom_list(
+        chroms: &Bound<'_, PyList>,
+        starts: PyReadonlyArray1<'_, u32>,
+        ends: PyReadonlyArray1<'_, u32>,
+    ) -> errors::Result<Self> {
+        let (names, codes) = convert::intern_chroms(chroms)?;
+        let set = RegionSet::from_interned(
+            names,
+            codes,
+            starts.as_array().to_vec(),
+            ends.as_array().to_vec(),
+        )?;
+        Ok(PyRegionSet::new(set))
     }
 
     /// Builds a set from a DataFrame with `chr` (or `chrom`), `start` and `end` columns.
@@ -199,9 +226,9 @@ impl PyRegionSet {
     }
 
     /// Writes BED; gzip when the path ends in `.gz`. Replaces the file atomically.
-    fn to_bed(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+    fn to_bed(&self, py: Python<'_>, path: PathBuf) -> errors::Result<()> {
         let inner = &self.inner;
-        py.detach(|| inner.to_bed(&path)).map_err(to_py)
+        Ok(py.detach(|| inner.to_bed(&path))?)
     }
 
     /// A pandas DataFrame with columns `chr`, `start`, `end` (and `rest` when present).
@@ -246,19 +273,18 @@ impl PyRegionSet {
         starts: PyReadonlyArray1<'_, u32>,
         ends: PyReadonlyArray1<'_, u32>,
         rest: Option<Vec<Option<String>>>,
-    ) -> PyResult<Self> {
+    ) -> errors::Result<Self> {
         let set = RegionSet::from_interned(
             names,
             chroms.as_array().to_vec(),
             starts.as_array().to_vec(),
             ends.as_array().to_vec(),
-        )
-        .map_err(to_py)?;
+        )?;
         let set = match rest {
             None => set,
             Some(rest) => {
                 if rest.len() != set.len() {
-                    return Err(invalid("RegionSet state: rest has the wrong length"));
+                    return Err(invalid("RegionSet state: rest has the wrong length").into());
                 }
                 let mut out = RegionSet::new();
                 for (i, r) in rest.into_iter().enumerate() {

@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use atacformer_core::batch::{tokenize_batch, Cell};
-use atacformer_core::{state, Special, Tokenizer, SPECIAL_NAMES};
+use atacformer_core::pad::Truncation;
+use atacformer_core::ragged::RaggedRef;
+use atacformer_core::{state, Special, TokenId, Tokenizer, SPECIAL_NAMES};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::convert::{self, extract_query, Query};
-use crate::errors::to_py;
+use crate::errors;
+use crate::ragged::PyRagged;
 use crate::region_set::PyRegionSet;
 
-/// A pair of 1-D int64 arrays: `(input_ids, attention_mask)`.
-type Flat<'py> = (Bound<'py, PyArray1<i32>>, Bound<'py, PyArray1<i64>>);
-
+/// `(input_ids, attention_mask)`, 1-D int64.
 type IdsAndMask<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
 
 /// An immutable interval tokenizer over one universe.
@@ -26,12 +27,12 @@ impl PyTokenizer {
     fn load(
         py: Python<'_>,
         f: impl FnOnce() -> atacformer_core::Result<Tokenizer> + Send,
-    ) -> PyResult<Self> {
-        Ok(PyTokenizer(Arc::new(py.detach(f).map_err(to_py)?)))
+    ) -> errors::Result<Self> {
+        Ok(PyTokenizer(Arc::new(py.detach(f)?)))
     }
 
-    /// Token ids (as `i64`) of any accepted region input, with the GIL released.
-    pub fn ids_of(&self, regions: &Bound<'_, PyAny>) -> PyResult<Vec<i64>> {
+    /// Token ids of any accepted region input, with the GIL released.
+    pub fn ids_of<T: TokenId>(&self, regions: &Bound<'_, PyAny>) -> errors::Result<Vec<T>> {
         let py = regions.py();
         let tok = &*self.0;
         match extract_query(regions)? {
@@ -40,8 +41,23 @@ impl PyTokenizer {
                 Ok(py.detach(|| tok.tokenize_set(set)))
             }
             Query::Owned(set) => Ok(py.detach(|| tok.tokenize_set(&set))),
-            Query::Path(path) => py.detach(|| tok.tokenize_bed(&path)).map_err(to_py),
+            Query::Path(path) => Ok(py.detach(|| tok.tokenize_bed(&path))?),
         }
+    }
+
+    /// Tokenizes cells in parallel, with the GIL released, into one unnamed ragged buffer.
+    fn batch(&self, py: Python<'_>, queries: &[Query<'_>]) -> errors::Result<PyRagged> {
+        let batch: Vec<Cell<'_>> = queries
+            .iter()
+            .map(|q| match q {
+                Query::Set(s) => Cell::Set(&s.inner),
+                Query::Owned(s) => Cell::Set(s),
+                Query::Path(p) => Cell::Bed(p),
+            })
+            .collect();
+        let tok = &*self.0;
+        let cells = py.detach(|| tokenize_batch(tok, &batch))?;
+        Ok(PyRagged::from_core(py, cells))
     }
 
     fn token_or_unk(&self, id: i64) -> String {
@@ -56,51 +72,59 @@ impl PyTokenizer {
 impl PyTokenizer {
     /// Loads from a `.bed`/`.bed.gz` universe, a `.toml` config or a saved directory.
     #[new]
-    fn new(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn new(py: Python<'_>, path: &Bound<'_, PyAny>) -> errors::Result<Self> {
         let path = convert::path_arg(path)?;
         Self::load(py, move || Tokenizer::from_auto(&path))
     }
 
     #[staticmethod]
-    fn from_bed(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn from_bed(py: Python<'_>, path: &Bound<'_, PyAny>) -> errors::Result<Self> {
         let path = convert::path_arg(path)?;
         Self::load(py, move || Tokenizer::from_bed(&path))
     }
 
     #[staticmethod]
-    fn from_config(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn from_config(py: Python<'_>, path: &Bound<'_, PyAny>) -> errors::Result<Self> {
         let path = convert::path_arg(path)?;
         Self::load(py, move || Tokenizer::from_config(&path))
     }
 
     #[staticmethod]
-    fn from_dir(py: Python<'_>, path: &Bound<'_, PyAny>) -> PyResult<Self> {
+    fn from_dir(py: Python<'_>, path: &Bound<'_, PyAny>) -> errors::Result<Self> {
         let path = convert::path_arg(path)?;
         Self::load(py, move || Tokenizer::from_dir(&path))
     }
 
     #[staticmethod]
-    fn _from_state(py: Python<'_>, state: Vec<u8>) -> PyResult<Self> {
+    fn _from_state(py: Python<'_>, state: Vec<u8>) -> errors::Result<Self> {
         Self::load(py, move || state::from_bytes(&state))
     }
 
     /// Writes `universe.bed.gz` and `tokenizer.toml` into `directory`.
-    fn save_pretrained(&self, py: Python<'_>, directory: &Bound<'_, PyAny>) -> PyResult<()> {
+    fn save_pretrained(&self, py: Python<'_>, directory: &Bound<'_, PyAny>) -> errors::Result<()> {
         let directory = convert::path_arg(directory)?;
         let tok = &*self.0;
-        py.detach(|| tok.save_pretrained(&directory)).map_err(to_py)
+        Ok(py.detach(|| tok.save_pretrained(&directory))?)
     }
 
-    /// `(input_ids, attention_mask)`: int64 arrays moved from Rust.
-    fn encode_regions<'py>(&self, regions: &Bound<'py, PyAny>) -> PyResult<IdsAndMask<'py>> {
+    /// The token ids of one region input, as a one-cell `Ragged`.
+    fn encode(&self, regions: &Bound<'_, PyAny>) -> errors::Result<PyRagged> {
+        let query = extract_query(regions)?;
+        self.batch(regions.py(), std::slice::from_ref(&query))
+    }
+
+    /// `(input_ids, attention_mask)` of one region input: the one row of its one-cell
+    /// ragged ids padded to their own length (int64, moved from Rust).
+    fn encode_row<'py>(&self, regions: &Bound<'py, PyAny>) -> errors::Result<IdsAndMask<'py>> {
+        let ids = self.ids_of::<i32>(regions)?;
+        let offsets = [0, ids.len() as i64];
+        let (row, mask) = RaggedRef::new(&ids, &offsets)?.pad(ids.len(), 0, Truncation::First)?;
         let py = regions.py();
-        let ids = self.ids_of(regions)?;
-        let mask = vec![1i64; ids.len()];
-        Ok((ids.into_pyarray(py), mask.into_pyarray(py)))
+        Ok((row.into_pyarray(py), mask.into_pyarray(py)))
     }
 
-    /// Token ids of many cells, tokenized in parallel: flat int32 `ids` and int64 `offsets`.
-    fn encode_batch<'py>(&self, cells: &Bound<'py, PyAny>) -> PyResult<Flat<'py>> {
+    /// Token ids of many cells, tokenized in parallel, as a `Ragged`.
+    fn encode_batch(&self, cells: &Bound<'_, PyAny>) -> errors::Result<PyRagged> {
         let py = cells.py();
         let queries = cells
             .try_iter()?
@@ -112,23 +136,13 @@ impl PyTokenizer {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let batch: Vec<Cell<'_>> = queries
-            .iter()
-            .map(|q| match q {
-                Query::Set(s) => Cell::Set(&s.inner),
-                Query::Owned(s) => Cell::Set(s),
-                Query::Path(p) => Cell::Bed(p),
-            })
-            .collect();
-        let tok = &*self.0;
-        let (ids, offsets) = py.detach(|| tokenize_batch(tok, &batch)).map_err(to_py)?;
-        Ok((ids.into_pyarray(py), offsets.into_pyarray(py)))
+        self.batch(py, &queries)
     }
 
     /// Token strings of the regions.
-    fn tokenize(&self, regions: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    fn tokenize(&self, regions: &Bound<'_, PyAny>) -> errors::Result<Vec<String>> {
         Ok(self
-            .ids_of(regions)?
+            .ids_of::<i64>(regions)?
             .into_iter()
             .map(|id| self.token_or_unk(id))
             .collect())

@@ -1,0 +1,69 @@
+"""The exceptions atacformer raises, declared once.
+
+Every one derives from :class:`AtacformerError` and from the built-in exception a caller
+would expect (``ValueError``, ``FileNotFoundError``, ...), so ``except ValueError`` keeps
+working. The Rust extension raises these same classes (it imports them from here).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AtacformerError",
+    "AtacformerIOError",
+    "AtacformerIndexError",
+    "AtacformerTypeError",
+    "InvalidInputError",
+    "MissingFileError",
+    "ParseError",
+]
+
+
+class AtacformerError(Exception):
+    """Base class of every error raised by atacformer."""
+
+    __module__ = "atacformer"
+
+
+class ParseError(AtacformerError, ValueError):
+    """A malformed BED, TOML, compressed or ``.atok`` file; ``path`` and ``line`` (1-based,
+    0 when no line is to blame) say where, when known."""
+
+    __module__ = "atacformer"
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.path, self.line))
+
+
+class MissingFileError(AtacformerError, FileNotFoundError):
+    """A file that does not exist."""
+
+    __module__ = "atacformer"
+
+
+class AtacformerIOError(AtacformerError, OSError):
+    """A file that could not be read or written."""
+
+    __module__ = "atacformer"
+
+
+class InvalidInputError(AtacformerError, ValueError):
+    """An argument with a bad value."""
+
+    __module__ = "atacformer"
+
+
+class AtacformerTypeError(AtacformerError, TypeError):
+    """An argument of the wrong type."""
+
+    __module__ = "atacformer"
+
+
+class AtacformerIndexError(AtacformerError, IndexError):
+    """An index out of range."""
+
+    __module__ = "atacformer"
