@@ -26,6 +26,7 @@ Regions = Any  # RegionSet | BED path | DataFrame | iterable of region-like obje
 CONFIG_FILE = "tokenizer.toml"
 UNIVERSE_FILES = ("universe.bed.gz", "universe.bed")
 _SPECIAL_NAMES = ("unk", "pad", "mask", "cls", "eos", "bos", "sep")
+SPECIAL_TOKEN_NAMES = _SPECIAL_NAMES
 DEFAULT_SEED = 42
 
 
