@@ -1008,3 +1008,96 @@ def test_config_from_tokenizer_takes_the_vocabulary_and_special_ids():
     assert config.num_hidden_layers == AtacformerConfig().num_hidden_layers  # the rest: defaults
     with pytest.raises(TypeError, match="vocab_size"):
         AtacformerConfig.from_tokenizer(tok, vocab_size=10)
+
+
+# ------------------------------------------------------------------------------ inference module
+
+
+def test_every_cell_input_becomes_the_same_tokenized_cells():
+    from atacformer.inference import as_tokenized_cells
+
+    cells = [np.array([4, 1, 7]), np.array([], dtype=np.int64), np.array([2])]
+    real = TokenizedCells.from_lists(cells)
+    assert as_tokenized_cells(real) is real
+    padded = {
+        "input_ids": torch.tensor([[4, 1, 7], [51, 51, 51], [2, 51, 51]]),
+        "attention_mask": torch.tensor([[1, 1, 1], [0, 0, 0], [1, 0, 0]]),
+    }
+    forms = [
+        cells,
+        [c.tolist() for c in cells],
+        [torch.from_numpy(c) for c in cells],
+        padded,
+        {"input_ids": real},
+        FakeTokenizedCells([c.astype(np.int32) for c in cells]),
+    ]
+    for form in forms:
+        got = as_tokenized_cells(form)
+        assert got.offsets.tolist() == [0, 3, 3, 4]
+        assert got.ids.tolist() == [4, 1, 7, 2]
+    with pytest.raises(TypeError, match="TokenizedCells"):
+        as_tokenized_cells(42)
+    with pytest.raises(ValueError, match=r"\[B, L\]"):
+        as_tokenized_cells({"input_ids": np.zeros(3, dtype=np.int64)})
+
+
+def test_length_sorted_batches_go_longest_first_and_cut_at_the_budget():
+    from atacformer.inference import length_sorted_batches
+
+    lengths = np.array([3, 9, 1, 9, 5, 0, 7])
+    batches = [b.tolist() for b in length_sorted_batches(lengths, 3)]
+    assert batches == [[1, 3, 6], [4, 0, 2], [5]]  # ties keep input order
+    cut = [b.tolist() for b in length_sorted_batches(lengths, 3, budget=12)]
+    assert cut == [[1], [3], [6], [4, 0, 2], [5]]  # 9 + 9 > 12; 5 + 3 + 1 fits
+    assert [b.tolist() for b in length_sorted_batches(np.array([], dtype=int), 4)] == []
+
+
+def test_encode_rejects_bad_arguments():
+    model = make()
+    cells = random_cells([3, 4])
+    for kwargs, match in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"return_tensors": "tf"}, "return_tensors"),
+        ({"layout": "ragged"}, "layout"),
+        ({"max_tokens_per_cell": 0}, "max_tokens_per_cell"),
+        ({"max_tokens_per_cell": 2, "truncation_strategy": "last"}, "truncation_strategy"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model.encode_tokenized_cells(cells, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        AtacformerForMaskedLM,
+        AtacformerForReplacedTokenDetection,
+        AtacformerForUnsupervisedBatchCorrection,
+    ],
+)
+def test_token_heads_take_packed_input_with_the_padded_results(cls):
+    model = make(cls)
+    lengths = [5, 2, 4]
+    ids, mask = padded_batch(lengths, 5, seed=7)
+    labels = torch.where(mask.bool(), torch.randint(0, 2, mask.shape), torch.tensor(-100))
+    labels[0, 0] = -100
+    flat, indices, cu, max_seqlen = unpad_input(ids, mask)
+    extra = {"batch_labels": torch.tensor([0, 2, 1])} if cls is not AtacformerForMaskedLM else {}
+    with torch.no_grad():
+        padded = model(input_ids=ids, attention_mask=mask, labels=labels, **extra)
+        packed = model(
+            input_ids=flat,
+            cu_seqlens=cu,
+            max_seqlen=max_seqlen,
+            labels=labels[mask.bool()],
+            **extra,
+        )
+    assert packed.loss.item() == pytest.approx(padded.loss.item(), abs=1e-5)
+    if cls is AtacformerForMaskedLM:  # sparse prediction: logits of the labelled tokens only
+        torch.testing.assert_close(packed.logits, padded.logits, atol=1e-5, rtol=0)
+    else:
+        assert packed.logits.shape == (sum(lengths),)
+        torch.testing.assert_close(packed.logits, padded.logits[mask.bool()], atol=1e-5, rtol=0)
+    if cls is AtacformerForUnsupervisedBatchCorrection:
+        torch.testing.assert_close(
+            packed.cell_embeddings, padded.cell_embeddings, atol=1e-5, rtol=0
+        )

@@ -470,15 +470,23 @@ class AtacformerForMaskedLM(AtacformerPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
-        """Logits ``[B, L, V]`` (or ``[n_labelled, V]``); loss = cross-entropy where labelled."""
+        """Logits ``[B, L, V]`` (or ``[n_labelled, V]``); loss = cross-entropy where labelled.
+
+        Packed input (``cu_seqlens``, see :meth:`AtacformerModel.forward`) takes ``labels``
+        ``[T]`` and gives logits ``[T, V]``.
+        """
         base = self.atacformer(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
@@ -539,15 +547,22 @@ class AtacformerForReplacedTokenDetection(AtacformerPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> TokenClassifierOutput | tuple[torch.Tensor, ...]:
-        """Logits ``[B, L]``; loss = BCE over ``labels`` (1 replaced, 0 original, -100 skip)."""
+        """Logits ``[B, L]``; loss = BCE over ``labels`` (1 replaced, 0 original, -100 skip).
+
+        Packed input (``cu_seqlens``) takes ``labels`` ``[T]`` and gives logits ``[T]``.
+        """
         base = self.atacformer(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
             output_hidden_states=output_hidden_states,
             return_dict=True,
         )
@@ -700,15 +715,25 @@ class AtacformerForUnsupervisedBatchCorrection(AtacformerPreTrainedModel):
         labels: torch.Tensor | None = None,
         batch_labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> AtacformerBatchCorrectionOutput | tuple[torch.Tensor, ...]:
-        """RTD ``labels`` ``[B, L]`` and ``batch_labels`` ``[B]`` (ints below num_batches)."""
+        """RTD ``labels`` ``[B, L]`` and ``batch_labels`` ``[B]`` (ints below num_batches).
+
+        Packed input (``cu_seqlens``) takes ``labels`` ``[T]`` and gives logits ``[T]``.
+        """
         hidden = self.atacformer(
-            input_ids, attention_mask=attention_mask, position_ids=position_ids, return_dict=True
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
+            return_dict=True,
         ).last_hidden_state
         logits = self.discriminator(hidden)
-        cells = mean_pool(hidden, attention_mask)
+        cells = mean_pool(hidden, attention_mask, cu_seqlens)
         batch_logits = self.batch_prediction_head(gradient_reversal(cells, self.config.grl_alpha))
         rtd = None if labels is None else _rtd_loss(logits, labels)
         adv = None
