@@ -158,6 +158,21 @@ def length_sorted_batches(
         yield idx[start:]
 
 
+def _gathered_batches(
+    cells: TokenizedCells, batch_size: int, budget: int | None
+) -> Iterator[tuple[np.ndarray, TokenizedCells]]:
+    """:func:`length_sorted_batches` of ``cells``: each batch's indices and its cells.
+
+    A batch is built from views of its own cells, so its cost is its size: selecting from
+    ``cells`` directly reads every cell's offset, which repeated per batch grows with the
+    square of the number of cells.
+    """
+    ids, offsets = cells.ids, cells.offsets
+    for idx in length_sorted_batches(cells.lengths, batch_size, budget):
+        bounds = zip(offsets[idx].tolist(), offsets[idx + 1].tolist(), strict=True)
+        yield idx, TokenizedCells.from_lists([ids[a:b] for a, b in bounds])
+
+
 def _token_budget(hidden: int, intermediate: int) -> int:
     """Tokens per packed batch: the widest fp32 activation stays near ``_PACKED_BYTES``."""
     return max(512, _PACKED_BYTES // (4 * max(intermediate, 3 * hidden)))
@@ -210,13 +225,12 @@ def encode(
     n_cells = len(lengths)
     pooled = np.zeros((n_cells, config.hidden_size if pool_tokens else 0), dtype=np.float32)
     per_token: list[Any] = [None] * (0 if pool_tokens else n_cells)
-    batches = length_sorted_batches(lengths, batch_size, budget if layout == "packed" else None)
+    batches = _gathered_batches(cells, batch_size, budget if layout == "packed" else None)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), autocast, _progress(n_cells, progress) as bar:
-            for idx in batches:
-                batch = cells[idx]
+            for idx, batch in batches:
                 cu_seqlens = torch.from_numpy(batch.offsets).to(run_device)
                 if layout == "packed":
                     tokens = _encode_packed(base, batch, cu_seqlens, run_device)
