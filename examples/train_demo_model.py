@@ -117,13 +117,8 @@ def make_cells(
 
 def model_config(tokenizer: atacformer.Tokenizer) -> AtacformerConfig:
     """A small encoder over the tokenizer's vocabulary, without position embeddings."""
-    return AtacformerConfig(
-        vocab_size=tokenizer.vocab_size,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        sep_token_id=tokenizer.sep_token_id,
+    return AtacformerConfig.from_tokenizer(
+        tokenizer,
         use_pos_embeddings=False,  # tokens come in genomic order, not a sequence
         max_position_embeddings=MAX_TRAIN_TOKENS,
         hidden_size=64,

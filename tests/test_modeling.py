@@ -29,8 +29,10 @@ from atacformer.modeling_atacformer import (
     AtacformerForUnsupervisedBatchCorrection,
     AtacformerModel,
     gradient_reversal,
-    truncate_ragged,
+    pad_output,
+    unpad_input,
 )
+from atacformer.tokenized_cells import TokenizedCells
 
 ALL_CLASSES = [
     AtacformerModel,
@@ -385,17 +387,96 @@ def test_training_mode_uses_dropout_and_backpropagates():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def packed_batch(cells):
+    """Flat ids ``[T]`` int64 and ``cu_seqlens`` ``[n + 1]`` written out from the cells."""
+    ids = torch.from_numpy(np.concatenate(cells).astype(np.int64))
+    cu = torch.tensor([0, *np.cumsum([len(c) for c in cells]).tolist()])
+    return ids, cu
+
+
+@pytest.mark.parametrize("use_pos", [True, False])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_packed_public_forward_equals_the_padded_forward_and_the_oracle(use_pos, seed):
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(0, 20, 7).tolist() + [1]
+    cells = random_cells(lengths, seed=seed)
+    model = make(use_pos_embeddings=use_pos)
+    ids, cu = packed_batch(cells)
+    padded_ids, mask = padded_batch(lengths, max(lengths), seed=seed)
+    for i, c in enumerate(cells):
+        padded_ids[i, : len(c)] = torch.from_numpy(c)
+    with torch.no_grad():
+        packed = model(input_ids=ids, cu_seqlens=cu, max_seqlen=max(lengths)).last_hidden_state
+        packed_int32 = model(input_ids=ids, cu_seqlens=cu.int()).last_hidden_state
+        padded = model(input_ids=padded_ids, attention_mask=mask).last_hidden_state
+    assert packed.shape == (sum(lengths), 32)
+    torch.testing.assert_close(packed, padded[mask.bool()], atol=1e-5, rtol=0)
+    assert torch.equal(packed, packed_int32)
+    expected = np.concatenate(oracle_tokens(model, cells))
+    np.testing.assert_allclose(packed.numpy(), expected, atol=1e-5, rtol=0)
+
+
+def test_packed_forward_takes_explicit_positions():
+    model = make()
+    cells = random_cells([4, 6])
+    ids, cu = packed_batch(cells)
+    shifted = torch.tensor([3, 4, 5, 6, 0, 1, 2, 3, 4, 5])  # cell 0 as if it started at 3
+    with torch.no_grad():
+        got = model(input_ids=ids, cu_seqlens=cu, position_ids=shifted).last_hidden_state
+        x = model.embeddings.token_embeddings(torch.from_numpy(cells[0]))
+        x = x + model.embeddings.position_embeddings(torch.arange(3, 7))
+        first = stock_encoder(model)(x[None])[0]
+        default = model(input_ids=ids, cu_seqlens=cu).last_hidden_state
+    torch.testing.assert_close(got[:4], first, atol=1e-5, rtol=0)
+    torch.testing.assert_close(got[4:], default[4:], atol=0, rtol=0)  # cell 1: same positions
+    assert not torch.allclose(got[:4], default[:4], atol=1e-3)
+
+
+def test_packed_forward_rejects_bad_boundaries():
+    model = make()
+    ids = torch.arange(6)
+    for cu in ([0, 2, 5], [1, 3, 6], [0, 4, 2, 6]):
+        with pytest.raises(ValueError, match="cu_seqlens"):
+            model(input_ids=ids, cu_seqlens=torch.tensor(cu))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(input_ids=ids, attention_mask=torch.ones(6), cu_seqlens=torch.tensor([0, 6]))
+    with pytest.raises(ValueError, match="flat"):
+        model(input_ids=ids.reshape(2, 3), cu_seqlens=torch.tensor([0, 3, 6]))
+    with pytest.raises(ValueError, match="max_position_embeddings"):  # 65 > 64 positions
+        model(input_ids=torch.zeros(66, dtype=torch.long), cu_seqlens=torch.tensor([0, 1, 66]))
+
+
+def test_unpad_and_pad_output_round_trip():
+    lengths = [3, 0, 5, 1]
+    ids, mask = padded_batch(lengths, 5, seed=4)
+    flat, indices, cu, max_seqlen = unpad_input(ids, mask)
+    assert cu.tolist() == [0, 3, 3, 8, 9] and max_seqlen == 5
+    assert flat.tolist() == ids[mask.bool()].tolist()
+    assert indices.tolist() == [0, 1, 2, 10, 11, 12, 13, 14, 15]  # row * 5 + column
+    model = make()
+    with torch.no_grad():
+        packed = model(input_ids=flat, cu_seqlens=cu, max_seqlen=max_seqlen).last_hidden_state
+        padded = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    back = pad_output(packed, indices, 4, 5)
+    assert back.shape == (4, 5, 32)
+    torch.testing.assert_close(back[mask.bool()], padded[mask.bool()], atol=1e-5, rtol=0)
+    assert torch.all(back[~mask.bool()] == 0)
+
+
 def test_packed_and_padded_layouts_have_equal_gradients():
     cells = random_cells([5, 11, 2])
+    lengths = [len(c) for c in cells]
     grads = []
     for layout in ("packed", "padded"):
         model = make(seed=1)
-        ids = np.concatenate(cells)
-        lens = np.array([len(c) for c in cells])
         if layout == "packed":
-            out = model._forward_packed(ids, lens, torch.device("cpu"))
+            ids, cu = packed_batch(cells)
+            out = model(input_ids=ids, cu_seqlens=cu).last_hidden_state
         else:
-            out = model._forward_padded_flat(ids, lens, torch.device("cpu"))
+            ids, mask = padded_batch(lengths, max(lengths))
+            for i, c in enumerate(cells):
+                ids[i, : len(c)] = torch.from_numpy(c)
+            out = model(input_ids=ids, attention_mask=mask).last_hidden_state[mask.bool()]
         (out**2).sum().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
     for g1, g2 in zip(*grads, strict=True):
@@ -480,19 +561,21 @@ def test_cell_embeddings_equal_the_per_cell_oracle(layout, batch_size):
 
 
 def test_packed_batches_cut_at_a_token_budget_give_the_same_embeddings(monkeypatch):
-    import atacformer.modeling_atacformer as modeling
+    import atacformer.inference as inference
 
     model = make(max_position_embeddings=256)
     cells = random_cells(LENGTHS, seed=6)
     # The budget becomes max(512, bytes // (4 * 96)) tokens: 512, smaller than the batch.
-    monkeypatch.setattr(modeling, "_PACKED_BYTES", 1)
+    monkeypatch.setattr(inference, "_PACKED_BYTES", 1)
     calls = []
-    original = modeling.AtacformerModel._forward_packed
-    monkeypatch.setattr(
-        modeling.AtacformerModel,
-        "_forward_packed",
-        lambda self, ids, lens, device: calls.append(len(ids)) or original(self, ids, lens, device),
-    )
+    original = AtacformerModel.forward
+
+    def counting(self, input_ids=None, **kwargs):
+        assert kwargs["cu_seqlens"] is not None  # the public packed path
+        calls.append(len(input_ids))
+        return original(self, input_ids, **kwargs)
+
+    monkeypatch.setattr(AtacformerModel, "forward", counting)
     many = [np.resize(c, 200) for c in cells]  # 9 cells x 200 tokens in one batch of 64
     got = model.encode_tokenized_cells(many, progress=False)
     assert calls == [400, 400, 400, 400, 200]
@@ -538,14 +621,15 @@ def is_subsequence(sub: np.ndarray, positions_in: int) -> bool:
 def test_random_truncation_keeps_an_ordered_seeded_subset():
     lengths = [3, 10, 7, 25]
     offsets = np.concatenate([[0], np.cumsum(lengths)])
-    ids = np.arange(offsets[-1])  # ids equal global positions, so subsets are readable
-    out, new_offsets = truncate_ragged(ids, offsets, 5, "random", seed=7)
+    cells = TokenizedCells(np.arange(offsets[-1]), offsets)  # ids equal global positions
+    cut = cells.truncate(5, "random", seed=7)
+    out, new_offsets = cut.ids, cut.offsets
     assert new_offsets.tolist() == [0, 3, 8, 13, 18]
     for i, n in enumerate(lengths):
         kept = out[new_offsets[i] : new_offsets[i + 1]] - offsets[i]
         assert len(kept) == min(n, 5) and is_subsequence(kept, n)
-    again, _ = truncate_ragged(ids, offsets, 5, "random", seed=7)
-    other, _ = truncate_ragged(ids, offsets, 5, "random", seed=8)
+    again = cells.truncate(5, "random", seed=7).ids
+    other = cells.truncate(5, "random", seed=8).ids
     assert np.array_equal(out, again) and not np.array_equal(out, other)
 
 
@@ -553,9 +637,9 @@ def test_random_truncation_is_uniform_over_positions():
     n, k, trials = 10, 3, 3000
     offsets = np.array([0, n])
     counts = np.zeros(n)
+    cells = TokenizedCells(np.arange(n), offsets)
     for seed in range(trials):
-        kept, _ = truncate_ragged(np.arange(n), offsets, k, "random", seed)
-        counts[kept] += 1
+        counts[cells.truncate(k, "random", seed).ids] += 1
     p = k / n  # each position is kept with probability k/n; 5 sigma bound
     assert np.all(np.abs(counts / trials - p) < 5 * np.sqrt(p * (1 - p) / trials))
 
@@ -563,10 +647,7 @@ def test_random_truncation_is_uniform_over_positions():
 def test_random_truncation_in_encode_uses_the_seeded_subset():
     model = make()
     cells = random_cells(LENGTHS, seed=4)
-    flat = np.concatenate(cells)
-    offsets = np.concatenate([[0], np.cumsum(LENGTHS)])
-    sub, sub_offsets = truncate_ragged(flat, offsets, 6, "random", seed=11)
-    subsets = [sub[sub_offsets[i] : sub_offsets[i + 1]] for i in range(len(cells))]
+    subsets = list(TokenizedCells.from_lists(cells).truncate(6, "random", seed=11))
     got = model.encode_tokenized_cells(cells, max_tokens_per_cell=6, seed=11, progress=False)
     np.testing.assert_allclose(got, oracle_pooled(model, subsets), atol=1e-5)
     repeat = model.encode_tokenized_cells(cells, max_tokens_per_cell=6, seed=11, progress=False)
@@ -780,3 +861,243 @@ def test_model_accepts_the_tokenizer_output_directly(tmp_path: Path):
     assert enc["input_ids"][0].tolist() == ids[0]
     pooled = model.encode_tokenized_cells(enc, progress=False)
     np.testing.assert_allclose(pooled, oracle_pooled(model, ids), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ return_dict
+
+
+def head_inputs(cls):
+    """Inputs with every label, and the output fields (in order) they produce, typed out."""
+    ids, mask = padded_batch([5, 3, 4], 5)
+    labels = torch.where(mask.bool(), torch.randint(0, 2, mask.shape), torch.tensor(-100))
+    if cls is AtacformerModel:
+        return dict(input_ids=ids, attention_mask=mask), ["last_hidden_state"]
+    if cls is AtacformerForMaskedLM:
+        return dict(input_ids=ids, attention_mask=mask, labels=labels), ["loss", "logits"]
+    if cls is AtacformerForReplacedTokenDetection:
+        return dict(input_ids=ids, attention_mask=mask, labels=labels), ["loss", "logits"]
+    if cls is AtacformerForCellClustering:
+        inputs = dict(input_ids_anchor=ids, attention_mask_anchor=mask)
+        inputs.update(input_ids_positive=ids.flip(0), attention_mask_positive=mask.flip(0))
+        inputs.update(input_ids_negative=ids[:, :3], attention_mask_negative=mask[:, :3])
+        return inputs, [
+            "loss",
+            "anchor_embeddings",
+            "positive_embeddings",
+            "negative_embeddings",
+        ]
+    inputs = dict(input_ids=ids, attention_mask=mask, labels=labels)
+    inputs["batch_labels"] = torch.tensor([0, 2, 1])
+    fields = ["loss", "rtd_loss", "batch_loss", "logits", "batch_logits", "cell_embeddings"]
+    return inputs, fields
+
+
+@pytest.mark.parametrize("cls", ALL_CLASSES)
+def test_every_class_honours_return_dict(cls):
+    model = make(cls)
+    inputs, fields = head_inputs(cls)
+    with torch.no_grad():
+        as_dict = model(**inputs)
+        as_tuple = model(**inputs, return_dict=False)
+        explicit = model(**inputs, return_dict=True)
+    assert not isinstance(as_dict, tuple) and list(as_dict.keys()) == fields
+    assert type(explicit) is type(as_dict)
+    assert type(as_tuple) is tuple and len(as_tuple) == len(fields)
+    for name, value in zip(fields, as_tuple, strict=True):
+        assert torch.equal(value, as_dict[name]), name
+    # The config's return_dict is the default, as in every transformers model.
+    quiet = make(cls, return_dict=False)
+    with torch.no_grad():
+        default = quiet(**inputs)
+    assert type(default) is tuple and len(default) == len(fields)
+    assert not isinstance(quiet(**inputs, return_dict=True), tuple)
+
+
+# ------------------------------------------------------------------------------ pooling
+
+
+def test_mean_pool_padded_and_packed_equal_a_hand_mean():
+    from atacformer.inference import mean_pool
+
+    rng = np.random.default_rng(0)
+    hidden = torch.from_numpy(rng.normal(size=(3, 4, 2)))
+    mask = torch.tensor([[1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+    expected = torch.stack(
+        [hidden[0, :2].mean(0), torch.zeros(2, dtype=hidden.dtype), hidden[2].mean(0)]
+    )
+    torch.testing.assert_close(mean_pool(hidden, mask), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(mean_pool(hidden, mask.bool()), expected, atol=1e-12, rtol=0)
+    torch.testing.assert_close(mean_pool(hidden), hidden.mean(1), atol=1e-12, rtol=0)
+    flat = torch.cat([hidden[0, :2], hidden[2]])
+    cu = torch.tensor([0, 2, 2, 6], dtype=torch.int32)
+    torch.testing.assert_close(mean_pool(flat, cu_seqlens=cu), expected, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError, match="cu_seqlens"):
+        mean_pool(flat, mask, cu_seqlens=cu)
+
+
+def test_heads_pool_like_the_oracle_with_and_without_a_mask():
+    model = make(AtacformerForUnsupervisedBatchCorrection)
+    cells = random_cells([4, 4])
+    ids = torch.from_numpy(np.stack(cells).astype(np.int64))
+    with torch.no_grad():
+        no_mask = model(input_ids=ids).cell_embeddings
+        ones = model(input_ids=ids, attention_mask=torch.ones_like(ids)).cell_embeddings
+    np.testing.assert_allclose(no_mask.numpy(), oracle_pooled(model, cells), atol=1e-5)
+    torch.testing.assert_close(no_mask, ones, atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------ reference names
+
+
+def test_cell_clustering_takes_the_reference_keyword_names():
+    model = make(AtacformerForCellClustering)
+    a_ids, a_mask = padded_batch([4, 6], 6, seed=1)
+    p_ids, p_mask = padded_batch([5, 2], 5, seed=2)
+    n_ids, n_mask = padded_batch([3, 3], 3, seed=3)
+    reference = dict(
+        input_ids_anchor=a_ids,
+        attention_mask_anchor=a_mask,
+        input_ids_positive=p_ids,
+        attention_mask_positive=p_mask,
+        input_ids_negative=n_ids,
+        attention_mask_negative=n_mask.bool(),  # geniml's collator writes bool masks
+    )
+    first_release = dict(
+        anchor_input_ids=a_ids,
+        anchor_attention_mask=a_mask,
+        positive_input_ids=p_ids,
+        positive_attention_mask=p_mask,
+        negative_input_ids=n_ids,
+        negative_attention_mask=n_mask,
+    )
+    with torch.no_grad():
+        new = model(**reference)
+        old = model(**first_release)
+        loss, anchor, positive, negative = model(**reference, return_dict=False)
+    expected = [
+        oracle_pooled(model, [ids[m.bool()].numpy() for ids, m in zip(i, k, strict=True)])
+        for i, k in ((a_ids, a_mask), (p_ids, p_mask), (n_ids, n_mask))
+    ]
+    for got, want in zip((anchor, positive, negative), expected, strict=True):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-5, rtol=0)
+    a, p, n = (torch.from_numpy(e) for e in expected)
+    manual = torch.clamp((a - p).norm(dim=1) - (a - n).norm(dim=1) + 1.0, min=0).mean()
+    assert loss.item() == pytest.approx(manual.item(), abs=1e-4)
+    assert torch.equal(new.loss, old.loss) and torch.equal(new.loss, loss)
+    assert AtacformerForCellClustering.main_input_name == "input_ids_anchor"
+    with pytest.raises(TypeError, match="input_ids_anchor"):
+        model(input_ids_anchor=a_ids, anchor_input_ids=a_ids)
+    only_anchor = model(input_ids_anchor=a_ids, attention_mask_anchor=a_mask)
+    assert only_anchor.loss is None and only_anchor.positive_embeddings is None
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def test_config_from_tokenizer_takes_the_vocabulary_and_special_ids():
+    from atacformer import Tokenizer
+
+    from conftest import DATA
+
+    tok = Tokenizer(DATA / "tokenizers" / "peaks.bed")  # 25 regions: ids 0..24, then specials
+    config = AtacformerConfig.from_tokenizer(tok, hidden_size=32, num_attention_heads=4)
+    assert config.vocab_size == 32  # 25 regions + unk, pad, mask, cls, eos, bos, sep
+    assert (config.pad_token_id, config.cls_token_id, config.eos_token_id) == (26, 28, 29)
+    assert (config.bos_token_id, config.sep_token_id) == (30, 31)
+    assert (config.hidden_size, config.num_attention_heads) == (32, 4)
+    assert config.num_hidden_layers == AtacformerConfig().num_hidden_layers  # the rest: defaults
+    with pytest.raises(TypeError, match="vocab_size"):
+        AtacformerConfig.from_tokenizer(tok, vocab_size=10)
+
+
+# ------------------------------------------------------------------------------ inference module
+
+
+def test_every_cell_input_becomes_the_same_tokenized_cells():
+    from atacformer.inference import as_tokenized_cells
+
+    cells = [np.array([4, 1, 7]), np.array([], dtype=np.int64), np.array([2])]
+    real = TokenizedCells.from_lists(cells)
+    assert as_tokenized_cells(real) is real
+    padded = {
+        "input_ids": torch.tensor([[4, 1, 7], [51, 51, 51], [2, 51, 51]]),
+        "attention_mask": torch.tensor([[1, 1, 1], [0, 0, 0], [1, 0, 0]]),
+    }
+    forms = [
+        cells,
+        [c.tolist() for c in cells],
+        [torch.from_numpy(c) for c in cells],
+        padded,
+        {"input_ids": real},
+        FakeTokenizedCells([c.astype(np.int32) for c in cells]),
+    ]
+    for form in forms:
+        got = as_tokenized_cells(form)
+        assert got.offsets.tolist() == [0, 3, 3, 4]
+        assert got.ids.tolist() == [4, 1, 7, 2]
+    with pytest.raises(TypeError, match="TokenizedCells"):
+        as_tokenized_cells(42)
+    with pytest.raises(ValueError, match=r"\[B, L\]"):
+        as_tokenized_cells({"input_ids": np.zeros(3, dtype=np.int64)})
+
+
+def test_length_sorted_batches_go_longest_first_and_cut_at_the_budget():
+    from atacformer.inference import length_sorted_batches
+
+    lengths = np.array([3, 9, 1, 9, 5, 0, 7])
+    batches = [b.tolist() for b in length_sorted_batches(lengths, 3)]
+    assert batches == [[1, 3, 6], [4, 0, 2], [5]]  # ties keep input order
+    cut = [b.tolist() for b in length_sorted_batches(lengths, 3, budget=12)]
+    assert cut == [[1], [3], [6], [4, 0, 2], [5]]  # 9 + 9 > 12; 5 + 3 + 1 fits
+    assert [b.tolist() for b in length_sorted_batches(np.array([], dtype=int), 4)] == []
+
+
+def test_encode_rejects_bad_arguments():
+    model = make()
+    cells = random_cells([3, 4])
+    for kwargs, match in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"return_tensors": "tf"}, "return_tensors"),
+        ({"layout": "ragged"}, "layout"),
+        ({"max_tokens_per_cell": 0}, "max_tokens_per_cell"),
+        ({"max_tokens_per_cell": 2, "truncation_strategy": "last"}, "truncation_strategy"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model.encode_tokenized_cells(cells, progress=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [
+        AtacformerForMaskedLM,
+        AtacformerForReplacedTokenDetection,
+        AtacformerForUnsupervisedBatchCorrection,
+    ],
+)
+def test_token_heads_take_packed_input_with_the_padded_results(cls):
+    model = make(cls)
+    lengths = [5, 2, 4]
+    ids, mask = padded_batch(lengths, 5, seed=7)
+    labels = torch.where(mask.bool(), torch.randint(0, 2, mask.shape), torch.tensor(-100))
+    labels[0, 0] = -100
+    flat, indices, cu, max_seqlen = unpad_input(ids, mask)
+    extra = {"batch_labels": torch.tensor([0, 2, 1])} if cls is not AtacformerForMaskedLM else {}
+    with torch.no_grad():
+        padded = model(input_ids=ids, attention_mask=mask, labels=labels, **extra)
+        packed = model(
+            input_ids=flat,
+            cu_seqlens=cu,
+            max_seqlen=max_seqlen,
+            labels=labels[mask.bool()],
+            **extra,
+        )
+    assert packed.loss.item() == pytest.approx(padded.loss.item(), abs=1e-5)
+    if cls is AtacformerForMaskedLM:  # sparse prediction: logits of the labelled tokens only
+        torch.testing.assert_close(packed.logits, padded.logits, atol=1e-5, rtol=0)
+    else:
+        assert packed.logits.shape == (sum(lengths),)
+        torch.testing.assert_close(packed.logits, padded.logits[mask.bool()], atol=1e-5, rtol=0)
+    if cls is AtacformerForUnsupervisedBatchCorrection:
+        torch.testing.assert_close(
+            packed.cell_embeddings, padded.cell_embeddings, atol=1e-5, rtol=0
+        )

@@ -108,6 +108,8 @@ def test_rtd_collator_from_config_uses_the_last_seven_ids():
     collator = DataCollatorForReplacedTokenDetection.from_config(config, mlm_probability=0.2)
     assert collator.special.tolist() == SPECIALS
     assert collator.pad_token_id == config.pad_token_id == PAD
+    with pytest.raises(ValueError, match="last 7 ids"):
+        DataCollatorForReplacedTokenDetection.from_config(tiny_config(N_REGIONS, pad_token_id=2))
 
 
 def test_collators_truncate_and_pad_to_a_multiple():
@@ -127,11 +129,85 @@ def test_triplet_collator_pads_each_role():
             {"anchor": [5], "positive": [4, 3], "negative": [1]},
         ]
     )
-    assert batch["anchor_input_ids"].tolist() == [[0, 1], [5, PAD]]
-    assert batch["anchor_attention_mask"].tolist() == [[1, 1], [1, 0]]
-    assert batch["positive_input_ids"].tolist() == [[2, PAD], [4, 3]]
-    assert batch["negative_input_ids"].tolist() == [[3, 4, 5], [1, PAD, PAD]]
-    assert batch["negative_attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["input_ids_anchor"].tolist() == [[0, 1], [5, PAD]]
+    assert batch["attention_mask_anchor"].tolist() == [[1, 1], [1, 0]]
+    assert batch["input_ids_positive"].tolist() == [[2, PAD], [4, 3]]
+    assert batch["attention_mask_positive"].tolist() == [[1, 0], [1, 1]]
+    assert batch["input_ids_negative"].tolist() == [[3, 4, 5], [1, PAD, PAD]]
+    assert batch["attention_mask_negative"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert sorted(batch) == sorted(
+        f"{part}_{role}"
+        for part in ("input_ids", "attention_mask")
+        for role in ("anchor", "positive", "negative")
+    )
+    assert all(t.dtype == torch.long for t in batch.values())
+
+
+def test_triplet_collator_output_goes_into_the_model_and_trains():
+    torch.manual_seed(0)
+    model = AtacformerForCellClustering(tiny_config(N_REGIONS))
+    collator = DataCollatorForTriplets.from_config(model.config, max_length=3, seed=1)
+    examples = [
+        {"anchor": [0, 1, 2, 3], "positive": [0, 1], "negative": [4, 5, 3]},
+        {"anchor": [4, 5], "positive": [5], "negative": [0, 1, 2, 3, 4]},
+    ]
+    batch = collator(examples)
+    assert batch["input_ids_negative"].shape == (2, 3)  # truncated to max_length
+    out = model(**batch)
+    assert out.loss is not None and out.loss.requires_grad
+    out.loss.backward()
+    grad = model.atacformer.encoder.layers[0].linear1.weight.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_a_geniml_style_training_step_runs_with_atacformer_imports_only(tmp_path):
+    # A training step as written for geniml's atacformer: its collator (tokenizer,
+    # max_position_embeddings), its example keys, model(**batch), loss = outputs[0], a step.
+    # Only the imports differ from geniml's.
+    from atacformer import AtacformerConfig, AtacformerForCellClustering, Tokenizer
+    from atacformer.training import DataCollatorForTripletLoss
+
+    bed = tmp_path / "universe.bed"
+    bed.write_text("".join(f"chr1\t{i * 1000}\t{i * 1000 + 500}\n" for i in range(20)))
+    tokenizer = Tokenizer(bed)
+    config = AtacformerConfig.from_tokenizer(
+        tokenizer,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=16,
+    )
+    torch.manual_seed(0)
+    model = AtacformerForCellClustering(config)
+    collator = DataCollatorForTripletLoss(tokenizer, max_position_embeddings=8)
+    rng = np.random.default_rng(0)
+    features = [
+        {
+            "input_ids_anchor": rng.integers(0, 10, 12).tolist(),
+            "input_ids_positive": rng.integers(0, 10, 5).tolist(),
+            "input_ids_negative": rng.integers(10, 20, 7).tolist(),
+        }
+        for _ in range(4)
+    ]
+    batch = collator(features)
+    assert batch["input_ids_anchor"].shape == (4, 8)  # cut to max_position_embeddings
+    assert (batch["input_ids_anchor"] != tokenizer.pad_token_id).all()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    before = model.atacformer.encoder.layers[1].linear2.weight.detach().clone()
+    losses = []
+    for _ in range(3):
+        outputs = model(**batch)
+        loss = outputs[0]  # what the Trainer takes, dict or tuple
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert all(np.isfinite(losses))
+    assert not torch.equal(before, model.atacformer.encoder.layers[1].linear2.weight)
+    loss, anchor, positive, negative = model(**batch, return_dict=False)  # geniml's tuple
+    assert anchor.shape == positive.shape == negative.shape == (4, 32)
 
 
 def test_batch_correction_collator_adds_batch_labels():
@@ -141,6 +217,8 @@ def test_batch_correction_collator_adds_batch_labels():
     )
     assert batch["batch_labels"].tolist() == [2, 0]
     assert batch["labels"].tolist() == [[0, 0], [0, -100]]
+    geniml = collator([{"input_ids": [0], "batch_id": 1}, {"input_ids": [3], "batch_id": 0}])
+    assert geniml["batch_labels"].tolist() == [1, 0]  # geniml's key
 
 
 def test_dataloader_workers_corrupt_differently():

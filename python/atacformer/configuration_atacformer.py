@@ -94,5 +94,32 @@ class AtacformerConfig(_BaseConfig):
             setattr(self, name, value)
         self.tie_word_embeddings = tie_word_embeddings
 
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, **shape: Any) -> AtacformerConfig:
+        """A config over ``tokenizer``'s vocabulary: its ``vocab_size`` and special token ids.
+
+        ``shape`` holds every other setting (``hidden_size``, ``num_hidden_layers``, ...). The
+        vocabulary and the special ids come only from the tokenizer, so that the model and the
+        tokenizer cannot disagree; passing them in ``shape`` is an error.
+        """
+        given = sorted(set(shape) & set(_FROM_TOKENIZER))
+        if given:
+            raise TypeError(
+                f"AtacformerConfig.from_tokenizer takes {', '.join(given)} from the tokenizer; "
+                "do not pass them"
+            )
+        return cls(**{name: getattr(tokenizer, name) for name in _FROM_TOKENIZER}, **shape)
+
+
+_FROM_TOKENIZER = (
+    "vocab_size",
+    "pad_token_id",
+    "cls_token_id",
+    "eos_token_id",
+    "bos_token_id",
+    "sep_token_id",
+)
+"""The config fields that :meth:`AtacformerConfig.from_tokenizer` reads off the tokenizer."""
+
 
 AutoConfig.register("atacformer", AtacformerConfig, exist_ok=True)

@@ -2,19 +2,17 @@
 
 Parameter names follow ``torch.nn.TransformerEncoderLayer`` (post-LayerNorm, ReLU, batch first)
 so that published ``model.safetensors`` files load unchanged, but the layer is our own: attention
-goes through ``scaled_dot_product_attention`` and can run on padded batches (``[B, L, H]`` with a
-key mask, used for training and on GPU) or on packed tokens (``[T, H]``, one attention call per
-cell, no padding at all: the fastest layout on CPU).
+goes through ``scaled_dot_product_attention`` and runs on padded batches (``[B, L, H]`` with a
+key mask, used for training and on GPU) or on packed tokens (``[T, H]`` with ``cu_seqlens``
+boundaries, one attention call per cell and no padding at all: the fastest layout on CPU). Both
+layouts go through the public :meth:`AtacformerModel.forward`.
 
-:meth:`AtacformerPreTrainedModel.encode_tokenized_cells` turns tokenized cells into cell
-embeddings ``[n_cells, hidden]``: cells are sorted by length, batched, encoded in inference mode
-and returned in input order.
+Batching, truncation and pooling live in :mod:`atacformer.inference`;
+:meth:`AtacformerPreTrainedModel.encode_tokenized_cells` is a thin entry point to it.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -32,8 +30,9 @@ from transformers import __version__ as _transformers_version
 from transformers.modeling_outputs import BaseModelOutput, MaskedLMOutput, TokenClassifierOutput
 from transformers.utils import ModelOutput
 
+from . import inference
 from .configuration_atacformer import AtacformerConfig
-from .tokenized_cells import TokenizedCells
+from .inference import mean_pool
 
 try:  # transformers 5: init functions that skip weights already loaded from a checkpoint
     from transformers import initialization as _init
@@ -41,6 +40,7 @@ except ImportError:  # pragma: no cover - transformers 4.5x
     from torch.nn import init as _init
 
 __all__ = [
+    "IGNORE_INDEX",
     "AtacformerBatchCorrectionOutput",
     "AtacformerCellClusteringOutput",
     "AtacformerForCellClustering",
@@ -49,15 +49,13 @@ __all__ = [
     "AtacformerForUnsupervisedBatchCorrection",
     "AtacformerModel",
     "AtacformerPreTrainedModel",
+    "gradient_reversal",
+    "pad_output",
+    "unpad_input",
 ]
 
 _TRANSFORMERS_5 = int(_transformers_version.split(".")[0]) >= 5
 _TOKEN_EMBEDDINGS = "atacformer.embeddings.token_embeddings.weight"
-# Packed batches are cut at a token budget so that the widest activation, [tokens,
-# intermediate] fp32, stays near 24 MiB whatever batch_size is (64 cells of 4,000 tokens would
-# otherwise need 0.8 GB per activation at the published shape). Packed cells do not interact, so
-# the cut changes no result.
-_PACKED_BYTES = 24 << 20
 IGNORE_INDEX = -100
 """Label value excluded from every loss (special and pad tokens)."""
 
@@ -223,12 +221,6 @@ def gradient_reversal(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
     return _GradientReversal.apply(x, alpha)
 
 
-def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over real tokens: ``[B, L, H]``, ``[B, L]`` -> ``[B, H]`` (zeros for empty cells)."""
-    m = mask.to(hidden.dtype).unsqueeze(-1)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-
-
 # --------------------------------------------------------------------------- models
 
 
@@ -302,6 +294,7 @@ class AtacformerPreTrainedModel(PreTrainedModel):
         model.config._name_or_path = model.name_or_path = name
         return loaded
 
+
     def encode_tokenized_cells(
         self,
         cells: Any,
@@ -326,61 +319,27 @@ class AtacformerPreTrainedModel(PreTrainedModel):
         arrays, one per (truncated) cell. ``device`` moves the model there; ``dtype`` (e.g.
         ``torch.bfloat16``) runs the encoder under autocast. ``layout="packed"`` encodes
         unpadded tokens with one attention call per cell (the CPU default); ``"padded"`` uses
-        length-sorted padded batches (the GPU default).
+        length-sorted padded batches (the GPU default). The work is
+        :func:`atacformer.inference.encode`.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if return_tensors not in ("np", "pt"):
-            raise ValueError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
-        ids, offsets = _as_ragged(cells)
-        if max_tokens_per_cell is not None:
-            ids, offsets = truncate_ragged(
-                ids, offsets, max_tokens_per_cell, truncation_strategy, seed
-            )
-        lengths = np.diff(offsets)
-        base: AtacformerModel = self.base_model
-        if len(lengths):
-            base.embeddings.check_length(int(lengths.max()))
-        if device is not None:
-            self.to(device)
-        run_device = next(self.parameters()).device
-        if layout == "auto":
-            layout = "packed" if run_device.type == "cpu" else "padded"
-        elif layout not in ("packed", "padded"):
-            raise ValueError(f"layout must be 'auto', 'packed' or 'padded', got {layout!r}")
-        autocast = _autocast(run_device, dtype, next(self.parameters()).dtype)
+        return inference.encode(
+            self,
+            cells,
+            batch_size=batch_size,
+            pool_tokens=pool_tokens,
+            max_tokens_per_cell=max_tokens_per_cell,
+            truncation_strategy=truncation_strategy,
+            seed=seed,
+            progress=progress,
+            device=device,
+            dtype=dtype,
+            return_tensors=return_tensors,
+            layout=layout,
+        )
 
-        n_cells, hidden = len(lengths), self.config.hidden_size
-        widest = max(self.config.intermediate_size, 3 * hidden)
-        budget = max(512, _PACKED_BYTES // (4 * widest))
-        pooled = np.zeros((n_cells, hidden), dtype=np.float32) if pool_tokens else None
-        per_token: list[Any] = [None] * (0 if pool_tokens else n_cells)
-        # Longest first: similar lengths share a batch, and memory peaks at the start.
-        order = np.argsort(-lengths, kind="stable")
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.inference_mode(), autocast, _progress(n_cells, progress) as bar:
-                for idx in _batches(order, lengths, batch_size, layout, budget):
-                    lens = lengths[idx]
-                    batch_ids = ids[_ranges(offsets[idx], lens)]
-                    if layout == "packed":
-                        tokens = base._forward_packed(batch_ids, lens, run_device)
-                    else:
-                        tokens = base._forward_padded_flat(batch_ids, lens, run_device)
-                    tokens = tokens.float()  # [T_b, H], cells in `idx` order, back to back
-                    if pool_tokens:
-                        pooled[idx] = _segment_mean(tokens, lens).cpu().numpy()
-                    else:
-                        parts = tokens.cpu().split(lens.tolist())
-                        for i, part in zip(idx.tolist(), parts, strict=True):
-                            per_token[i] = part.numpy() if return_tensors == "np" else part
-                    bar.update(len(idx))
-        finally:
-            self.train(was_training)
-        if pool_tokens:
-            return torch.from_numpy(pooled) if return_tensors == "pt" else pooled
-        return per_token
+    def _return_dict(self, return_dict: bool | None) -> bool:
+        """``return_dict`` as given, else the config's (``True`` unless set otherwise)."""
+        return bool(self.config.return_dict if return_dict is None else return_dict)
 
 
 class AtacformerModel(AtacformerPreTrainedModel):
@@ -403,18 +362,43 @@ class AtacformerModel(AtacformerPreTrainedModel):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
         **kwargs: Any,
     ) -> BaseModelOutput | tuple[torch.Tensor, ...]:
-        """ids ``[B, L]``, mask ``[B, L]`` (bool or int, 1 = token) -> ``last_hidden_state``.
+        """Padded ``[B, L]`` or packed ``[T]`` ids -> ``last_hidden_state``, same layout.
 
-        ``last_hidden_state`` is ``[B, L, H]``; rows at padded positions carry no meaning.
-        Extra tokenizer keys (e.g. ``token_type_ids``) are accepted and ignored.
+        Padded: ``input_ids`` ``[B, L]`` and ``attention_mask`` ``[B, L]`` (bool or int,
+        1 = token) give ``[B, L, H]``; rows at padded positions carry no meaning. Packed (no
+        padding at all): flat ``input_ids`` ``[T]`` with ``cu_seqlens`` ``[n_cells + 1]``
+        (cell ``i`` owns ``input_ids[cu_seqlens[i]:cu_seqlens[i + 1]]``) give ``[T, H]``;
+        ``max_seqlen`` is the longest cell (computed when not given) and ``position_ids``
+        ``[T]`` default to each token's position in its own cell. :func:`unpad_input` and
+        :func:`pad_output` convert between the two. 1-D ids without ``cu_seqlens`` are one
+        cell. Extra tokenizer keys (e.g. ``token_type_ids``) are accepted and ignored.
         """
         if input_ids is None:
             raise ValueError("input_ids is required")
         input_ids = torch.as_tensor(input_ids, device=self.device)
+        if cu_seqlens is not None:
+            x, layout = self._embed_packed(
+                input_ids, attention_mask, position_ids, cu_seqlens, max_seqlen
+            )
+        else:
+            x, layout = self._embed_padded(input_ids, attention_mask, position_ids)
+        hidden, states = self.encoder(x, layout, bool(output_hidden_states))
+        out = BaseModelOutput(last_hidden_state=hidden, hidden_states=states)
+        return out if self._return_dict(return_dict) else out.to_tuple()
+
+    def _embed_padded(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, _Layout]:
+        """Embeddings ``[B, L, H]`` and the key mask of a padded batch."""
         if input_ids.dim() == 1:
             input_ids = input_ids.unsqueeze(0)
             attention_mask = None if attention_mask is None else attention_mask.reshape(1, -1)
@@ -428,37 +412,68 @@ class AtacformerModel(AtacformerPreTrainedModel):
             # A cell with no tokens would attend to nothing (NaN); let it see its padding.
             keep = keep | ~keep.any(dim=1, keepdim=True)
             mask = None if bool(keep.all()) else keep[:, None, None, :]
-        x = self.embeddings(input_ids, position_ids)
-        hidden, states = self.encoder(x, _Padded(mask), bool(output_hidden_states))
-        out = BaseModelOutput(last_hidden_state=hidden, hidden_states=states)
-        return out if return_dict is not False else out.to_tuple()
+        return self.embeddings(input_ids, position_ids), _Padded(mask)
 
-    def _forward_packed(
-        self, ids: np.ndarray, lengths: np.ndarray, device: torch.device
-    ) -> torch.Tensor:
-        """Encodes cells laid end to end: flat ids ``[T]`` -> ``[T, H]``, no padding."""
-        bounds = np.zeros(len(lengths) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=bounds[1:])
-        input_ids = torch.from_numpy(ids).to(device)
-        positions = None
-        if self.config.use_pos_embeddings:
-            pos = np.arange(len(ids), dtype=np.int64) - np.repeat(bounds[:-1], lengths)
-            positions = torch.from_numpy(pos).to(device)
-        x = self.embeddings(input_ids, positions)
-        hidden, _ = self.encoder(x, _Packed(bounds.tolist()))
-        return hidden
+    def _embed_packed(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None,
+        cu_seqlens: torch.Tensor,
+        max_seqlen: int | None,
+    ) -> tuple[torch.Tensor, _Layout]:
+        """Embeddings ``[T, H]`` of cells laid end to end, and their boundaries."""
+        if attention_mask is not None:
+            raise ValueError("packed input (cu_seqlens) has no padding: pass no attention_mask")
+        if input_ids.dim() != 1:
+            raise ValueError(
+                f"packed input_ids must be flat [T], got shape {tuple(input_ids.shape)}"
+            )
+        cu = torch.as_tensor(cu_seqlens, device=input_ids.device).long()
+        bounds = cu.tolist()
+        if (
+            cu.dim() != 1
+            or not bounds
+            or bounds[0] != 0
+            or bounds[-1] != input_ids.shape[0]
+            or any(b < a for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+        ):
+            raise ValueError(
+                "cu_seqlens must be 1-D, start at 0, never decrease and end at len(input_ids)"
+            )
+        lengths = torch.diff(cu)
+        if max_seqlen is None:
+            max_seqlen = int(lengths.max()) if len(lengths) else 0
+        self.embeddings.check_length(max_seqlen)
+        if position_ids is None and self.config.use_pos_embeddings:
+            starts = torch.repeat_interleave(cu[:-1], lengths)
+            position_ids = torch.arange(len(input_ids), device=input_ids.device) - starts
+        return self.embeddings(input_ids, position_ids), _Packed(bounds)
 
-    def _forward_padded_flat(
-        self, ids: np.ndarray, lengths: np.ndarray, device: torch.device
-    ) -> torch.Tensor:
-        """Encodes cells as one padded batch, returning real tokens only: ``[T, H]``."""
-        if len(ids) == 0:
-            return torch.zeros(0, self.config.hidden_size, device=device)
-        padded, mask = _pad_flat(ids, lengths, self.config.pad_token_id)
-        input_ids = torch.from_numpy(padded).to(device, non_blocking=True)
-        keep = torch.from_numpy(mask).to(device, non_blocking=True)
-        hidden = self(input_ids=input_ids, attention_mask=keep).last_hidden_state
-        return hidden[keep]
+
+def unpad_input(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """A padded batch as packed input: flat ids ``[T]``, ``indices`` ``[T]`` into the
+    flattened ``[B * L]`` positions, ``cu_seqlens`` ``[B + 1]`` int64 and ``max_seqlen``.
+
+    Packed positions count from each cell's first token, as the padded forward's do when
+    the padding is on the right (as the tokenizer and the collators write it).
+    """
+    keep = attention_mask.bool()
+    lengths = keep.sum(1)
+    cu_seqlens = torch.zeros(len(lengths) + 1, dtype=torch.int64, device=keep.device)
+    torch.cumsum(lengths, 0, out=cu_seqlens[1:])
+    indices = torch.nonzero(keep.reshape(-1), as_tuple=True)[0]
+    max_seqlen = int(lengths.max()) if len(lengths) else 0
+    return input_ids.reshape(-1)[indices], indices, cu_seqlens, max_seqlen
+
+
+def pad_output(hidden: torch.Tensor, indices: torch.Tensor, batch: int, width: int) -> torch.Tensor:
+    """Packed hidden states ``[T, H]`` back to ``[batch, width, H]``, zeros at padding."""
+    out = hidden.new_zeros(batch * width, *hidden.shape[1:])
+    out[indices] = hidden
+    return out.view(batch, width, *hidden.shape[1:])
 
 
 def _tied_keys(target: str) -> dict[str, str] | list[str]:
@@ -493,15 +508,25 @@ class AtacformerForMaskedLM(AtacformerPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
         output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> MaskedLMOutput:
-        """Logits ``[B, L, V]`` (or ``[n_labelled, V]``); loss = cross-entropy where labelled."""
+    ) -> MaskedLMOutput | tuple[torch.Tensor, ...]:
+        """Logits ``[B, L, V]`` (or ``[n_labelled, V]``); loss = cross-entropy where labelled.
+
+        Packed input (``cu_seqlens``, see :meth:`AtacformerModel.forward`) takes ``labels``
+        ``[T]`` and gives logits ``[T, V]``.
+        """
         base = self.atacformer(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         hidden = base.last_hidden_state
         if labels is not None and self.config.sparse_prediction:
@@ -516,7 +541,8 @@ class AtacformerForMaskedLM(AtacformerPreTrainedModel):
                 labels.reshape(-1).long().to(logits.device),
                 ignore_index=IGNORE_INDEX,
             )
-        return MaskedLMOutput(loss=loss, logits=logits, hidden_states=base.hidden_states)
+        out = MaskedLMOutput(loss=loss, logits=logits, hidden_states=base.hidden_states)
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
 
 class AtacformerDiscriminatorHead(nn.Module):
@@ -559,19 +585,29 @@ class AtacformerForReplacedTokenDetection(AtacformerPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
         output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> TokenClassifierOutput:
-        """Logits ``[B, L]``; loss = BCE over ``labels`` (1 replaced, 0 original, -100 skip)."""
+    ) -> TokenClassifierOutput | tuple[torch.Tensor, ...]:
+        """Logits ``[B, L]``; loss = BCE over ``labels`` (1 replaced, 0 original, -100 skip).
+
+        Packed input (``cu_seqlens``) takes ``labels`` ``[T]`` and gives logits ``[T]``.
+        """
         base = self.atacformer(
             input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
             output_hidden_states=output_hidden_states,
+            return_dict=True,
         )
         logits = self.discriminator(base.last_hidden_state)
         loss = None if labels is None else _rtd_loss(logits, labels)
-        return TokenClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states)
+        out = TokenClassifierOutput(loss=loss, logits=logits, hidden_states=base.hidden_states)
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
 
 @dataclass
@@ -585,9 +621,15 @@ class AtacformerCellClusteringOutput(ModelOutput):
 
 
 class AtacformerForCellClustering(AtacformerPreTrainedModel):
-    """Contrastive fine-tuning: triplet margin loss (margin 1, p 2) over mean-pooled cells."""
+    """Contrastive fine-tuning: triplet margin loss (margin 1, p 2) over mean-pooled cells.
 
-    main_input_name = "anchor_input_ids"
+    ``forward`` takes the reference implementation's (geniml's) keyword names,
+    ``input_ids_anchor``, ``attention_mask_anchor`` and likewise for ``positive`` and
+    ``negative``, which :class:`~atacformer.training.DataCollatorForTriplets` writes. The
+    first release's names (``anchor_input_ids``, ``anchor_attention_mask``, ...) still work.
+    """
+
+    main_input_name = "input_ids_anchor"
 
     def __init__(self, config: AtacformerConfig) -> None:
         super().__init__(config)
@@ -596,36 +638,64 @@ class AtacformerForCellClustering(AtacformerPreTrainedModel):
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Mean-pooled cell embeddings: ``[B, L]`` -> ``[B, H]``."""
-        hidden = self.atacformer(input_ids, attention_mask=attention_mask).last_hidden_state
-        if attention_mask is None:
-            return hidden.mean(1)
-        return masked_mean(hidden, attention_mask.to(hidden.device))
+        out = self.atacformer(input_ids, attention_mask=attention_mask, return_dict=True)
+        return mean_pool(out.last_hidden_state, attention_mask)
 
     def forward(
         self,
-        anchor_input_ids: torch.Tensor,
-        anchor_attention_mask: torch.Tensor | None = None,
-        positive_input_ids: torch.Tensor | None = None,
-        positive_attention_mask: torch.Tensor | None = None,
-        negative_input_ids: torch.Tensor | None = None,
-        negative_attention_mask: torch.Tensor | None = None,
+        input_ids_anchor: torch.Tensor | None = None,
+        attention_mask_anchor: torch.Tensor | None = None,
+        input_ids_positive: torch.Tensor | None = None,
+        attention_mask_positive: torch.Tensor | None = None,
+        input_ids_negative: torch.Tensor | None = None,
+        attention_mask_negative: torch.Tensor | None = None,
+        return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> AtacformerCellClusteringOutput:
-        """Embeds the given cells; the loss needs all three of anchor, positive and negative."""
-        anchor = self.embed(anchor_input_ids, anchor_attention_mask)
-        positive = negative = loss = None
-        if positive_input_ids is not None:
-            positive = self.embed(positive_input_ids, positive_attention_mask)
-        if negative_input_ids is not None:
-            negative = self.embed(negative_input_ids, negative_attention_mask)
+    ) -> AtacformerCellClusteringOutput | tuple[torch.Tensor, ...]:
+        """Embeds the given cells; the loss needs all three of anchor, positive and negative.
+
+        ``return_dict=False`` gives ``(loss, anchor, positive, negative)`` as the reference
+        does (``None`` entries left out, as in every Hugging Face tuple).
+        """
+        given = {
+            "input_ids_anchor": input_ids_anchor,
+            "attention_mask_anchor": attention_mask_anchor,
+            "input_ids_positive": input_ids_positive,
+            "attention_mask_positive": attention_mask_positive,
+            "input_ids_negative": input_ids_negative,
+            "attention_mask_negative": attention_mask_negative,
+        }
+        for old, name in _FIRST_RELEASE_NAMES.items():
+            if old in kwargs:
+                if given[name] is not None:
+                    raise TypeError(f"got both {name} and its older name {old}")
+                given[name] = kwargs.pop(old)
+        if given["input_ids_anchor"] is None:
+            raise ValueError("input_ids_anchor is required")
+        cells = {}
+        for role in ("anchor", "positive", "negative"):
+            ids = given[f"input_ids_{role}"]
+            if ids is not None:
+                cells[role] = self.embed(ids, given[f"attention_mask_{role}"])
+        anchor, positive, negative = (cells.get(r) for r in ("anchor", "positive", "negative"))
+        loss = None
         if positive is not None and negative is not None:
             loss = F.triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2)
-        return AtacformerCellClusteringOutput(
+        out = AtacformerCellClusteringOutput(
             loss=loss,
             anchor_embeddings=anchor,
             positive_embeddings=positive,
             negative_embeddings=negative,
         )
+        return out if self._return_dict(return_dict) else out.to_tuple()
+
+
+_FIRST_RELEASE_NAMES = {
+    f"{role}_{part}": f"{part}_{role}"
+    for role in ("anchor", "positive", "negative")
+    for part in ("input_ids", "attention_mask")
+}
+"""The first release's triplet keyword names, mapped to the reference's."""
 
 
 @dataclass
@@ -683,17 +753,25 @@ class AtacformerForUnsupervisedBatchCorrection(AtacformerPreTrainedModel):
         labels: torch.Tensor | None = None,
         batch_labels: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        cu_seqlens: torch.Tensor | None = None,
+        max_seqlen: int | None = None,
+        return_dict: bool | None = None,
         **kwargs: Any,
-    ) -> AtacformerBatchCorrectionOutput:
-        """RTD ``labels`` ``[B, L]`` and ``batch_labels`` ``[B]`` (ints below num_batches)."""
+    ) -> AtacformerBatchCorrectionOutput | tuple[torch.Tensor, ...]:
+        """RTD ``labels`` ``[B, L]`` and ``batch_labels`` ``[B]`` (ints below num_batches).
+
+        Packed input (``cu_seqlens``) takes ``labels`` ``[T]`` and gives logits ``[T]``.
+        """
         hidden = self.atacformer(
-            input_ids, attention_mask=attention_mask, position_ids=position_ids
+            input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cu_seqlens=cu_seqlens,
+            max_seqlen=max_seqlen,
+            return_dict=True,
         ).last_hidden_state
         logits = self.discriminator(hidden)
-        if attention_mask is None:
-            cells = hidden.mean(1)
-        else:
-            cells = masked_mean(hidden, attention_mask.to(hidden.device))
+        cells = mean_pool(hidden, attention_mask, cu_seqlens)
         batch_logits = self.batch_prediction_head(gradient_reversal(cells, self.config.grl_alpha))
         rtd = None if labels is None else _rtd_loss(logits, labels)
         adv = None
@@ -703,7 +781,7 @@ class AtacformerForUnsupervisedBatchCorrection(AtacformerPreTrainedModel):
         if adv is not None:
             weighted = self.config.lambda_adv * adv
             loss = weighted if loss is None else loss + weighted
-        return AtacformerBatchCorrectionOutput(
+        out = AtacformerBatchCorrectionOutput(
             loss=loss,
             rtd_loss=rtd,
             batch_loss=adv,
@@ -711,157 +789,7 @@ class AtacformerForUnsupervisedBatchCorrection(AtacformerPreTrainedModel):
             batch_logits=batch_logits,
             cell_embeddings=cells,
         )
-
-
-# --------------------------------------------------------------------------- ragged helpers
-
-
-def _as_ragged(cells: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Any accepted cell input -> flat ids ``[T]`` and offsets ``[n_cells + 1]`` int64."""
-    if isinstance(cells, Mapping):
-        inner = cells["input_ids"]
-        if hasattr(inner, "ids") and hasattr(inner, "offsets"):
-            return _as_ragged(inner)
-        ids = _to_numpy(inner)
-        if ids.ndim != 2:
-            raise ValueError(f"padded input_ids must be [B, L], got shape {ids.shape}")
-        mask = cells.get("attention_mask")
-        keep = np.ones(ids.shape, dtype=bool) if mask is None else _to_numpy(mask).astype(bool)
-        offsets = np.zeros(ids.shape[0] + 1, dtype=np.int64)
-        np.cumsum(keep.sum(axis=1), out=offsets[1:])
-        return ids[keep], offsets  # row-major boolean indexing keeps each cell's order
-    if hasattr(cells, "ids") and hasattr(cells, "offsets"):
-        offsets = np.asarray(cells.offsets, dtype=np.int64)
-        return np.asarray(cells.ids), offsets
-    if isinstance(cells, (Sequence, np.ndarray)) and not isinstance(cells, (str, bytes)):
-        arrays = [_to_numpy(c).reshape(-1) for c in cells]
-        offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
-        np.cumsum([len(a) for a in arrays], out=offsets[1:])
-        flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
-        return flat.astype(np.int64, copy=False), offsets
-    raise TypeError(
-        "cells must be a TokenizedCells, a list of id arrays or a mapping with input_ids, "
-        f"got {type(cells).__name__}"
-    )
-
-
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Concatenated ``arange(s, s + n)`` for each pair, vectorised: ``[sum(lengths)]`` int64."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    ends = np.cumsum(lengths)
-    shift = np.repeat(np.asarray(starts, dtype=np.int64) - (ends - lengths), lengths)
-    return np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64) + shift
-
-
-def truncate_ragged(
-    ids: np.ndarray,
-    offsets: np.ndarray,
-    max_tokens: int,
-    strategy: Literal["random", "first"] = "random",
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Keeps at most ``max_tokens`` ids per cell, in their original order.
-
-    ``"first"`` keeps the leading ids; ``"random"`` a uniform random subset drawn from
-    ``seed`` (the same input and seed always give the same subset). This is the tokenizer's
-    own truncation (in Rust), so a cell is cut the same way here and in
-    ``tokenizer(cells, truncation=True, ...)``. Returns new flat ids and offsets; the input
-    is returned as is when no cell is too long.
-    """
-    if max_tokens < 1:
-        raise ValueError(f"max_tokens_per_cell must be positive, got {max_tokens}")
-    if strategy not in ("random", "first"):
-        raise ValueError(f"truncation_strategy must be 'random' or 'first', got {strategy!r}")
-    offsets = np.asarray(offsets, dtype=np.int64)
-    if not (np.diff(offsets) > max_tokens).any():
-        return ids, offsets
-    cut = TokenizedCells(ids, offsets).truncate(max_tokens, strategy, seed)
-    return cut.ids.astype(np.asarray(ids).dtype, copy=False), cut.offsets
-
-
-def _batches(
-    order: np.ndarray, lengths: np.ndarray, batch_size: int, layout: str, budget: int
-) -> Iterator[np.ndarray]:
-    """Cell indices per batch: ``batch_size`` cells, packed ones also cut at ``budget`` tokens.
-
-    Packed cells do not interact, so cutting a batch changes nothing but memory use.
-    """
-    for first in range(0, len(order), batch_size):
-        idx = order[first : first + batch_size]
-        if layout != "packed":
-            yield idx
-            continue
-        start, total = 0, 0
-        for j, n in enumerate(lengths[idx].tolist()):
-            if total and total + n > budget:
-                yield idx[start:j]
-                start, total = j, 0
-            total += n
-        yield idx[start:]
-
-
-def _pad_flat(ids: np.ndarray, lengths: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat ids of consecutive cells -> padded ``[B, L]`` int64 ids and bool mask."""
-    width = int(lengths.max()) if len(lengths) else 0
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    cols = np.arange(len(ids)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    padded = np.full((len(lengths), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(lengths), width), dtype=bool)
-    padded[rows, cols] = ids
-    mask[rows, cols] = True
-    return padded, mask
-
-
-def _segment_mean(tokens: torch.Tensor, lengths: np.ndarray) -> torch.Tensor:
-    """Mean of consecutive row segments: ``[T, H]`` -> ``[n_cells, H]`` (zeros when empty)."""
-    lens = torch.from_numpy(np.asarray(lengths, dtype=np.int64)).to(tokens.device)
-    segment = torch.repeat_interleave(torch.arange(len(lens), device=tokens.device), lens)
-    sums = tokens.new_zeros(len(lens), tokens.shape[1]).index_add_(0, segment, tokens)
-    return sums / lens.clamp(min=1).unsqueeze(1).to(tokens.dtype)
-
-
-def _autocast(
-    device: torch.device, dtype: torch.dtype | str | None, model_dtype: torch.dtype
-) -> contextlib.AbstractContextManager:
-    """Autocast to ``dtype`` when it differs from the model's, else a no-op."""
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.removeprefix("torch."))
-    if dtype is None or dtype == model_dtype:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-@contextlib.contextmanager
-def _progress(total: int, enabled: bool) -> Iterator[Any]:
-    """A tqdm bar counting cells, or a silent stand-in when disabled or tqdm is missing."""
-    bar: Any = None
-    if enabled:
-        try:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, unit="cell", desc="Encoding cells")
-        except ImportError:
-            bar = None
-    if bar is None:
-        bar = _NoBar()
-    try:
-        yield bar
-    finally:
-        bar.close()
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+        return out if self._return_dict(return_dict) else out.to_tuple()
 
 
 # --------------------------------------------------------------------------- auto classes

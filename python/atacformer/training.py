@@ -6,13 +6,17 @@ Every collator takes a list of examples and returns padded ``torch.long`` tensor
 - :class:`DataCollatorForReplacedTokenDetection`: ELECTRA-style corruption for
   ``AtacformerForReplacedTokenDetection``;
 - :class:`DataCollatorForTriplets`: anchor, positive and negative cells for
-  ``AtacformerForCellClustering``;
+  ``AtacformerForCellClustering``, under the reference's (geniml's) names
+  ``input_ids_anchor``, ``attention_mask_anchor``, ...; :class:`DataCollatorForTripletLoss` is
+  the same collator under geniml's class name and constructor;
 - :class:`DataCollatorForBatchCorrection`: the replaced-token batch plus ``batch_labels`` for
   ``AtacformerForUnsupervisedBatchCorrection``.
 
 An example is a 1-D sequence of token ids or a mapping holding one (``input_ids``, or ``anchor``,
-``positive`` and ``negative``). Use ``remove_unused_columns=False`` in ``TrainingArguments`` so
-that the Trainer hands the examples over untouched.
+``positive`` and ``negative``, or geniml's ``input_ids_anchor``, ``input_ids_positive`` and
+``input_ids_negative``). Use ``remove_unused_columns=False`` in ``TrainingArguments`` so that
+the Trainer hands the examples over untouched. Cells are truncated and padded by
+:class:`~atacformer.tokenized_cells.TokenizedCells`, as everywhere else.
 """
 
 from __future__ import annotations
@@ -24,16 +28,16 @@ import numpy as np
 import torch
 
 from .configuration_atacformer import AtacformerConfig
-from .modeling_atacformer import IGNORE_INDEX, truncate_ragged
+from .inference import as_tokenized_cells, truncate
+from .modeling_atacformer import IGNORE_INDEX
+from .tokenizers import SPECIAL_TOKEN_NAMES
 
 __all__ = [
     "DataCollatorForBatchCorrection",
     "DataCollatorForReplacedTokenDetection",
+    "DataCollatorForTripletLoss",
     "DataCollatorForTriplets",
 ]
-
-N_SPECIAL_TOKENS = 7
-"""The vocabulary ends with unk, pad, mask, cls, eos, bos and sep, in that order."""
 
 
 class _SeededCollator:
@@ -58,36 +62,17 @@ class _SeededCollator:
         return self._rng
 
 
-def _as_ids(example: Any, key: str) -> np.ndarray:
-    """One cell's ids ``[n]`` int64 from an example (a mapping with ``key``, or the ids)."""
-    value = example[key] if isinstance(example, Mapping) else example
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    return np.asarray(value, dtype=np.int64).reshape(-1)
+def _first(example: Mapping[str, Any], *keys: str) -> Any:
+    """The value of the first of ``keys`` that ``example`` holds."""
+    for key in keys:
+        if key in example:
+            return example[key]
+    raise KeyError(f"an example needs one of {', '.join(keys)}; it has {', '.join(example)}")
 
 
-def _ragged(cells: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(cells) + 1, dtype=np.int64)
-    np.cumsum([len(c) for c in cells], out=offsets[1:])
-    flat = np.concatenate(cells) if cells else np.zeros(0, dtype=np.int64)
-    return flat, offsets
-
-
-def _pad(
-    flat: np.ndarray, offsets: np.ndarray, pad_id: int, multiple: int | None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged cells -> right-padded ids ``[B, L]`` and 0/1 mask ``[B, L]``, both int64."""
-    lengths = np.diff(offsets)
-    width = int(lengths.max()) if len(lengths) else 0
-    if multiple:
-        width = -(-width // multiple) * multiple
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    cols = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
-    ids = np.full((len(lengths), width), pad_id, dtype=np.int64)
-    mask = np.zeros((len(lengths), width), dtype=np.int64)
-    ids[rows, cols] = flat
-    mask[rows, cols] = 1
-    return ids, mask
+def _cell(example: Any, *keys: str) -> Any:
+    """One cell's ids: the example itself, or its value under the first of ``keys`` it has."""
+    return _first(example, *keys) if isinstance(example, Mapping) else example
 
 
 class _PaddingCollator(_SeededCollator):
@@ -107,15 +92,20 @@ class _PaddingCollator(_SeededCollator):
         self.truncation_strategy = truncation_strategy
         self.pad_to_multiple_of = pad_to_multiple_of
 
-    def _pad_cells(self, cells: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Truncates to ``max_length`` (a fresh seed per batch) and pads: ``[B, L]`` twice."""
-        flat, offsets = _ragged(cells)
+    def _pad_cells(self, cells: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Truncates to ``max_length`` (a fresh seed per batch) and pads: ids and 0/1 mask,
+        both ``[B, L]`` int64, ``L`` rounded up to ``pad_to_multiple_of``."""
+        ragged = as_tokenized_cells(cells)
         if self.max_length is not None:
             seed = int(self.rng.integers(2**63))
-            flat, offsets = truncate_ragged(
-                flat, offsets, self.max_length, self.truncation_strategy, seed
-            )
-        return _pad(flat, offsets, self.pad_token_id, self.pad_to_multiple_of)
+            ragged = truncate(ragged, self.max_length, self.truncation_strategy, seed)
+        width = int(ragged.lengths.max()) if len(ragged) else 0
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        padded = ragged.to_padded(
+            max_length=width, pad_token_id=self.pad_token_id, pad_to_max_length=True
+        )
+        return padded["input_ids"], padded["attention_mask"]
 
 
 class DataCollatorForReplacedTokenDetection(_PaddingCollator):
@@ -152,11 +142,12 @@ class DataCollatorForReplacedTokenDetection(_PaddingCollator):
 
     @classmethod
     def from_config(cls, config: AtacformerConfig, **kwargs: Any) -> Any:
-        """Uses the vocabulary layout of Atacformer: the last seven ids are special."""
-        specials = range(config.vocab_size - N_SPECIAL_TOKENS, config.vocab_size)
+        """Uses the vocabulary layout of Atacformer: the special tokens are the last ids."""
+        n_special = len(SPECIAL_TOKEN_NAMES)
+        specials = range(config.vocab_size - n_special, config.vocab_size)
         if config.pad_token_id not in specials:
             raise ValueError(
-                f"pad_token_id {config.pad_token_id} is not one of the last {N_SPECIAL_TOKENS} "
+                f"pad_token_id {config.pad_token_id} is not one of the last {n_special} "
                 "ids; pass special_token_ids explicitly"
             )
         return cls(config.vocab_size, list(specials), config.pad_token_id, **kwargs)
@@ -186,7 +177,7 @@ class DataCollatorForReplacedTokenDetection(_PaddingCollator):
         return corrupted, labels
 
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
-        ids, mask = self._pad_cells([_as_ids(e, "input_ids") for e in examples])
+        ids, mask = self._pad_cells([_cell(e, "input_ids") for e in examples])
         corrupted, labels = self.corrupt(ids, mask)
         return {
             "input_ids": torch.from_numpy(corrupted),
@@ -196,19 +187,23 @@ class DataCollatorForReplacedTokenDetection(_PaddingCollator):
 
 
 class DataCollatorForBatchCorrection(DataCollatorForReplacedTokenDetection):
-    """The replaced-token batch plus ``batch_labels`` ``[B]``, from each ``batch_label``."""
+    """The replaced-token batch plus ``batch_labels`` ``[B]``, from each example's
+    ``batch_label`` (or ``batch_labels``, or geniml's ``batch_id``)."""
 
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         batch = super().__call__(examples)
-        labels = [e["batch_label"] if "batch_label" in e else e["batch_labels"] for e in examples]
+        labels = [_first(e, "batch_label", "batch_labels", "batch_id") for e in examples]
         batch["batch_labels"] = torch.as_tensor(np.asarray(labels, dtype=np.int64))
         return batch
 
 
 class DataCollatorForTriplets(_PaddingCollator):
-    """Pads the ``anchor``, ``positive`` and ``negative`` cells of each example.
+    """Pads the anchor, positive and negative cells of each example.
 
-    Returns ``{role}_input_ids`` and ``{role}_attention_mask`` ``[B, L_role]`` for each role.
+    Each example holds ``anchor``, ``positive`` and ``negative`` (or geniml's
+    ``input_ids_anchor``, ``input_ids_positive`` and ``input_ids_negative``). Returns
+    ``input_ids_{role}`` and ``attention_mask_{role}`` ``[B, L_role]`` for each role: the
+    keyword names of ``AtacformerForCellClustering.forward``.
     """
 
     ROLES = ("anchor", "positive", "negative")
@@ -221,7 +216,21 @@ class DataCollatorForTriplets(_PaddingCollator):
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         batch: dict[str, torch.Tensor] = {}
         for role in self.ROLES:
-            ids, mask = self._pad_cells([_as_ids(e, role) for e in examples])
-            batch[f"{role}_input_ids"] = torch.from_numpy(ids)
-            batch[f"{role}_attention_mask"] = torch.from_numpy(mask)
+            ids, mask = self._pad_cells([_cell(e, role, f"input_ids_{role}") for e in examples])
+            batch[f"input_ids_{role}"] = torch.from_numpy(ids)
+            batch[f"attention_mask_{role}"] = torch.from_numpy(mask)
         return batch
+
+
+class DataCollatorForTripletLoss(DataCollatorForTriplets):
+    """:class:`DataCollatorForTriplets` under geniml's name and constructor.
+
+    ``DataCollatorForTripletLoss(tokenizer, max_position_embeddings=None)`` takes the pad id
+    from ``tokenizer`` and keeps a random subset of at most ``max_position_embeddings`` tokens
+    per cell, so geniml training scripts run with only their imports changed.
+    """
+
+    def __init__(
+        self, tokenizer: Any, max_position_embeddings: int | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(tokenizer.pad_token_id, max_length=max_position_embeddings, **kwargs)
