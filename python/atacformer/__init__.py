@@ -19,7 +19,6 @@ from ._core import (  # noqa: I001 - the extension imports .exceptions, so it co
     get_num_threads,
     set_num_threads,
 )
-from ._deps import MissingDependencyError
 from ._encoding import BatchEncoding
 from .exceptions import (
     AtacformerError,
@@ -27,11 +26,16 @@ from .exceptions import (
     AtacformerIOError,
     AtacformerTypeError,
     InvalidInputError,
+    MissingDependencyError,
     MissingFileError,
     ParseError,
 )
 from .tokenized_cells import TokenizedCells, read_gtok, write_gtok
 from .tokenizers import Tokenizer
+
+_SUBMODULES = ("hub", "pl", "pp", "tl")
+"""The pipeline API (``pp``, ``tl``, ``pl``, as in scanpy) and the name resolver, imported
+on first use."""
 
 _MODEL_NAMES = {
     "AtacformerConfig": "configuration_atacformer",
@@ -50,6 +54,7 @@ _MODEL_NAMES = {
         [
             "DataCollatorForBatchCorrection",
             "DataCollatorForReplacedTokenDetection",
+            "DataCollatorForTripletLoss",
             "DataCollatorForTriplets",
         ],
         "training",
@@ -72,30 +77,12 @@ __all__ = [
     "Tokenizer",
     "__version__",
     "get_num_threads",
-    "hub",
-    "pl",
-    "pp",
     "read_gtok",
     "set_num_threads",
-    "tl",
     "write_gtok",
-    # model classes and collators, imported lazily (see __getattr__)
-    "AtacformerConfig",
-    "AtacformerForCellClustering",
-    "AtacformerForMaskedLM",
-    "AtacformerForReplacedTokenDetection",
-    "AtacformerForUnsupervisedBatchCorrection",
-    "AtacformerModel",
-    "AtacformerPreTrainedModel",
-    "DataCollatorForBatchCorrection",
-    "DataCollatorForReplacedTokenDetection",
-    "DataCollatorForTriplets",
 ]
-
-
-_SUBMODULES = ("hub", "pl", "pp", "tl")
-"""The pipeline API (``pp``, ``tl``, ``pl``, as in scanpy) and the name resolver, imported
-on first use."""
+# Imported on first use (see __getattr__); the tables above are the one place they are named.
+__all__ += list(_SUBMODULES) + list(_MODEL_NAMES)
 
 
 def __getattr__(name: str) -> Any:

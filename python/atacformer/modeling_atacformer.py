@@ -294,7 +294,6 @@ class AtacformerPreTrainedModel(PreTrainedModel):
         model.config._name_or_path = model.name_or_path = name
         return loaded
 
-
     def encode_tokenized_cells(
         self,
         cells: Any,
