@@ -6,12 +6,9 @@ from importlib import import_module
 from importlib.util import find_spec
 from typing import Any
 
-from ._core import AtacformerError
+from .exceptions import MissingDependencyError
 
-
-class MissingDependencyError(AtacformerError, ImportError):
-    """An optional dependency that a step needs is not installed; the message says what to
-    ``pip install``."""
+__all__ = ["MissingDependencyError", "importable", "require"]
 
 
 def require(module: str, purpose: str, install: str) -> Any:

@@ -11,6 +11,8 @@ from typing import Any
 
 from transformers import AutoConfig
 
+from .exceptions import AtacformerTypeError
+
 try:  # transformers >= 4.56 spells it PreTrainedConfig; 4.5x has only PretrainedConfig
     from transformers import PreTrainedConfig as _BaseConfig
 except ImportError:  # pragma: no cover - depends on the installed transformers
@@ -104,7 +106,7 @@ class AtacformerConfig(_BaseConfig):
         """
         given = sorted(set(shape) & set(_FROM_TOKENIZER))
         if given:
-            raise TypeError(
+            raise AtacformerTypeError(
                 f"AtacformerConfig.from_tokenizer takes {', '.join(given)} from the tokenizer; "
                 "do not pass them"
             )

@@ -13,6 +13,7 @@ __all__ = [
     "AtacformerIndexError",
     "AtacformerTypeError",
     "InvalidInputError",
+    "MissingDependencyError",
     "MissingFileError",
     "ParseError",
 ]
@@ -65,5 +66,12 @@ class AtacformerTypeError(AtacformerError, TypeError):
 
 class AtacformerIndexError(AtacformerError, IndexError):
     """An index out of range."""
+
+    __module__ = "atacformer"
+
+
+class MissingDependencyError(AtacformerError, ImportError):
+    """An optional dependency that a step needs is not installed; the message says what to
+    ``pip install``."""
 
     __module__ = "atacformer"
