@@ -196,14 +196,8 @@ def _from_fragments(tok: Tokenizer, source: Source, options: dict[str, Any]) -> 
 
 def _concat(parts: Sequence[TokenizedCells], names: Sequence[str]) -> TokenizedCells:
     """The cells of ``parts`` one after another (same vocabulary), renamed ``names``."""
-    concat = getattr(TokenizedCells, "concat", None)
-    if concat is not None:
-        joined = concat(list(parts))
-        return TokenizedCells(joined.ids, joined.offsets, names, joined.pad_token_id)
-    offsets = np.zeros(sum(len(p) for p in parts) + 1, dtype=np.int64)
-    np.cumsum(np.concatenate([p.lengths for p in parts]), out=offsets[1:])
-    ids = np.concatenate([p.ids for p in parts])
-    return TokenizedCells(ids, offsets, names, parts[0].pad_token_id)
+    joined = TokenizedCells.concat(list(parts))
+    return TokenizedCells(joined.ids, joined.offsets, names, joined.pad_token_id)
 
 
 def _from_anndata(tok: Tokenizer, adata: Any, layer: str | None) -> TokenizedCells:

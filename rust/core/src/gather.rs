@@ -711,7 +711,7 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fragments::tests::{tokenizer, Rng};
+    use crate::testing::{tokenizer, Rng};
 
     fn csr<'a>(
         indptr: &'a [i64],

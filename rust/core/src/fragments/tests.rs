@@ -8,11 +8,9 @@ use super::*;
 use crate::bgzf;
 use crate::error::Error;
 use crate::testing::{bgzf_bytes, gzip, temp_file};
+use crate::testing::{tokenizer, Rng};
 use crate::tokenizer::Special;
 use crate::universe::GenomicOrder;
-
-// `gather`'s tests take these from here; new tests import them from `crate::testing`.
-pub(crate) use crate::testing::{tokenizer, Rng};
 
 /// The file as plain text, gzip, BGZF, and BGZF with tiny blocks.
 fn encodings(text: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
