@@ -238,13 +238,8 @@ def make_pbmc_model(folder: Path, tokenizer_dir: Path) -> Path:
 
     tok = Tokenizer.from_pretrained(tokenizer_dir)
     tok.save_pretrained(folder)
-    config = AtacformerConfig(
-        vocab_size=tok.vocab_size,
-        pad_token_id=tok.pad_token_id,
-        eos_token_id=tok.eos_token_id,
-        bos_token_id=tok.bos_token_id,
-        cls_token_id=tok.cls_token_id,
-        sep_token_id=tok.sep_token_id,
+    config = AtacformerConfig.from_tokenizer(
+        tok,
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,

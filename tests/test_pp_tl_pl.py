@@ -60,13 +60,8 @@ def tiny_model(
     from atacformer import AtacformerConfig, AtacformerModel
 
     torch.manual_seed(seed)
-    config = AtacformerConfig(
-        vocab_size=tokenizer.vocab_size,
-        pad_token_id=tokenizer.pad_token_id,
-        cls_token_id=tokenizer.cls_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        sep_token_id=tokenizer.sep_token_id,
+    config = AtacformerConfig.from_tokenizer(
+        tokenizer,
         hidden_size=16,
         intermediate_size=32,
         num_hidden_layers=1,
