@@ -84,14 +84,18 @@ def test_truncate_and_pad_match_brute_force(seed: int):
 def test_results_from_rust_are_moved_not_copied():
     cells = TokenizedCells.from_lists([[1, 2, 3], [4]], pad_token_id=0)
     enc = cells.to_padded()
-    for arr in (cells.ids, cells.offsets, enc["input_ids"], enc["attention_mask"]):
+    held = (cells._ragged.ids, cells._ragged.offsets)
+    for arr in (*held, enc["input_ids"], enc["attention_mask"]):
         # The memory belongs to the Rust buffer handed over, not to a NumPy copy.
         assert not arr.flags.owndata and arr.base is not None
         assert not isinstance(arr.base, np.ndarray)
+    # What users see are read-only views of those buffers.
+    assert cells.ids.base is held[0] and cells.offsets.base is held[1]
     ids = np.arange(6, dtype=np.int32)
     offsets = np.array([0, 2, 6], dtype=np.int64)
     kept = TokenizedCells(ids, offsets)
-    assert kept.ids is ids and kept.offsets is offsets, "NumPy input is held as given"
+    assert kept._ragged.ids is ids and kept._ragged.offsets is offsets, "input held as given"
+    assert np.shares_memory(kept.ids, ids) and np.shares_memory(kept.offsets, offsets)
 
 
 def test_csr_round_trip_shares_the_id_buffer():
@@ -179,3 +183,16 @@ def test_facts_come_from_the_core():
     assert tokenized_cells.DEFAULT_SEED == tokenizers.DEFAULT_SEED == _core.DEFAULT_SEED == 42
     assert tokenizers.CONFIG_FILE == _core.CONFIG_FILE == "tokenizer.toml"
     assert tokenizers.UNIVERSE_FILES == ("universe.bed.gz", "universe.bed")
+
+
+def test_the_shared_csr_buffers_cannot_change_the_cells():
+    cells = TokenizedCells.from_lists([[3, 1, 2], [5]])
+    matrix = cells.to_csr()
+    with pytest.raises(ValueError):
+        matrix.sort_indices()  # would sort the shared id buffer in place
+    with pytest.raises(ValueError):
+        cells.ids[0] = 42
+    assert cells[0].tolist() == [3, 1, 2] and cells.offsets.tolist() == [0, 3, 4]
+    edited = matrix.copy()
+    edited.sort_indices()
+    assert edited.indices.tolist() == [1, 2, 3, 5] and cells[0].tolist() == [3, 1, 2]

@@ -125,13 +125,15 @@ class TokenizedCells:
     # ------------------------------------------------------------------ access
     @property
     def ids(self) -> np.ndarray:
-        """Every cell's ids, one cell after another, ``[n_ids]`` int32."""
-        return self._ragged.ids
+        """Every cell's ids, one cell after another, ``[n_ids]`` int32 (a read-only view:
+        the buffer may be shared with a memory map, a CSR matrix or other cells)."""
+        return _read_only(self._ragged.ids)
 
     @property
     def offsets(self) -> np.ndarray:
-        """Start of each cell in ``ids``, then ``len(ids)``: ``[n_cells + 1]`` int64."""
-        return self._ragged.offsets
+        """Start of each cell in ``ids``, then ``len(ids)``: ``[n_cells + 1]`` int64
+        (a read-only view)."""
+        return _read_only(self._ragged.offsets)
 
     def __len__(self) -> int:
         return len(self._ragged)
@@ -248,7 +250,9 @@ class TokenizedCells:
         ``indices`` is :attr:`ids` itself (no copy), ``indptr`` holds :attr:`offsets` (SciPy
         stores it as int32 when the counts fit, a copy of ``n_cells + 1`` values) and
         ``data`` is float32 ones, one per id, so a cell holding an id twice sums to 2.
-        ``n_vars`` is the number of columns: pass ``tokenizer.vocab_size`` for a matrix over
+        Both arrays the matrix shares are read-only, so SciPy's in-place methods
+        (``sort_indices``, ``sum_duplicates``) refuse to run instead of changing the cells:
+        call ``.copy()`` first to edit the matrix. ``n_vars`` is the number of columns: pass ``tokenizer.vocab_size`` for a matrix over
         the whole vocabulary; by default it is the largest id plus one. With more than
         2^31 - 1 ids SciPy needs int64 indices and copies them.
         """
@@ -277,6 +281,8 @@ class TokenizedCells:
         the column indices of its stored entries, in stored order (the values are not
         read). Shares ``indices`` when it is int32 (SciPy's usual dtype) and ``indptr``
         when it is int64; anything else is converted. Another format is converted to CSR.
+        The cells then see the matrix's buffers: do not modify the matrix afterwards (pass
+        ``matrix.copy()`` to keep the two apart).
         """
         import scipy.sparse as sp
 
@@ -372,6 +378,13 @@ class TokenizedCells:
             TokenizedCells,
             (np.asarray(self.ids), np.asarray(self.offsets), self.names, self.pad_token_id),
         )
+
+
+def _read_only(values: np.ndarray) -> np.ndarray:
+    """A view of ``values`` that cannot be written through."""
+    view = values.view()
+    view.flags.writeable = False
+    return view
 
 
 def _as_int_array(values: np.ndarray, dtype: type, what: str) -> np.ndarray:
