@@ -654,3 +654,40 @@ def test_more_clusters_than_cells(capsys, demo_sample, tmp_path):
     code, _, err = run(capsys, *args, "--n-clusters", "61")
     assert_one_line_error(code, err, "embed", "--n-clusters 61 is more than the 60 cells")
     assert not (tmp_path / "x.h5ad").exists()
+
+
+def broken_model(tmp_path: Path, what: str) -> Path:
+    """A copy of the demo model folder with one thing wrong with it."""
+    import shutil
+
+    folder = tmp_path / what
+    shutil.copytree(DEMO_MODEL_DIR, folder)
+    if what == "no_weights":
+        (folder / "model.safetensors").unlink()
+    elif what == "bad_weights":
+        (folder / "model.safetensors").write_bytes(b"not safetensors at all")
+    elif what == "bad_json":
+        (folder / "config.json").write_text('{\n  "model_type": "atacformer",\n  oops\n}\n')
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("what", "words"),
+    [
+        ("no_weights", ["cannot load the model"]),
+        ("bad_weights", ["not a readable safetensors file"]),
+        ("bad_json", ["config.json:3", "not JSON"]),
+    ],
+)
+def test_embed_with_a_broken_model_folder_is_one_line(capsys, demo_sample, tmp_path, what, words):
+    _, fragments = demo_sample
+    folder = broken_model(tmp_path, what)
+    code, _, err = run(capsys, "embed", fragments, "--model", folder, "-o", tmp_path / "e.npy")
+    assert_one_line_error(code, err, "embed", str(folder), *words)
+    assert not (tmp_path / "e.npy").exists()
+
+
+def test_info_with_malformed_config_json_is_one_line(capsys, tmp_path):
+    folder = broken_model(tmp_path, "bad_json")
+    code, _, err = run(capsys, "info", folder)
+    assert_one_line_error(code, err, "info", "config.json:3", "not JSON")

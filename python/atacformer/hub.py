@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from ._core import AtacformerIOError, InvalidInputError, MissingFileError
+from .exceptions import AtacformerIOError, InvalidInputError, MissingFileError, ParseError
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -127,6 +127,23 @@ def _snapshot(
     return Path(folder)
 
 
+def read_config(path: Path) -> dict[str, Any]:
+    """A model's ``config.json`` as a dict; malformed JSON is a :class:`ParseError` naming
+    the file and line."""
+    import json
+
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ParseError(f"{path}: not UTF-8 text ({e.reason})", path=str(path)) from e
+    except json.JSONDecodeError as e:
+        message = f"{path}:{e.lineno}: not JSON: {e.msg}"
+        raise ParseError(message, path=str(path), line=e.lineno) from e
+    if not isinstance(config, dict):
+        raise ParseError(f"{path}: expected a JSON object", path=str(path), line=1)
+    return config
+
+
 def load_model(
     name: PathLike,
     *,
@@ -141,8 +158,6 @@ def load_model(
     without a warning. A folder without ``config.json``, or one of another model type, is a
     :class:`~atacformer.MissingFileError` or :class:`~atacformer.InvalidInputError`.
     """
-    import json
-
     from ._deps import require
 
     require("torch", "loading a model", "atacformer[model]")
@@ -157,7 +172,7 @@ def load_model(
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise MissingFileError(_ENOENT, "no config.json, so it holds no model", str(folder))
-    model_type = json.loads(config_path.read_text()).get("model_type")
+    model_type = read_config(config_path).get("model_type")
     if model_type != "atacformer":
         raise InvalidInputError(f"{config_path}: model_type is {model_type!r}, not 'atacformer'")
     from transformers.utils import logging as hf_logging
@@ -168,8 +183,14 @@ def load_model(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # head weights left out of the encoder are expected
     hf_logging.disable_progress_bar()
+    from safetensors import SafetensorError
+
     try:
         model = AtacformerModel.from_pretrained(folder)
+    except SafetensorError as e:
+        raise ParseError(f"{folder}: the weights are not a readable safetensors file ({e})") from e
+    except OSError as e:  # transformers' word for a folder without weights
+        raise AtacformerIOError(f"{folder}: cannot load the model: {e}") from e
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:

@@ -252,9 +252,10 @@ class TokenizedCells:
         ``data`` is float32 ones, one per id, so a cell holding an id twice sums to 2.
         Both arrays the matrix shares are read-only, so SciPy's in-place methods
         (``sort_indices``, ``sum_duplicates``) refuse to run instead of changing the cells:
-        call ``.copy()`` first to edit the matrix. ``n_vars`` is the number of columns: pass ``tokenizer.vocab_size`` for a matrix over
-        the whole vocabulary; by default it is the largest id plus one. With more than
-        2^31 - 1 ids SciPy needs int64 indices and copies them.
+        call ``.copy()`` first to edit the matrix. ``n_vars`` is the number of columns: pass
+        ``tokenizer.vocab_size`` for a matrix over the whole vocabulary; by default it is the
+        largest id plus one. With more than 2^31 - 1 ids SciPy needs int64 indices and
+        copies them.
         """
         import scipy.sparse as sp
 

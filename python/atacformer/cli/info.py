@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
-from ..hub import resolve_pretrained
+from ..hub import read_config, resolve_pretrained
 from ..tokenizers import Tokenizer
 from ._common import add_hub_options, hub_options
 
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if not config_path.is_file():
         lines.append(("model", "none (no config.json)"))
     else:
-        config = json.loads(config_path.read_text())
+        config = read_config(config_path)
         lines += model_lines(config, folder, tokenizer)
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
