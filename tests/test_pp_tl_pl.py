@@ -368,6 +368,15 @@ def test_embedding_umap_branch_and_auto(monkeypatch):
     assert af.pl.embedding(small).axes[0].get_xlabel() == "PCA 1"
 
 
+def test_embedding_does_not_reuse_a_map_another_tool_made():
+    adata, _ = blobs()
+    foreign = np.full((adata.n_obs, 2), 7.0)  # e.g. scanpy's UMAP of another modality
+    adata.obsm["X_pca"] = foreign.copy()
+    af.pl.embedding(adata, color="truth", basis="pca")
+    assert not np.allclose(adata.obsm["X_pca"], foreign)
+    assert adata.uns["atacformer"]["pca_from"] == "X_atacformer"
+
+
 def test_embedding_keeps_one_colour_per_category_across_panels():
     adata, truth = blobs()
     rng = np.random.default_rng(1)

@@ -100,7 +100,8 @@ def map_2d(
     adata: Any, basis: str = "auto", use_rep: str = "X_atacformer", random_state: int = 0
 ) -> tuple[np.ndarray, str]:
     """The ``[n_obs, 2]`` map of ``obsm[use_rep]`` and its name (``"UMAP"`` or ``"PCA"``),
-    made once and kept in ``obsm["X_umap"]``/``obsm["X_pca"]``."""
+    made once and kept in ``obsm["X_umap"]``/``obsm["X_pca"]``. A map already there is reused
+    only when ``uns["atacformer"]`` records that it was made from ``use_rep``."""
     from .tl import _representation
 
     if basis not in ("auto", "umap", "pca"):
@@ -114,7 +115,7 @@ def map_2d(
     stored = adata.obsm[key] if key in adata.obsm else None
     if (
         stored is not None
-        and made_from in (None, use_rep)
+        and made_from == use_rep  # a map made by another tool is not ours to reuse
         and np.ndim(stored) == 2
         and np.shape(stored)[1] >= 2
     ):
