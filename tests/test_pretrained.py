@@ -127,3 +127,23 @@ def test_resolver_errors_are_atacformer_errors(tmp_path: Path, peaks_dir: Path):
         AtacformerModel.from_pretrained("nobody/nothing", cache_dir=tmp_path, local_files_only=True)
     # A file path still loads as a tokenizer, as before.
     assert Tokenizer.from_pretrained(peaks_dir / "peaks.bed") == Tokenizer(peaks_dir / "peaks.bed")
+
+
+def test_demo_means_the_packaged_model_even_beside_a_file_named_demo(tmp_path, monkeypatch):
+    from atacformer.hub import DEMO_MODEL_DIR
+
+    (tmp_path / "demo").write_text("not a universe\n")
+    monkeypatch.chdir(tmp_path)
+    assert Tokenizer.from_pretrained("demo") == Tokenizer.from_pretrained(DEMO_MODEL_DIR)
+
+
+def test_names_that_are_not_names_are_refused():
+    from atacformer import AtacformerTypeError, InvalidInputError
+    from atacformer.hub import resolve_pretrained
+
+    with pytest.raises(AtacformerTypeError, match="NoneType"):
+        resolve_pretrained(None)  # type: ignore[arg-type]
+    with pytest.raises(AtacformerTypeError, match="NoneType"):
+        Tokenizer.from_pretrained(None)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="empty"):
+        resolve_pretrained("")

@@ -12,7 +12,13 @@ import os
 from pathlib import Path
 from typing import Any, Union
 
-from .exceptions import AtacformerIOError, InvalidInputError, MissingFileError, ParseError
+from .exceptions import (
+    AtacformerIOError,
+    AtacformerTypeError,
+    InvalidInputError,
+    MissingFileError,
+    ParseError,
+)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -61,7 +67,13 @@ def resolve_pretrained(
     is not in the cache while offline), :class:`~atacformer.InvalidInputError` for a file,
     and :class:`~atacformer.AtacformerIOError` when the Hub answers with another HTTP error.
     """
+    if not isinstance(name, (str, os.PathLike)):
+        raise AtacformerTypeError(
+            f"a model name must be a string or a path, got {type(name).__name__}"
+        )
     text = os.fspath(name)
+    if not text:
+        raise InvalidInputError("the model name is empty: give 'demo', a folder or a repo id")
     if text == DEMO_NAME:
         if not (DEMO_MODEL_DIR / "config.json").is_file():
             raise MissingFileError(

@@ -185,9 +185,12 @@ class Tokenizer:
         the one resolver the model classes and the command line use too (a repo id fetches
         the same files, honouring ``HF_HUB_OFFLINE=1`` and the local cache).
         """
-        if os.path.isfile(name_or_path):
-            return cls(name_or_path)
-        from .hub import resolve_pretrained
+        from .hub import DEMO_NAME, resolve_pretrained
+
+        # "demo" means the packaged model here as everywhere, even beside a file named demo.
+        if isinstance(name_or_path, (str, os.PathLike)) and os.fspath(name_or_path) != DEMO_NAME:
+            if os.path.isfile(name_or_path):
+                return cls(name_or_path)
 
         folder = resolve_pretrained(
             name_or_path,
