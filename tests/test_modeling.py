@@ -989,6 +989,9 @@ def test_cell_clustering_takes_the_reference_keyword_names():
         model(input_ids_anchor=a_ids, anchor_input_ids=a_ids)
     only_anchor = model(input_ids_anchor=a_ids, attention_mask_anchor=a_mask)
     assert only_anchor.loss is None and only_anchor.positive_embeddings is None
+    with pytest.raises(TypeError, match="attention_mask_anchr"):
+        model(input_ids_anchor=a_ids, attention_mask_anchr=a_mask)  # a typo is not ignored
+    assert model(input_ids_anchor=a_ids, num_items_in_batch=2).loss is None  # Trainer's key
 
 
 # ------------------------------------------------------------------------------ config

@@ -669,6 +669,13 @@ class AtacformerForCellClustering(AtacformerPreTrainedModel):
                 if given[name] is not None:
                     raise TypeError(f"got both {name} and its older name {old}")
                 given[name] = kwargs.pop(old)
+        # Other keys (e.g. the Trainer's num_items_in_batch) are ignored, but a misspelt cell
+        # input would silently drop a cell or its padding mask.
+        typo = next((k for k in kwargs if "input_id" in k or "attention_mask" in k), None)
+        if typo is not None:
+            raise TypeError(
+                f"unexpected cell input {typo!r}; the inputs are {', '.join(given)}"
+            )
         if given["input_ids_anchor"] is None:
             raise ValueError("input_ids_anchor is required")
         cells = {}
