@@ -536,6 +536,11 @@ def test_numeric_options_fail_at_once_by_their_own_name():
             "--max-fragments must be at least 1",
         ),
         (["demo", "--cells", "5"], "--cells must be at least 10, got 5"),
+        (["demo", "--seed", "-1"], "--seed must be at least 0, got -1"),
+        (
+            ["embed", "x.tsv.gz", "--model", "demo", "-o", "x.npy", "--threads", "100000"],
+            "--threads must be at most 4096, got 100000",
+        ),
     ]
     out = subprocess.run(
         [sys.executable, "-c", CHECK_BEFORE_TORCH, json.dumps([argv for argv, _ in cases])],

@@ -258,6 +258,9 @@ def test_embed_checks_the_vocabulary_before_any_work(monkeypatch, tmp_path, frag
     model.config.cls_token_id = small.cls_token_id + 1
     with pytest.raises(InvalidInputError, match="cls_token_id"):
         af.tl.embed(fragments, model, small, progress=False)
+    # A device this machine lacks (or no device at all) also fails first, by its name.
+    with pytest.raises(InvalidInputError, match="device 'nodevice' is not a torch device"):
+        af.tl.embed(fragments, tiny_model(small), small, device="nodevice", progress=False)
 
 
 def test_embed_refuses_cells_of_another_vocabulary(universe, fragments):

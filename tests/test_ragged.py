@@ -196,3 +196,14 @@ def test_the_shared_csr_buffers_cannot_change_the_cells():
     edited = matrix.copy()
     edited.sort_indices()
     assert edited.indices.tolist() == [1, 2, 3, 5] and cells[0].tolist() == [3, 1, 2]
+
+
+def test_concat_refuses_parts_of_different_vocabularies():
+    a = TokenizedCells.from_lists([[1]], pad_token_id=9)
+    b = TokenizedCells.from_lists([[2]], pad_token_id=7)
+    with pytest.raises(InvalidInputError, match="different pad ids"):
+        TokenizedCells.concat([a, b])
+    assert TokenizedCells.concat([a, b], pad_token_id=9).pad_token_id == 9
+    unknown = TokenizedCells.from_lists([[3]])
+    joined = TokenizedCells.concat([a, unknown])
+    assert joined.pad_token_id == 9 and [c.tolist() for c in joined] == [[1], [3]]

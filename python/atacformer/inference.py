@@ -311,3 +311,23 @@ class _NoBar:
 
     def close(self) -> None:
         pass
+
+
+def parse_device(device: Any, what: str = "device") -> torch.device | None:
+    """``device`` as a ``torch.device`` that this machine has, or None when not given;
+    otherwise an :class:`~atacformer.InvalidInputError` naming the argument ``what``."""
+    from .exceptions import InvalidInputError
+
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as e:
+        raise InvalidInputError(
+            f"{what} {device!r} is not a torch device (cpu, cuda, cuda:1, mps)"
+        ) from e
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(f"{what} {device}: CUDA is not available on this machine")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidInputError(f"{what} {device}: MPS is not available on this machine")
+    return parsed

@@ -673,9 +673,7 @@ class AtacformerForCellClustering(AtacformerPreTrainedModel):
         # input would silently drop a cell or its padding mask.
         typo = next((k for k in kwargs if "input_id" in k or "attention_mask" in k), None)
         if typo is not None:
-            raise TypeError(
-                f"unexpected cell input {typo!r}; the inputs are {', '.join(given)}"
-            )
+            raise TypeError(f"unexpected cell input {typo!r}; the inputs are {', '.join(given)}")
         if given["input_ids_anchor"] is None:
             raise ValueError("input_ids_anchor is required")
         cells = {}

@@ -70,6 +70,9 @@ def embed(
         raise _core.InvalidInputError(f"key_added must be a non-empty string, got {key_added!r}")
     dtype_name = _dtype_name(dtype)
     net = _as_model(model)
+    from .inference import parse_device
+
+    device = parse_device(device)  # a device this machine lacks fails before any work
     context = int(net.config.max_position_embeddings) if net.config.use_pos_embeddings else None
     if max_tokens_per_cell is not None and context is not None and max_tokens_per_cell > context:
         raise _core.InvalidInputError(

@@ -108,7 +108,8 @@ class TokenizedCells:
     ) -> TokenizedCells:
         """The cells of ``parts``, one part after another, with their names.
 
-        ``pad_token_id`` defaults to the parts' own when they agree.
+        ``pad_token_id`` defaults to the parts' own; parts with different pad ids (different
+        vocabularies) are refused unless it is given.
         """
         parts = list(parts)
         bad = next((p for p in parts if not isinstance(p, TokenizedCells)), None)
@@ -117,8 +118,13 @@ class TokenizedCells:
                 f"concat takes TokenizedCells, got {type(bad).__name__}"
             )
         if pad_token_id is None:
-            pads = {p.pad_token_id for p in parts}
-            pad_token_id = pads.pop() if len(pads) == 1 else None
+            pads = {p.pad_token_id for p in parts} - {None}
+            if len(pads) > 1:  # cells of different vocabularies
+                raise InvalidInputError(
+                    f"the parts have different pad ids ({', '.join(map(str, sorted(pads)))}): "
+                    "they were tokenized with different vocabularies"
+                )
+            pad_token_id = pads.pop() if pads else None
         ragged = _core.Ragged.concat([p._ragged for p in parts])
         return cls._wrap(ragged, [n for p in parts for n in p.names], pad_token_id)
 

@@ -39,6 +39,17 @@ def at_least(args: argparse.Namespace, dest: str, minimum: int) -> None:
         raise CommandLineError(f"{option(dest)} must be at least {minimum}, got {value}")
 
 
+MAX_THREADS = 4096
+"""The most threads the core accepts (``atacformer.set_num_threads``)."""
+
+
+def at_most(args: argparse.Namespace, dest: str, maximum: int) -> None:
+    """Refuses an integer option above ``maximum`` (an option left out is fine)."""
+    value = getattr(args, dest)
+    if value is not None and value > maximum:
+        raise CommandLineError(f"{option(dest)} must be at most {maximum}, got {value}")
+
+
 def add_hub_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Hugging Face Hub")
     g.add_argument("--revision", help="branch, tag or commit of a Hub repo (default: main)")
@@ -113,6 +124,7 @@ def check_input_options(args: argparse.Namespace) -> None:
     at_least(args, "min_fragments", 0)
     at_least(args, "max_fragments", 1)
     at_least(args, "threads", 1)
+    at_most(args, "threads", MAX_THREADS)
 
 
 def check_input_kind(args: argparse.Namespace, kind: str) -> None:
@@ -178,19 +190,11 @@ def set_threads(threads: int | None, torch: Any = None) -> None:
 
 
 def parse_device(torch: Any, device: str | None) -> Any:
-    if device is None:
-        return None
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, ValueError) as e:
-        raise CommandLineError(
-            f"--device {device!r} is not a torch device (cpu, cuda, cuda:1, mps)"
-        ) from e
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise CommandLineError(f"--device {device}: CUDA is not available on this machine")
-    if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise CommandLineError(f"--device {device}: MPS is not available on this machine")
-    return parsed
+    """``--device`` as a torch device this machine has (the library's check, by its name)."""
+    del torch  # imported by the caller already
+    from ..inference import parse_device as parse
+
+    return parse(device, "--device")
 
 
 def summary(cells: TokenizedCells, tokenizer: Tokenizer) -> str:

@@ -19,7 +19,16 @@ from .. import pl, pp, tl
 from .._deps import importable, require
 from ..hub import DEMO_NAME, load_model, resolve_pretrained
 from ..tokenizers import Tokenizer
-from ._common import CommandLineError, at_least, bars_enabled, set_threads, summary, use_agg
+from ._common import (
+    MAX_THREADS,
+    CommandLineError,
+    at_least,
+    at_most,
+    bars_enabled,
+    set_threads,
+    summary,
+    use_agg,
+)
 
 DEMO_FRAGMENTS = "demo_fragments.tsv.gz"
 DEMO_EMBEDDINGS = "demo_embeddings.h5ad"
@@ -107,7 +116,9 @@ def lsi_baseline(counts: Any, k: int, n_components: int = 30, seed: int = 0) -> 
 def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     at_least(args, "cells", 10)
+    at_least(args, "seed", 0)
     at_least(args, "threads", 1)
+    at_most(args, "threads", MAX_THREADS)
     require("sklearn", "the demo's clustering", "scikit-learn")
     torch = require("torch", "the demo", "atacformer[model]")
     out = Path(args.out).expanduser()
