@@ -16,22 +16,14 @@ import numpy as np
 from . import _core, pp
 from ._deps import require
 from .tokenized_cells import TokenizedCells
-from .tokenizers import Tokenizer
+from .tokenizers import SPECIAL_TOKEN_NAMES, Tokenizer
 
 __all__ = ["check_compatible", "cluster", "embed"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 DTYPES = ("float32", "bfloat16", "float16")
-_SPECIAL_IDS = (
-    "unk_token_id",
-    "pad_token_id",
-    "mask_token_id",
-    "cls_token_id",
-    "eos_token_id",
-    "bos_token_id",
-    "sep_token_id",
-)
+_SPECIAL_IDS = tuple(f"{name}_token_id" for name in SPECIAL_TOKEN_NAMES)
 _MAPS = ("umap", "pca")
 
 

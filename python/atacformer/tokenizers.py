@@ -94,12 +94,21 @@ def _flat(values: Any) -> np.ndarray:
     return np.asarray(values).reshape(-1)
 
 
-class _SpecialToken:
-    """Class attribute giving a special token's string (``as_id=False``) or id."""
+def _special_index(attribute: str) -> int:
+    """Position of the special token an attribute such as ``cls_token_id`` names, in the
+    core's order (the one place the order is stated)."""
+    return SPECIAL_TOKEN_NAMES.index(attribute.split("_token")[0])
 
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.__doc__ = f"The {SPECIAL_TOKEN_NAMES[index]} token string."
+
+class _SpecialToken:
+    """Class attribute giving a special token's string; ``unk_token = _SpecialToken()``
+    takes the token from the attribute's name."""
+
+    index = -1
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.index = _special_index(attribute)
+        self.__doc__ = f"The {SPECIAL_TOKEN_NAMES[self.index]} token string."
 
     def __get__(self, obj: Tokenizer | None, objtype: type | None = None) -> str:
         if obj is None:
@@ -111,11 +120,14 @@ class _SpecialToken:
 
 
 class _SpecialId:
-    """Class attribute giving a special token's id (universe size plus its position)."""
+    """Class attribute giving a special token's id (universe size plus its position);
+    ``unk_token_id = _SpecialId()`` takes the token from the attribute's name."""
 
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.__doc__ = f"The id of the {SPECIAL_TOKEN_NAMES[index]} token."
+    index = -1
+
+    def __set_name__(self, owner: type, attribute: str) -> None:
+        self.index = _special_index(attribute)
+        self.__doc__ = f"The id of the {SPECIAL_TOKEN_NAMES[self.index]} token."
 
     def __get__(self, obj: Tokenizer | None, objtype: type | None = None) -> int:
         if obj is None:
@@ -133,20 +145,20 @@ class Tokenizer:
     directory written by :meth:`save_pretrained`.
     """
 
-    unk_token = _SpecialToken(0)
-    pad_token = _SpecialToken(1)
-    mask_token = _SpecialToken(2)
-    cls_token = _SpecialToken(3)
-    eos_token = _SpecialToken(4)
-    bos_token = _SpecialToken(5)
-    sep_token = _SpecialToken(6)
-    unk_token_id = _SpecialId(0)
-    pad_token_id = _SpecialId(1)
-    mask_token_id = _SpecialId(2)
-    cls_token_id = _SpecialId(3)
-    eos_token_id = _SpecialId(4)
-    bos_token_id = _SpecialId(5)
-    sep_token_id = _SpecialId(6)
+    unk_token = _SpecialToken()
+    pad_token = _SpecialToken()
+    mask_token = _SpecialToken()
+    cls_token = _SpecialToken()
+    eos_token = _SpecialToken()
+    bos_token = _SpecialToken()
+    sep_token = _SpecialToken()
+    unk_token_id = _SpecialId()
+    pad_token_id = _SpecialId()
+    mask_token_id = _SpecialId()
+    cls_token_id = _SpecialId()
+    eos_token_id = _SpecialId()
+    bos_token_id = _SpecialId()
+    sep_token_id = _SpecialId()
 
     def __init__(self, path: PathLike | None = None, *, _core_tokenizer: Any = None) -> None:
         if _core_tokenizer is None:
