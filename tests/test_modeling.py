@@ -444,6 +444,10 @@ def test_packed_forward_rejects_bad_boundaries():
         model(input_ids=ids.reshape(2, 3), cu_seqlens=torch.tensor([0, 3, 6]))
     with pytest.raises(ValueError, match="max_position_embeddings"):  # 65 > 64 positions
         model(input_ids=torch.zeros(66, dtype=torch.long), cu_seqlens=torch.tensor([0, 1, 66]))
+    with pytest.raises(ValueError, match="max_seqlen is 2; the longest cell has 6"):
+        model(input_ids=ids, cu_seqlens=torch.tensor([0, 6]), max_seqlen=2)
+    with pytest.raises(ValueError, match="integers"):
+        model(input_ids=ids, cu_seqlens=torch.tensor([0.0, 2.5, 6.0]))
 
 
 def test_unpad_and_pad_output_round_trip():

@@ -433,3 +433,17 @@ def test_re_embedding_in_place_drops_the_map_of_the_old_embeddings(tmp_path):
     af.pl.map_2d(adata, basis="pca")
     af.tl.embed(adata, tiny_model(tok, seed=3), tok, key_added="X_third", progress=False)
     assert "X_pca" in adata.obsm  # made from X_atacformer, which did not change
+
+
+def test_embedding_refuses_an_image_format_it_cannot_write(tmp_path):
+    adata, _ = blobs()
+    with pytest.raises(InvalidInputError, match=r"\.xyz is not an image format"):
+        af.pl.embedding(adata, color="truth", basis="pca", save=tmp_path / "map.xyz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tokenize_refuses_a_max_fragments_below_one(universe, fragments):
+    with pytest.raises(InvalidInputError, match="max_fragments must be at least 1, got 0"):
+        af.pp.tokenize(fragments, universe, max_fragments=0)
+    with pytest.raises(InvalidInputError, match="max_fragments must be at least 1"):
+        af.pp.tokenize(fragments, universe, max_fragments=-3)

@@ -147,3 +147,15 @@ def test_names_that_are_not_names_are_refused():
         Tokenizer.from_pretrained(None)  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="empty"):
         resolve_pretrained("")
+
+
+def test_config_from_pretrained_takes_the_demo_name():
+    import json
+
+    from atacformer import AtacformerConfig
+    from atacformer.hub import DEMO_MODEL_DIR
+
+    written = json.loads((DEMO_MODEL_DIR / "config.json").read_text())
+    config = AtacformerConfig.from_pretrained("demo")
+    assert config.vocab_size == written["vocab_size"] == 10007
+    assert config.hidden_size == written["hidden_size"]

@@ -207,3 +207,12 @@ def test_concat_refuses_parts_of_different_vocabularies():
     unknown = TokenizedCells.from_lists([[3]])
     joined = TokenizedCells.concat([a, unknown])
     assert joined.pad_token_id == 9 and [c.tolist() for c in joined] == [[1], [3]]
+
+
+def test_bad_selections_are_index_errors_of_ours():
+    cells = TokenizedCells.from_lists([[1], [2], [3], [4]])
+    with pytest.raises(InvalidInputError, match="step cannot be zero"):
+        cells[::0]
+    with pytest.raises(atacformer.AtacformerIndexError, match="1-D"):
+        cells.take([[0, 1], [2, 3]])
+    assert [c.tolist() for c in cells[::-2]] == [[4], [2]]

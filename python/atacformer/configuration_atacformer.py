@@ -7,6 +7,7 @@ transformers but not torch.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from transformers import AutoConfig
@@ -95,6 +96,31 @@ class AtacformerConfig(_BaseConfig):
         for name, value in token_ids.items():
             setattr(self, name, value)
         self.tie_word_embeddings = tie_word_embeddings
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: Any, **kwargs: Any
+    ) -> Any:
+        """Loads ``"demo"``, a folder or a Hub repo id through
+        :func:`atacformer.hub.resolve_pretrained` (the resolver the model classes use), then
+        reads its ``config.json`` as ``transformers`` does with the other arguments."""
+        from os import PathLike, fspath
+
+        if not isinstance(pretrained_model_name_or_path, (str, PathLike)):
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        from .hub import resolve_pretrained
+
+        name = fspath(pretrained_model_name_or_path)
+        if os.path.isfile(name):  # a config.json given directly, as transformers allows
+            return super().from_pretrained(name, **kwargs)
+        hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token") if k in kwargs}
+        folder = resolve_pretrained(
+            name,
+            local_files_only=bool(kwargs.pop("local_files_only", False)),
+            weights=False,
+            **hub,
+        )
+        return super().from_pretrained(folder, **kwargs)
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, **shape: Any) -> AtacformerConfig:

@@ -428,7 +428,10 @@ class AtacformerModel(AtacformerPreTrainedModel):
             raise ValueError(
                 f"packed input_ids must be flat [T], got shape {tuple(input_ids.shape)}"
             )
-        cu = torch.as_tensor(cu_seqlens, device=input_ids.device).long()
+        cu = torch.as_tensor(cu_seqlens, device=input_ids.device)
+        if cu.is_floating_point() or cu.is_complex() or cu.dtype == torch.bool:
+            raise ValueError(f"cu_seqlens must hold integers, got {cu.dtype}")
+        cu = cu.long()
         bounds = cu.tolist()
         if (
             cu.dim() != 1
@@ -441,9 +444,10 @@ class AtacformerModel(AtacformerPreTrainedModel):
                 "cu_seqlens must be 1-D, start at 0, never decrease and end at len(input_ids)"
             )
         lengths = torch.diff(cu)
-        if max_seqlen is None:
-            max_seqlen = int(lengths.max()) if len(lengths) else 0
-        self.embeddings.check_length(max_seqlen)
+        longest = int(lengths.max()) if len(lengths) else 0
+        if max_seqlen is not None and max_seqlen < longest:
+            raise ValueError(f"max_seqlen is {max_seqlen}; the longest cell has {longest} tokens")
+        self.embeddings.check_length(longest)
         if position_ids is None and self.config.use_pos_embeddings:
             starts = torch.repeat_interleave(cu[:-1], lengths)
             position_ids = torch.arange(len(input_ids), device=input_ids.device) - starts

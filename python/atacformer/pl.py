@@ -232,6 +232,12 @@ def _save_atomically(fig: Any, path: Path) -> None:
     suffix = path.suffix.lower().lstrip(".")
     if not suffix:
         raise _core.InvalidInputError(f"cannot tell the image format of {path}: add a suffix")
+    known = fig.canvas.get_supported_filetypes()
+    if suffix not in known:
+        raise _core.InvalidInputError(
+            f"cannot write {path}: .{suffix} is not an image format matplotlib writes "
+            f"({', '.join('.' + k for k in sorted(known))})"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     os.close(fd)

@@ -117,6 +117,9 @@ def _tokenize(
 ) -> tuple[TokenizedCells, Any]:
     """:func:`tokenize`, plus the ``obs`` table of an ``.h5ad`` path (else None), in the
     cells' order."""
+    if max_fragments is not None and not isinstance(max_fragments, bool):
+        if isinstance(max_fragments, int) and max_fragments < 1:
+            raise _core.InvalidInputError(f"max_fragments must be at least 1, got {max_fragments}")
     fragment_options = {
         "barcodes": barcodes is not None,
         "min_fragments": min_fragments != 0,

@@ -159,6 +159,8 @@ class TokenizedCells:
                 raise AtacformerIndexError(f"cell index {key} out of range for {n} cells")
             return self.ids[self.offsets[i] : self.offsets[i + 1]]
         if isinstance(key, slice):
+            if key.step == 0:
+                raise InvalidInputError("slice step cannot be zero")
             key = np.arange(len(self))[key]
         index = np.asarray(key)
         if index.dtype == bool:
@@ -177,6 +179,8 @@ class TokenizedCells:
             raise AtacformerIndexError(
                 f"cells can be selected by integers, slices or a boolean mask, not {index.dtype}"
             )
+        if index.ndim > 1:
+            raise AtacformerIndexError(f"cell indices must be 1-D, got shape {index.shape}")
         index = index.astype(np.int64, copy=False).reshape(-1)
         n = len(self)
         if index.size and (index.max() >= n or index.min() < -n):
