@@ -6,6 +6,7 @@ it loads anything).
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,6 @@ from ._core import InvalidInputError, MissingFileError
 BED_SUFFIXES = (".bed", ".bed.gz", ".narrowpeak", ".narrowpeak.gz", ".broadpeak", ".broadpeak.gz")
 FRAGMENT_SUFFIXES = (".tsv", ".tsv.gz", ".tsv.bgz", ".bgz", ".frag.gz")
 FORMATS = ("auto", "fragments", "bed", "h5ad", "atok")
-_ENOENT = 2
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def detect_source(inputs: Sequence[str | os.PathLike[str]], fmt: str = "auto") -
         raise InvalidInputError("no input given")
     for p in paths:
         if not p.exists():
-            raise MissingFileError(_ENOENT, "no such file or directory", str(p))
+            raise MissingFileError(errno.ENOENT, "no such file or directory", str(p))
     if len(paths) == 1 and paths[0].is_dir():
         found = sorted(
             p for p in paths[0].iterdir() if p.is_file() and p.name.lower().endswith(BED_SUFFIXES)

@@ -8,6 +8,7 @@ everywhere and fails with the same error.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Any, Union
@@ -30,8 +31,6 @@ TOKENIZER_PATTERNS = ("*.json", "*.toml", "*.bed", "*.bed.gz")
 """Files fetched from a Hub repo for its tokenizer and config."""
 WEIGHT_PATTERNS = ("*.safetensors",)
 """Files fetched in addition for a model's weights."""
-
-_ENOENT = 2
 
 
 def _looks_like_path(name: str) -> bool:
@@ -77,7 +76,9 @@ def resolve_pretrained(
     if text == DEMO_NAME:
         if not (DEMO_MODEL_DIR / "config.json").is_file():
             raise MissingFileError(
-                _ENOENT, "the demo model is missing from this installation", str(DEMO_MODEL_DIR)
+                errno.ENOENT,
+                "the demo model is missing from this installation",
+                str(DEMO_MODEL_DIR),
             )
         return DEMO_MODEL_DIR
     path = Path(text).expanduser()
@@ -89,7 +90,7 @@ def resolve_pretrained(
             "universe.bed.gz), a Hugging Face Hub repo id or 'demo'"
         )
     if _looks_like_path(text):
-        raise MissingFileError(_ENOENT, "no such folder", str(path))
+        raise MissingFileError(errno.ENOENT, "no such folder", str(path))
     return _snapshot(text, revision, cache_dir, local_files_only, token, weights)
 
 
@@ -122,15 +123,17 @@ def _snapshot(
         )
     except HFValidationError as e:
         raise MissingFileError(
-            _ENOENT, "neither a local folder nor a valid Hugging Face Hub repo id", repo_id
+            errno.ENOENT, "neither a local folder nor a valid Hugging Face Hub repo id", repo_id
         ) from e
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
         what = f"revision {revision!r}" if isinstance(e, RevisionNotFoundError) else "model"
-        raise MissingFileError(_ENOENT, f"no such {what} on the Hugging Face Hub", repo_id) from e
+        raise MissingFileError(
+            errno.ENOENT, f"no such {what} on the Hugging Face Hub", repo_id
+        ) from e
     except LocalEntryNotFoundError as e:
         how = "offline mode is on" if _offline(local_files_only) else "the Hub cannot be reached"
         raise MissingFileError(
-            _ENOENT,
+            errno.ENOENT,
             f"neither a local folder nor in the Hugging Face cache, and {how}",
             repo_id,
         ) from e
@@ -183,7 +186,7 @@ def load_model(
     )
     config_path = folder / "config.json"
     if not config_path.is_file():
-        raise MissingFileError(_ENOENT, "no config.json, so it holds no model", str(folder))
+        raise MissingFileError(errno.ENOENT, "no config.json, so it holds no model", str(folder))
     model_type = read_config(config_path).get("model_type")
     if model_type != "atacformer":
         raise InvalidInputError(f"{config_path}: model_type is {model_type!r}, not 'atacformer'")

@@ -189,14 +189,6 @@ def set_threads(threads: int | None, torch: Any = None) -> None:
         torch.set_num_threads(threads)
 
 
-def parse_device(torch: Any, device: str | None) -> Any:
-    """``--device`` as a torch device this machine has (the library's check, by its name)."""
-    del torch  # imported by the caller already
-    from ..inference import parse_device as parse
-
-    return parse(device, "--device")
-
-
 def summary(cells: TokenizedCells, tokenizer: Tokenizer) -> str:
     """'median N per cell, M with unk only'."""
     from ..tl import unk_only

@@ -26,7 +26,6 @@ from ._common import (
     check_output,
     hub_options,
     load_tokenizer,
-    parse_device,
     say,
     set_threads,
     tokenize_options,
@@ -119,7 +118,9 @@ def run(args: argparse.Namespace) -> int:
         raise CommandLineError("--color-by names an obs column, so it needs an .h5ad input")
     torch = require("torch", "embedding cells", "atacformer[model]")
     set_threads(args.threads, torch)
-    device = parse_device(torch, args.device)
+    from ..inference import parse_device
+
+    device = parse_device(args.device, "--device")
     with activity("Loading the model", args.quiet):
         model = load_model(args.model, **hub_options(args))
     config = model.config
