@@ -1108,3 +1108,17 @@ def test_token_heads_take_packed_input_with_the_padded_results(cls):
         torch.testing.assert_close(
             packed.cell_embeddings, padded.cell_embeddings, atol=1e-5, rtol=0
         )
+
+
+def test_encoding_warns_about_nothing():
+    import warnings
+
+    from atacformer import TokenizedCells
+
+    model = make()
+    cells = TokenizedCells.from_lists(random_cells([3, 5, 2]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch's warning about read-only NumPy arrays
+        for layout in ("packed", "padded"):
+            out = model.encode_tokenized_cells(cells, progress=False, layout=layout)
+            assert out.shape == (3, model.config.hidden_size) and np.isfinite(out).all()

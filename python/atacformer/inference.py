@@ -231,7 +231,7 @@ def encode(
     try:
         with torch.inference_mode(), autocast, _progress(n_cells, progress) as bar:
             for idx, batch in batches:
-                cu_seqlens = torch.from_numpy(batch.offsets).to(run_device)
+                cu_seqlens = torch.from_numpy(_buffer(batch, "offsets")).to(run_device)
                 if layout == "packed":
                     tokens = _encode_packed(base, batch, cu_seqlens, run_device)
                 else:
@@ -251,12 +251,19 @@ def encode(
     return per_token
 
 
+def _buffer(batch: TokenizedCells, name: str) -> np.ndarray:
+    """The array behind ``batch.ids``/``batch.offsets`` for ``torch.from_numpy``. Users get
+    read-only views, which torch warns about; a batch here is built by this module for one
+    forward pass that only reads it, so its own buffer is handed over (no copy)."""
+    return getattr(batch._ragged, name)
+
+
 def _encode_packed(
     base: Any, batch: TokenizedCells, cu_seqlens: torch.Tensor, device: torch.device
 ) -> torch.Tensor:
     """The batch's cells laid end to end through ``forward(cu_seqlens=...)``: ``[T, H]``."""
     out = base(
-        input_ids=torch.from_numpy(batch.ids).to(device),
+        input_ids=torch.from_numpy(_buffer(batch, "ids")).to(device),
         cu_seqlens=cu_seqlens,
         max_seqlen=int(batch.lengths.max()) if len(batch) else 0,
         return_dict=True,
