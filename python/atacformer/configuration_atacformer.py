@@ -7,19 +7,22 @@ transformers but not torch.
 
 from __future__ import annotations
 
+import errno
 import os
+from pathlib import Path
 from typing import Any
 
 from transformers import AutoConfig
 
-from .exceptions import AtacformerTypeError
+from ._config_checks import OPTIONAL_LIMITS, SHAPE_LIMITS, TOKEN_IDS, check_shape
+from .exceptions import AtacformerTypeError, ConfigError, MissingFileError
 
 try:  # transformers >= 4.56 spells it PreTrainedConfig; 4.5x has only PretrainedConfig
     from transformers import PreTrainedConfig as _BaseConfig
 except ImportError:  # pragma: no cover - depends on the installed transformers
     from transformers import PretrainedConfig as _BaseConfig
 
-__all__ = ["AtacformerConfig"]
+__all__ = ["SHAPE_LIMITS", "AtacformerConfig"]
 
 
 class AtacformerConfig(_BaseConfig):
@@ -33,6 +36,13 @@ class AtacformerConfig(_BaseConfig):
     ``AtacformerForUnsupervisedBatchCorrection``), ``lambda_adv`` weight of the adversarial
     loss, ``grl_alpha`` gradient-reversal scale, ``bc_unfreeze_last_n_layers`` encoder layers
     left trainable.
+
+    Every size is checked on construction (and again when a model is built from the config):
+    an integer (not a bool) within :data:`SHAPE_LIMITS` (for example at most 1,024 layers and
+    heads, 65,536 hidden units, 2**31 - 1 ids), ``hidden_size`` a multiple of
+    ``num_attention_heads`` and ``pad_token_id`` inside the vocabulary. A bad value is a
+    :class:`~atacformer.ConfigError` (an ``InvalidInputError``), naming the ``config.json``
+    when it came from one.
     """
 
     model_type = "atacformer"
@@ -63,11 +73,26 @@ class AtacformerConfig(_BaseConfig):
         bc_unfreeze_last_n_layers: int = 2,
         **kwargs: Any,
     ) -> None:
-        if hidden_size % num_attention_heads != 0:
-            raise ValueError(
-                f"hidden_size ({hidden_size}) must be a multiple of "
-                f"num_attention_heads ({num_attention_heads})"
-            )
+        check_shape(
+            {
+                "vocab_size": vocab_size,
+                "max_position_embeddings": max_position_embeddings,
+                "hidden_size": hidden_size,
+                "intermediate_size": intermediate_size,
+                "num_hidden_layers": num_hidden_layers,
+                "num_attention_heads": num_attention_heads,
+                "pad_token_id": pad_token_id,
+                "eos_token_id": eos_token_id,
+                "bos_token_id": bos_token_id,
+                "cls_token_id": cls_token_id,
+                "sep_token_id": sep_token_id,
+                "norm_eps": norm_eps,
+                "embedding_dropout": embedding_dropout,
+                "initializer_range": initializer_range,
+                "num_batches": num_batches,
+                "bc_unfreeze_last_n_layers": bc_unfreeze_last_n_layers,
+            }
+        )
         self.use_pos_embeddings = use_pos_embeddings
         self.vocab_size = vocab_size
         self.max_position_embeddings = max_position_embeddings
@@ -97,6 +122,22 @@ class AtacformerConfig(_BaseConfig):
             setattr(self, name, value)
         self.tie_word_embeddings = tie_word_embeddings
 
+    def check_shape(self, path: str | None = None) -> None:
+        """Raises :class:`~atacformer.ConfigError` if a size set after construction (an
+        attribute changed, a ``from_pretrained`` keyword) breaks the rules of
+        :data:`SHAPE_LIMITS`; models call it before they allocate anything."""
+        check_shape(_shape_fields(self), path)
+
+    @classmethod
+    def from_json_file(cls, json_file: Any) -> Any:  # type: ignore[override]
+        """Reads a ``config.json``; a malformed one is a ``ParseError`` and bad sizes a
+        :class:`~atacformer.ConfigError`, both naming the file."""
+        from .hub import read_config
+
+        path = os.fspath(json_file)
+        values = read_config(Path(path))
+        return _naming(path, lambda: cls(**values))
+
     @classmethod
     def from_pretrained(  # type: ignore[override]
         cls, pretrained_model_name_or_path: Any, **kwargs: Any
@@ -112,7 +153,7 @@ class AtacformerConfig(_BaseConfig):
 
         name = fspath(pretrained_model_name_or_path)
         if os.path.isfile(name):  # a config.json given directly, as transformers allows
-            return super().from_pretrained(name, **kwargs)
+            return cls._from_file(Path(name), kwargs)
         hub = {k: kwargs.pop(k) for k in ("revision", "cache_dir", "token") if k in kwargs}
         folder = resolve_pretrained(
             name,
@@ -120,7 +161,24 @@ class AtacformerConfig(_BaseConfig):
             weights=False,
             **hub,
         )
-        return super().from_pretrained(folder, **kwargs)
+        return cls._from_file(folder / kwargs.pop("subfolder", "") / CONFIG_NAME, kwargs)
+
+    @classmethod
+    def _from_file(cls, path: Path, kwargs: dict[str, Any]) -> Any:
+        """``transformers``' reading of one ``config.json``, after checking that it is a
+        JSON object (not a list, null or a nesting too deep to parse), with every shape
+        error naming the file."""
+        from .hub import read_config
+
+        if not path.is_file():
+            raise MissingFileError(errno.ENOENT, "no such model config", str(path))
+        read_config(path)
+        loaded = _naming(
+            str(path), lambda: super(AtacformerConfig, cls).from_pretrained(path, **kwargs)
+        )
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        config.check_shape(str(path))  # keywords are set after construction
+        return loaded
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, **shape: Any) -> AtacformerConfig:
@@ -148,6 +206,24 @@ _FROM_TOKENIZER = (
     "sep_token_id",
 )
 """The config fields that :meth:`AtacformerConfig.from_tokenizer` reads off the tokenizer."""
+
+
+CONFIG_NAME = "config.json"
+
+
+def _shape_fields(config: Any) -> dict[str, Any]:
+    names = (*SHAPE_LIMITS, *TOKEN_IDS, *OPTIONAL_LIMITS, "norm_eps", "embedding_dropout")
+    return {name: getattr(config, name, None) for name in names}
+
+
+def _naming(path: str, build: Any) -> Any:
+    """``build()``, with a :class:`ConfigError` raised inside it naming ``path``."""
+    try:
+        return build()
+    except ConfigError as e:
+        if e.path is not None:
+            raise
+        raise ConfigError(f"{path}: {e}", path=path) from None
 
 
 AutoConfig.register("atacformer", AtacformerConfig, exist_ok=True)

@@ -12,6 +12,7 @@ __all__ = [
     "AtacformerIOError",
     "AtacformerIndexError",
     "AtacformerTypeError",
+    "ConfigError",
     "InvalidInputError",
     "MissingDependencyError",
     "MissingFileError",
@@ -75,3 +76,19 @@ class MissingDependencyError(AtacformerError, ImportError):
     ``pip install``."""
 
     __module__ = "atacformer"
+
+
+class ConfigError(InvalidInputError):
+    """A model configuration (``config.json``, ``AtacformerConfig``) whose shape is invalid:
+    a size that is not a positive integer, is out of its documented bounds, or disagrees
+    with another (``hidden_size`` not a multiple of ``num_attention_heads``). ``path`` names
+    the ``config.json`` when the values came from one."""
+
+    __module__ = "atacformer"
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (str(self), self.path))

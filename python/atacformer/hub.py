@@ -142,13 +142,32 @@ def _snapshot(
     return Path(folder)
 
 
+MAX_CONFIG_BYTES = 16 << 20
+"""The largest ``config.json`` read (real ones are under a kilobyte)."""
+
+
 def read_config(path: Path) -> dict[str, Any]:
-    """A model's ``config.json`` as a dict; malformed JSON is a :class:`ParseError` naming
-    the file and line."""
+    """A model's ``config.json`` as a dict; malformed JSON (or a list, null, a nesting too
+    deep to parse, a file over :data:`MAX_CONFIG_BYTES`) is a :class:`ParseError` naming the
+    file and line, and a file that cannot be read an :class:`AtacformerIOError`."""
     import json
 
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise AtacformerIOError(
+            e.errno, f"cannot read the model config: {e.strerror}", str(path)
+        ) from e
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ParseError(
+            f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MiB, so not a model config",
+            path=str(path),
+        )
+    try:
+        config = json.loads(raw.decode("utf-8"))
+    except RecursionError as e:
+        raise ParseError(f"{path}: JSON nested too deeply", path=str(path)) from e
     except UnicodeDecodeError as e:
         raise ParseError(f"{path}: not UTF-8 text ({e.reason})", path=str(path)) from e
     except json.JSONDecodeError as e:
@@ -157,6 +176,78 @@ def read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ParseError(f"{path}: expected a JSON object", path=str(path), line=1)
     return config
+
+
+WEIGHTS_NAME = "model.safetensors"
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+"""The safetensors dtypes a model parameter may be stored in."""
+_MAX_HEADER = 100_000_000  # safetensors' own limit on its JSON header
+
+
+def check_weights_header(path: Path) -> None:
+    """Refuses a ``model.safetensors`` whose tensors are not floating point (a parameter
+    stored as integers would be cast silently). Other damage is left to safetensors, whose
+    errors :func:`load_model` names the file for."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return
+            n = int.from_bytes(head, "little")
+            if n > _MAX_HEADER or n > path.stat().st_size - 8:
+                return
+            header = json.loads(f.read(n))
+    except (OSError, ValueError, RecursionError):
+        return
+    if not isinstance(header, dict):
+        return
+    for key, entry in header.items():
+        if key == "__metadata__" or not isinstance(entry, dict):
+            continue
+        dtype = entry.get("dtype")
+        if dtype not in FLOAT_DTYPES:
+            raise ParseError(
+                f"{path}: tensor {key} is stored as {dtype}, not as floating point "
+                f"({', '.join(sorted(FLOAT_DTYPES))}): not Atacformer weights",
+                path=str(path),
+            )
+
+
+def _load_encoder(cls: Any, folder: Path, weights: Path) -> Any:
+    """``cls.from_pretrained(folder)`` with every failure of the files as one
+    :class:`~atacformer.AtacformerError` that names the file."""
+    from safetensors import SafetensorError
+
+    from .exceptions import AtacformerError
+
+    where = weights if weights.is_file() else folder
+    try:
+        return cls.from_pretrained(folder)
+    except AtacformerError:
+        raise
+    except SafetensorError as e:
+        raise ParseError(f"{where}: not a readable safetensors file ({e})", path=str(where)) from e
+    except OSError as e:  # transformers' word for a folder without weights
+        raise AtacformerIOError(f"{folder}: cannot load the model: {e}") from e
+    except RuntimeError as e:
+        if "mismatched" not in str(e) and "size mismatch" not in str(e):
+            raise ParseError(f"{where}: cannot load the weights ({e})", path=str(where)) from e
+        _, info = cls.from_pretrained(
+            folder, ignore_mismatched_sizes=True, output_loading_info=True
+        )
+        shown = "; ".join(
+            f"{key}: {tuple(have)} in the file, {tuple(want)} for the config"
+            for key, have, want in sorted(info.get("mismatched_keys", ()))[:4]
+        )
+        raise ParseError(
+            f"{where}: tensor shapes do not fit config.json ({shown or e})", path=str(where)
+        ) from e
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError) as e:
+        raise ParseError(
+            f"{where}: cannot load the model ({type(e).__name__}: {e})", path=str(where)
+        ) from e
 
 
 def load_model(
@@ -170,8 +261,14 @@ def load_model(
     """The encoder (:class:`~atacformer.AtacformerModel`) of the model ``name`` stands for.
 
     Any Atacformer checkpoint loads, whatever its head: the head's weights are left out
-    without a warning. A folder without ``config.json``, or one of another model type, is a
-    :class:`~atacformer.MissingFileError` or :class:`~atacformer.InvalidInputError`.
+    without a warning. Everything else that can be wrong with the files is one
+    :class:`~atacformer.AtacformerError` naming the file: a folder without ``config.json``
+    (:class:`~atacformer.MissingFileError`), a ``config.json`` that is not a JSON object
+    (:class:`~atacformer.ParseError`) or has bad sizes (:class:`~atacformer.ConfigError`), a
+    model of another type, a damaged ``model.safetensors`` (a ``ParseError``: truncated, a
+    bad header, non-float tensors, shapes that do not fit the config), and a checkpoint that
+    lacks encoder weights (an :class:`~atacformer.InvalidInputError` naming them: embedding
+    with randomly initialised weights would give noise).
     """
     from ._deps import require
 
@@ -190,6 +287,9 @@ def load_model(
     model_type = read_config(config_path).get("model_type")
     if model_type != "atacformer":
         raise InvalidInputError(f"{config_path}: model_type is {model_type!r}, not 'atacformer'")
+    weights = folder / WEIGHTS_NAME
+    if weights.is_file():
+        check_weights_header(weights)
     from transformers.utils import logging as hf_logging
 
     from .modeling_atacformer import AtacformerModel
@@ -198,17 +298,13 @@ def load_model(
     bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # head weights left out of the encoder are expected
     hf_logging.disable_progress_bar()
-    from safetensors import SafetensorError
-
     try:
-        model = AtacformerModel.from_pretrained(folder)
-    except SafetensorError as e:
-        raise ParseError(f"{folder}: the weights are not a readable safetensors file ({e})") from e
-    except OSError as e:  # transformers' word for a folder without weights
-        raise AtacformerIOError(f"{folder}: cannot load the model: {e}") from e
+        model = _load_encoder(AtacformerModel, folder, weights)
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+    # Missing head weights are fine; missing encoder weights would embed noise.
+    model.check_encoder_loaded(source=str(weights if weights.is_file() else folder))
     model.config._name_or_path = model.name_or_path = os.fspath(name)
     return model

@@ -12,6 +12,7 @@ padded through ``TokenizedCells.to_padded``) and mean-pools each cell's tokens
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,7 +43,8 @@ def mean_pool(
     attention_mask: torch.Tensor | None = None,
     cu_seqlens: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over each cell's real tokens, ``[n_cells, H]`` (zeros for a cell without tokens).
+    """Mean over each cell's real tokens, ``[n_cells, H]`` (zeros for a cell without tokens;
+    :func:`encode` warns about those).
 
     Padded: ``hidden`` ``[B, L, H]`` with ``attention_mask`` ``[B, L]`` (bool or 0/1; None means
     every position is a token). Packed: ``hidden`` ``[T, H]`` with ``cu_seqlens`` ``[n + 1]``,
@@ -206,6 +208,10 @@ def encode(
         raise ValueError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
     if layout not in ("auto", "packed", "padded"):
         raise ValueError(f"layout must be 'auto', 'packed' or 'padded', got {layout!r}")
+    device = parse_device(device, "device")  # before any work, and never meta or xla
+    check_loaded = getattr(model, "check_encoder_loaded", None)
+    if check_loaded is not None:
+        check_loaded()
     cells = as_tokenized_cells(cells)
     if max_tokens_per_cell is not None:
         cells = truncate(cells, max_tokens_per_cell, truncation_strategy, seed)
@@ -223,6 +229,13 @@ def encode(
     budget = _token_budget(config.hidden_size, config.intermediate_size)
 
     n_cells = len(lengths)
+    n_empty = int(np.count_nonzero(lengths == 0))
+    if n_empty and pool_tokens:
+        warnings.warn(
+            f"{n_empty} of {n_cells} cells have no tokens; their embeddings are zeros",
+            UserWarning,
+            stacklevel=3,
+        )
     pooled = np.zeros((n_cells, config.hidden_size if pool_tokens else 0), dtype=np.float32)
     per_token: list[Any] = [None] * (0 if pool_tokens else n_cells)
     batches = _gathered_batches(cells, batch_size, budget if layout == "packed" else None)
@@ -237,6 +250,8 @@ def encode(
                 else:
                     tokens = _encode_padded(base, batch, run_device)
                 tokens = tokens.float()  # [T_b, H], cells in `idx` order, back to back
+                if not bool(torch.isfinite(tokens).all()):
+                    _refuse_non_finite(model)
                 if pool_tokens:
                     pooled[idx] = mean_pool(tokens, cu_seqlens=cu_seqlens).cpu().numpy()
                 else:
@@ -249,6 +264,22 @@ def encode(
     if pool_tokens:
         return torch.from_numpy(pooled) if return_tensors == "pt" else pooled
     return per_token
+
+
+def _refuse_non_finite(model: Any) -> None:
+    """Raises :class:`~atacformer.InvalidInputError`: the encoder gave NaN or infinite
+    values, naming the first parameter that holds any."""
+    from .exceptions import InvalidInputError
+
+    bad = next(
+        (name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())),
+        None,
+    )
+    where = f" (parameter {bad} holds NaN or infinite values)" if bad else ""
+    raise InvalidInputError(
+        f"the model produced non-finite embeddings (NaN or infinity){where}; its weights "
+        "are broken, or the dtype overflows: refusing to return them"
+    )
 
 
 def _buffer(batch: TokenizedCells, name: str) -> np.ndarray:
@@ -320,6 +351,10 @@ class _NoBar:
         pass
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+"""The devices embedding runs on (``meta`` holds no data, others lack the kernels)."""
+
+
 def parse_device(device: Any, what: str = "device") -> torch.device | None:
     """``device`` as a ``torch.device`` that this machine has, or None when not given;
     otherwise an :class:`~atacformer.InvalidInputError` naming the argument ``what``."""
@@ -333,8 +368,17 @@ def parse_device(device: Any, what: str = "device") -> torch.device | None:
         raise InvalidInputError(
             f"{what} {device!r} is not a torch device (cpu, cuda, cuda:1, mps)"
         ) from e
+    if parsed.type not in DEVICE_TYPES:
+        raise InvalidInputError(
+            f"{what} {device}: embedding runs on {', '.join(DEVICE_TYPES)}, not on "
+            f"{parsed.type} devices"
+        )
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError(f"{what} {device}: CUDA is not available on this machine")
+    if parsed.type == "cuda" and parsed.index is not None:
+        count = torch.cuda.device_count()
+        if parsed.index >= count:
+            raise InvalidInputError(f"{what} {device}: this machine has {count} CUDA devices")
     if parsed.type == "mps" and not torch.backends.mps.is_available():
         raise InvalidInputError(f"{what} {device}: MPS is not available on this machine")
     return parsed

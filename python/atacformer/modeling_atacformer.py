@@ -223,6 +223,22 @@ def gradient_reversal(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- models
 
+_MISSING = "_atacformer_missing_weights"
+"""Attribute recording the encoder weights ``from_pretrained`` initialised: name -> the
+parameter's version counter then (a later in-place change, such as training, bumps it)."""
+
+
+def _record_missing(model: Any, info: dict[str, Any]) -> None:
+    """Keeps the encoder's missing keys from transformers' loading info on the model."""
+    prefix = "" if isinstance(model, AtacformerModel) else f"{model.base_model_prefix}."
+    params = dict(model.named_parameters(remove_duplicate=False))
+    missing = {
+        key: getattr(params[key], "_version", 0)
+        for key in info.get("missing_keys", ())
+        if key.startswith(prefix) and key in params
+    }
+    object.__setattr__(model, _MISSING, missing)
+
 
 class AtacformerPreTrainedModel(PreTrainedModel):
     """Shared loading, initialisation and :meth:`encode_tokenized_cells` for every class."""
@@ -231,6 +247,11 @@ class AtacformerPreTrainedModel(PreTrainedModel):
     config: AtacformerConfig
     base_model_prefix = "atacformer"
     _no_split_modules = ["AtacformerEmbeddings", "AtacformerEncoderLayer"]
+
+    def __init__(self, config: AtacformerConfig, *inputs: Any, **kwargs: Any) -> None:
+        if isinstance(config, AtacformerConfig):
+            config.check_shape()  # sizes changed after construction fail before allocating
+        super().__init__(config, *inputs, **kwargs)
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
@@ -275,8 +296,13 @@ class AtacformerPreTrainedModel(PreTrainedModel):
         ``transformers``' own ``from_pretrained`` with the other keyword arguments. As in
         ``transformers``, ``name_or_path`` records the name as given (``"demo"``, the repo id).
         """
+        wants_info = bool(kwargs.pop("output_loading_info", False))
         if pretrained_model_name_or_path is None:  # config and state_dict given directly
-            return super().from_pretrained(None, *model_args, **kwargs)
+            model, info = super().from_pretrained(
+                None, *model_args, output_loading_info=True, **kwargs
+            )
+            _record_missing(model, info)
+            return (model, info) if wants_info else model
         from os import fspath
 
         from .hub import resolve_pretrained
@@ -289,10 +315,49 @@ class AtacformerPreTrainedModel(PreTrainedModel):
             local_files_only=local_files_only,
             token=token,
         )
-        loaded = super().from_pretrained(folder, *model_args, **kwargs)
-        model = loaded[0] if isinstance(loaded, tuple) else loaded
+        model, info = super().from_pretrained(
+            folder, *model_args, output_loading_info=True, **kwargs
+        )
+        _record_missing(model, info)
         model.config._name_or_path = model.name_or_path = name
-        return loaded
+        return (model, info) if wants_info else model
+
+    def missing_encoder_weights(self) -> list[str]:
+        """Names of the encoder's parameters (token and position embeddings, layers) that
+        ``from_pretrained`` did not find in the checkpoint and had to initialise at random,
+        and that nothing has changed since (training or ``load_state_dict`` clears a name).
+
+        Embedding cells refuses a model for which this is not empty: its embeddings would be
+        random. Head weights missing from a checkpoint are expected and not listed. A model
+        built from a config in Python (never loaded) has nothing missing: its weights are
+        random on purpose, and using it is the caller's choice.
+        """
+        fresh: dict[str, int] = getattr(self, _MISSING, {})
+        params = dict(self.named_parameters(remove_duplicate=False))
+        return sorted(
+            name
+            for name, version in fresh.items()
+            if name in params and getattr(params[name], "_version", version) == version
+        )
+
+    def check_encoder_loaded(self, source: str | None = None) -> None:
+        """Raises :class:`~atacformer.InvalidInputError` naming the encoder weights that the
+        checkpoint lacked (see :meth:`missing_encoder_weights`) and ``source``, the file
+        (default: the name the model was loaded by)."""
+        missing = self.missing_encoder_weights()
+        if missing:
+            from .exceptions import InvalidInputError
+
+            shown = ", ".join(missing[:8]) + (
+                f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+            )
+            source = source or self.name_or_path or type(self).__name__
+            raise InvalidInputError(
+                f"{source}: the checkpoint lacks {len(missing)} encoder weights ({shown}); "
+                "they were initialised at random, so the embeddings would be noise. Is the "
+                "model.safetensors complete, with the parameter names of an Atacformer "
+                "checkpoint?"
+            )
 
     def encode_tokenized_cells(
         self,
@@ -314,12 +379,14 @@ class AtacformerPreTrainedModel(PreTrainedModel):
         1-D id arrays or lists, or a padded mapping with ``input_ids`` and ``attention_mask``.
         Cells longer than ``max_tokens_per_cell`` keep a seeded random subset of their tokens in
         their original order (``"random"``) or their first tokens (``"first"``). An empty cell
-        embeds to zeros. With ``pool_tokens=False`` the result is a list of ``[len_i, hidden]``
+        embeds to zeros, with a ``UserWarning`` counting such cells. With ``pool_tokens=False`` the result is a list of ``[len_i, hidden]``
         arrays, one per (truncated) cell. ``device`` moves the model there; ``dtype`` (e.g.
         ``torch.bfloat16``) runs the encoder under autocast. ``layout="packed"`` encodes
         unpadded tokens with one attention call per cell (the CPU default); ``"padded"`` uses
-        length-sorted padded batches (the GPU default). The work is
-        :func:`atacformer.inference.encode`.
+        length-sorted padded batches (the GPU default). A model whose checkpoint lacked
+        encoder weights (:meth:`missing_encoder_weights`) and one that produces NaN or
+        infinite values are refused with an :class:`~atacformer.InvalidInputError`. The
+        work is :func:`atacformer.inference.encode`.
         """
         return inference.encode(
             self,
