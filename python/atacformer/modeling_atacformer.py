@@ -379,8 +379,9 @@ class AtacformerPreTrainedModel(PreTrainedModel):
         1-D id arrays or lists, or a padded mapping with ``input_ids`` and ``attention_mask``.
         Cells longer than ``max_tokens_per_cell`` keep a seeded random subset of their tokens in
         their original order (``"random"``) or their first tokens (``"first"``). An empty cell
-        embeds to zeros, with a ``UserWarning`` counting such cells. With ``pool_tokens=False`` the result is a list of ``[len_i, hidden]``
-        arrays, one per (truncated) cell. ``device`` moves the model there; ``dtype`` (e.g.
+        embeds to zeros, with a ``UserWarning`` counting such cells. With
+        ``pool_tokens=False`` the result is a list of ``[len_i, hidden]`` arrays, one per
+        (truncated) cell. ``device`` moves the model there; ``dtype`` (e.g.
         ``torch.bfloat16``) runs the encoder under autocast. ``layout="packed"`` encodes
         unpadded tokens with one attention call per cell (the CPU default); ``"padded"`` uses
         length-sorted padded batches (the GPU default). A model whose checkpoint lacked
