@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
@@ -11,6 +10,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import _core, pp
+from ._atomic import atomic_path, refuse_overwriting_inputs
 from ._deps import importable, require
 
 __all__ = ["embedding"]
@@ -90,6 +90,8 @@ def embedding(
     if ax is None:
         fig.tight_layout()
     if save is not None:
+        if getattr(adata, "isbacked", False) and adata.filename is not None:
+            refuse_overwriting_inputs(save, [adata.filename])
         _save_atomically(fig, Path(save))
     if show:
         plt.show()
@@ -228,7 +230,8 @@ def _natural(text: str) -> tuple[int, Any]:
 
 
 def _save_atomically(fig: Any, path: Path) -> None:
-    """Writes the figure to a temporary file next to ``path``, then renames it."""
+    """Writes the figure through :func:`atomic_path`: a temporary file next to ``path``,
+    renamed over it when complete (a failed write keeps the old file)."""
     suffix = path.suffix.lower().lstrip(".")
     if not suffix:
         raise _core.InvalidInputError(f"cannot tell the image format of {path}: add a suffix")
@@ -239,11 +242,5 @@ def _save_atomically(fig: Any, path: Path) -> None:
             f"({', '.join('.' + k for k in sorted(known))})"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format=suffix)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -231,10 +231,14 @@ def _check_cells(model: Any, cells: TokenizedCells) -> None:
             f"these cells were tokenized with another vocabulary (pad id {cells.pad_token_id}, "
             f"the model's is {config.pad_token_id})"
         )
-    if len(cells.ids) and int(cells.ids.max()) >= config.vocab_size:
+    if not len(cells.ids):
+        return
+    low, high = int(cells.ids.min()), int(cells.ids.max())
+    if low < 0 or high >= config.vocab_size:
+        bad = low if low < 0 else high
         raise _core.InvalidInputError(
-            f"token id {int(cells.ids.max())} is outside the model's vocabulary of "
-            f"{config.vocab_size} ids"
+            f"token id {bad} is outside the model's vocabulary of {config.vocab_size} ids "
+            f"(0 to {config.vocab_size - 1})"
         )
 
 

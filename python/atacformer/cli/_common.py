@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .. import _core
+from .._atomic import atomic_path, refuse_overwriting_inputs
 from .._deps import require
 from ..tokenized_cells import TokenizedCells
 from ..tokenizers import Tokenizer
@@ -169,6 +170,8 @@ def check_output(path: Path, allowed: Sequence[str]) -> Path:
     """Refuses an output name with the wrong suffix and makes its folder."""
     if not path.name.lower().endswith(tuple(allowed)):
         raise CommandLineError(f"cannot write {path}: the output must end in {', '.join(allowed)}")
+    if path.is_dir():
+        raise CommandLineError(f"cannot write {path}: it is a directory")
     if path.suffix == ".parquet":
         require("pyarrow", "writing .parquet files", "pyarrow")
     if path.suffix == ".h5ad":
@@ -178,6 +181,57 @@ def check_output(path: Path, allowed: Sequence[str]) -> Path:
     except OSError as e:
         raise _core.AtacformerIOError(f"cannot make the folder of {path}: {e.strerror}") from e
     return path
+
+
+def input_files(args: argparse.Namespace, *names: str | None) -> list[Path]:
+    """Every file a command reads: its inputs, ``--barcodes`` and the given names (a
+    tokenizer or model given as a path); an output may be none of them."""
+    paths = [Path(p).expanduser() for p in getattr(args, "inputs", ())]
+    for extra in (getattr(args, "barcodes", None), *names):
+        if extra:
+            path = Path(extra).expanduser()
+            if path.is_dir():  # a model or tokenizer folder: the files in it
+                paths += [p for p in path.iterdir() if p.is_file()]
+            else:
+                paths.append(path)
+    for p in list(paths):
+        if p.is_dir():
+            paths += [q for q in p.iterdir() if q.is_file()]
+    return paths
+
+
+def refuse_inputs(out: Path, args: argparse.Namespace, *names: str | None) -> None:
+    """Refuses an output that is one of the command's input files (through any spelling or
+    link): writing it would destroy the data it is made from."""
+    refuse_overwriting_inputs(out, input_files(args, *names))
+
+
+def write_h5ad(path: Path, adata: Any) -> None:
+    """Writes ``adata`` as ``.h5ad`` atomically: HDF5 builds the file in memory (h5py's
+    in-memory file image), and only plain writes touch the disk. HDF5 itself never sees a
+    full disk, which it does not survive cleanly (it has died with SIGSEGV there); a failed
+    write is an :class:`~atacformer.AtacformerIOError` naming ``path``, and the old file is
+    kept."""
+    import io
+
+    import h5py
+
+    try:
+        from anndata.io import write_elem
+    except ImportError:  # pragma: no cover - anndata < 0.11
+        from anndata.experimental import write_elem
+
+    adata.strings_to_categoricals()  # as AnnData.write_h5ad does
+    image = io.BytesIO()
+    with h5py.File(image, "w") as f:
+        write_elem(f, "/", adata)
+    write_bytes(path, image.getbuffer())
+
+
+def write_bytes(path: Path, data: Any) -> None:
+    """``data`` (bytes or a buffer) written to ``path`` through ``atomic_path``."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def set_threads(threads: int | None, torch: Any = None) -> None:

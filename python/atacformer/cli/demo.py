@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 
 from .. import pl, pp, tl
+from .._atomic import refuse_overwriting_inputs
 from .._deps import importable, require
+from ..exceptions import AtacformerIOError
 from ..hub import DEMO_NAME, load_model, resolve_pretrained
 from ..tokenizers import Tokenizer
 from ._common import (
@@ -28,6 +30,7 @@ from ._common import (
     set_threads,
     summary,
     use_agg,
+    write_h5ad,
 )
 
 DEMO_FRAGMENTS = "demo_fragments.tsv.gz"
@@ -122,13 +125,23 @@ def run(args: argparse.Namespace) -> int:
     require("sklearn", "the demo's clustering", "scikit-learn")
     torch = require("torch", "the demo", "atacformer[model]")
     out = Path(args.out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise CommandLineError(f"--out {out}: a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AtacformerIOError(
+            e.errno, f"cannot make the output folder: {e.strerror}", str(out)
+        ) from e
     set_threads(args.threads, torch)
     from sklearn.metrics import adjusted_rand_score
 
     from .. import synthetic
 
     folder = resolve_pretrained(args.model)
+    model_files = [p for p in folder.iterdir() if p.is_file()]
+    for name in (DEMO_FRAGMENTS, DEMO_EMBEDDINGS, DEMO_PLOT):
+        refuse_overwriting_inputs(out / name, model_files)
     record = demo_record(folder)
     design_spec = synthetic.DesignSpec(**record["design"])
     cell_spec = synthetic.CellSpec(
@@ -195,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
         adata.obs = known.join(adata.obs)
         adata.uns["atacformer"].update(cells=json.dumps(cell_spec.__dict__), ari=ari)
         path = out / DEMO_EMBEDDINGS
-        adata.write_h5ad(path)
+        write_h5ad(path, adata)
         note.append(str(path))
 
     written = [DEMO_FRAGMENTS, DEMO_EMBEDDINGS]

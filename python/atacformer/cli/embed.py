@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from .. import pl, pp, tl
+from .._atomic import atomic_path
 from .._deps import require
 from .._sources import detect_source
 from ..hub import load_model
@@ -26,10 +27,13 @@ from ._common import (
     check_output,
     hub_options,
     load_tokenizer,
+    refuse_inputs,
     say,
     set_threads,
     tokenize_options,
     use_agg,
+    write_bytes,
+    write_h5ad,
 )
 
 EXAMPLES = """\
@@ -111,8 +115,12 @@ def run(args: argparse.Namespace) -> int:
     source = detect_source(args.inputs, args.format)
     check_input_kind(args, source.kind)
     out = check_output(Path(args.output), OUTPUT_SUFFIXES)
+    refuse_inputs(out, args, args.model, args.tokenizer)
     if args.plot:
-        check_output(Path(args.plot), (".png",))
+        plot = check_output(Path(args.plot), (".png",))
+        refuse_inputs(plot, args, args.model, args.tokenizer)
+        if plot.resolve() == out.resolve():
+            raise CommandLineError(f"--plot and -o name the same file, {out}")
         use_agg()
     if args.color_by and source.kind != "h5ad":
         raise CommandLineError("--color-by names an obs column, so it needs an .h5ad input")
@@ -196,13 +204,17 @@ def read_obs(path: Path) -> Any:
 
 
 def write(path: Path, adata: Any, clustered: bool) -> None:
-    """Writes the embeddings as ``.npy`` (the matrix), ``.parquet`` (a table) or ``.h5ad``."""
+    """Writes the embeddings as ``.npy`` (the matrix), ``.parquet`` (a table) or ``.h5ad``,
+    each atomically: a failed write (a full disk) leaves the old file as it was."""
     embeddings = np.asarray(adata.obsm[EMBEDDING_KEY])
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        np.save(path, embeddings)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.save(f, embeddings)
         return
     if suffix == ".parquet":
+        import io
+
         import pandas as pd
 
         frame = pd.DataFrame(
@@ -211,6 +223,8 @@ def write(path: Path, adata: Any, clustered: bool) -> None:
         frame.insert(0, "cell", list(adata.obs_names))
         if clustered:
             frame.insert(1, "cluster", adata.obs[CLUSTER_KEY].astype(int).to_numpy())
-        frame.to_parquet(path, index=False)
+        table = io.BytesIO()  # pyarrow writes to memory; the disk sees plain writes only
+        frame.to_parquet(table, index=False)
+        write_bytes(path, table.getbuffer())
         return
-    adata.write_h5ad(path)
+    write_h5ad(path, adata)

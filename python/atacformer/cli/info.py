@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .. import _core
+from .._config_checks import check_shape
 from ..hub import read_config, resolve_pretrained
 from ..tokenizers import Tokenizer
 from ._common import add_hub_options, hub_options
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         lines.append(("model", "none (no config.json)"))
     else:
         config = read_config(config_path)
+        check_shape(config, str(config_path), required=True)
         lines += model_lines(config, folder, tokenizer)
     width = max(len(k) for k, _ in lines)
     for key, value in lines:
@@ -100,6 +102,8 @@ def model_lines(
     else:
         lines.append(("model vocabulary", f"{vocab:,} ids"))
     weights = folder / "model.safetensors"
+    if weights.exists() and not weights.is_file():
+        raise _core.AtacformerIOError(f"{weights}: not a file, so not model weights")
     if weights.is_file():
         n, size = safetensors_parameters(weights)
         lines.append(("parameters", f"{n:,} ({size / 1e6:.1f} MB in model.safetensors)"))
@@ -120,15 +124,28 @@ def encoder_parameters(config: dict[str, Any]) -> int:
 
 def safetensors_parameters(path: Path) -> tuple[int, int]:
     """Number of parameters stored in a safetensors file (read from its header) and its size."""
-    with open(path, "rb") as f:
-        header_len = int.from_bytes(f.read(8), "little")
-        if header_len <= 0 or header_len > 100_000_000:
-            raise _core.AtacformerIOError(f"{path}: not a safetensors file")
-        try:
+    try:
+        with open(path, "rb") as f:
+            header_len = int.from_bytes(f.read(8), "little")
+            size = os.fstat(f.fileno()).st_size
+            if header_len <= 0 or header_len > min(100_000_000, size - 8):
+                raise _core.AtacformerIOError(f"{path}: not a safetensors file (header length)")
             header = json.loads(f.read(header_len))
-        except ValueError as e:
-            raise _core.AtacformerIOError(f"{path}: not a safetensors file") from e
-    total = sum(
-        int(np.prod(v["shape"], dtype=np.int64)) for k, v in header.items() if k != "__metadata__"
-    )
-    return total, path.stat().st_size
+    except OSError as e:
+        if isinstance(e, _core.AtacformerError):
+            raise
+        raise _core.AtacformerIOError(e.errno, f"cannot read: {e.strerror}", str(path)) from e
+    except (ValueError, RecursionError) as e:
+        raise _core.AtacformerIOError(f"{path}: not a safetensors file (header not JSON)") from e
+    total = 0
+    try:
+        for key, entry in header.items():
+            if key == "__metadata__":
+                continue
+            shape = entry["shape"]
+            if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+                raise ValueError(f"tensor {key} has shape {shape!r}")
+            total += math.prod(shape)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise _core.AtacformerIOError(f"{path}: not a safetensors file (bad header: {e})") from e
+    return total, size

@@ -18,6 +18,7 @@ from ._common import (
     check_input_options,
     check_output,
     load_tokenizer,
+    refuse_inputs,
     say,
     summary,
     tokenize_options,
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandLineError(f"{source.paths[0]} is already tokenized")
     check_input_kind(args, source.kind)
     out = check_output(Path(args.output), (".atok",))
+    refuse_inputs(out, args, args.tokenizer)
     tokenizer = load_tokenizer(args.tokenizer, args)
     started = time.perf_counter()
     with activity(ACTIVITY[source.kind], args.quiet):
