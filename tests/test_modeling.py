@@ -662,7 +662,8 @@ def test_empty_cells_embed_to_zeros_in_place():
     model = make()
     cells = [np.array([1, 2, 3]), np.array([], dtype=np.int64), np.array([4])]
     for layout in ("packed", "padded"):
-        got = model.encode_tokenized_cells(cells, layout=layout, progress=False)
+        with pytest.warns(UserWarning, match="1 of 3 cells have no tokens"):
+            got = model.encode_tokenized_cells(cells, layout=layout, progress=False)
         assert np.all(got[1] == 0)
         np.testing.assert_allclose(
             got[[0, 2]], oracle_pooled(model, [cells[0], cells[2]]), atol=1e-5
