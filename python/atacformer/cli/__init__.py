@@ -4,9 +4,10 @@ One module per command (``tokenize``, ``embed``, ``info``, ``demo``), as in tran
 ``commands/``: each adds its parser (``add_parser``) and runs it (``run``), checking every
 numeric option before anything heavy is imported. :func:`main` turns the project's own
 errors (:class:`~atacformer.AtacformerError` and its subclasses, such as a missing file, a
-malformed input, a model that cannot be found, or :class:`CommandLineError`) into one line
-on stderr and exit status 1; anything else is a bug and keeps its traceback. Set
-``ATACFORMER_DEBUG=1`` to see tracebacks for user errors too.
+malformed input, a model that cannot be found, or :class:`CommandLineError`) and any
+``OSError`` (a full disk, a file it may not read) into one line on stderr and exit status
+1; anything else is a bug and keeps its traceback. Set ``ATACFORMER_DEBUG=1`` to see
+tracebacks for user errors too.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings_as_lines(args.command):
             return int(args.func(args))
-    except AtacformerError as e:
+    except (AtacformerError, OSError) as e:  # OSError: the machine's word (disk, rights)
         if os.environ.get("ATACFORMER_DEBUG"):
             raise
         print(f"atacformer {args.command}: error: {one_line(e)}", file=sys.stderr)
