@@ -375,3 +375,22 @@ def test_nan_weights_are_refused_not_embedded(layout):
     assert "encoder.layers.1.linear2.weight" in str(info.value)
     with pytest.raises(InvalidInputError, match="non-finite"):
         af.tl.embed(TokenizedCells.from_lists(CELLS), model, progress=False)
+
+
+def test_a_dtype_change_keeps_the_refusal_and_training_lifts_it(tmp_path):
+    model = AtacformerModel.from_pretrained(broken_weights(tmp_path, "no_embeddings"))
+    model.to(torch.float64).float()
+    assert model.missing_encoder_weights() == ["embeddings.token_embeddings.weight"]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = model(torch.tensor([1, 2, 3]), cu_seqlens=torch.tensor([0, 3])).last_hidden_state
+    out.sum().backward()
+    optimizer.step()  # the weights are trained now: the caller's choice
+    assert model.missing_encoder_weights() == []
+
+
+@pytest.mark.parametrize("cls", [AtacformerForMaskedLM, AtacformerForReplacedTokenDetection])
+def test_a_base_checkpoint_fills_every_heads_encoder(tmp_path, cls):
+    AtacformerModel.from_pretrained("demo").save_pretrained(tmp_path / "base")
+    model = cls.from_pretrained(tmp_path / "base")
+    assert model.missing_encoder_weights() == []
+    assert model.encode_tokenized_cells(CELLS, progress=False).shape == (3, 64)
