@@ -234,9 +234,12 @@ def _load_encoder(cls: Any, folder: Path, weights: Path) -> Any:
     except RuntimeError as e:
         if "mismatched" not in str(e) and "size mismatch" not in str(e):
             raise ParseError(f"{where}: cannot load the weights ({e})", path=str(where)) from e
-        _, info = cls.from_pretrained(
-            folder, ignore_mismatched_sizes=True, output_loading_info=True
-        )
+        try:  # load again, tolerating the mismatch, to learn which tensors do not fit
+            _, info = cls.from_pretrained(
+                folder, ignore_mismatched_sizes=True, output_loading_info=True
+            )
+        except Exception:
+            info = {}
         shown = "; ".join(
             f"{key}: {tuple(have)} in the file, {tuple(want)} for the config"
             for key, have, want in sorted(info.get("mismatched_keys", ()))[:4]
