@@ -54,6 +54,11 @@ def embed(
     tokens; the default is the model's context when it uses positions, else no limit.
     ``dtype`` (``"bfloat16"``, ``torch.float16``) runs the encoder under autocast. The model,
     tokenizer and settings are recorded in ``uns["atacformer"]``.
+
+    A model whose checkpoint lacked encoder weights (``model.missing_encoder_weights()``),
+    token ids outside the model's vocabulary (negative ones included), a device without
+    data (``"meta"``) and non-finite embeddings are refused with an
+    :class:`~atacformer.InvalidInputError`.
     """
     _positive("batch_size", batch_size)
     if max_tokens_per_cell is not None:
