@@ -11,7 +11,9 @@ use super::barcodes::BarcodeMap;
 use super::chunks::ReadFailure;
 use super::worker::{parse_lines, ChunkOutput, ParsedLines, WorkerContext, IGNORE, LOCAL};
 use super::{FragmentOptions, FragmentStats};
+use crate::bed::{is_comment, too_long};
 use crate::error::{Error, Result};
+use crate::io::MAX_LINE_BYTES;
 use crate::prefetch::prefetch;
 use crate::ragged::Ragged;
 use crate::tokenizer::{Special, Tokenizer};
@@ -66,6 +68,8 @@ pub(super) struct Merger {
     stats: FragmentStats,
     /// The start of a line whose end is in a later chunk.
     pending: Vec<u8>,
+    /// Inside a `#` line too long to hold, whose end is in a later chunk.
+    skipping: bool,
     local_to_global: Vec<u32>,
 }
 
@@ -99,6 +103,7 @@ impl Merger {
             names,
             stats: FragmentStats::default(),
             pending: Vec::new(),
+            skipping: false,
             local_to_global: Vec::new(),
         })
     }
@@ -133,21 +138,58 @@ impl Merger {
                 },
             });
         }
-        self.pending.extend_from_slice(&t.head);
-        if !t.has_newline {
-            return Ok(());
+        if !self.skipping {
+            self.pending.extend_from_slice(&t.head);
         }
-        self.pending.push(b'\n');
-        let straddling = parse_lines(ctx, &self.known, &self.pending);
-        self.pending.clear();
-        self.apply(straddling)?;
+        if !t.has_newline {
+            return self.check_pending(ctx.skip_bad);
+        }
+        if std::mem::take(&mut self.skipping) {
+            // The end of a comment line too long to hold.
+            self.stats.lines += 1;
+        } else {
+            self.pending.push(b'\n');
+            let straddling = parse_lines(ctx, &self.known, &self.pending);
+            self.pending.clear();
+            self.apply(straddling)?;
+        }
         self.apply(t.parsed)?;
         self.pending.extend_from_slice(&t.tail);
         Ok(())
     }
 
+    /// A line held across chunks may not grow past [`MAX_LINE_BYTES`]: past it, it is an
+    /// error, unless it is a `#` comment, whose rest is then read past without being kept.
+    /// With `skip_bad`, a long line that is not a comment is skipped and counted.
+    fn check_pending(&mut self, skip_bad: bool) -> Result<()> {
+        if self.pending.len() <= MAX_LINE_BYTES {
+            return Ok(());
+        }
+        let comment = is_comment(&self.pending, false);
+        if comment || skip_bad {
+            if !comment {
+                self.stats.skipped_lines += 1;
+                if self.stats.first_skipped.is_none() {
+                    self.stats.first_skipped = Some((self.stats.lines + 1, too_long()));
+                }
+            }
+            self.pending = Vec::new();
+            self.skipping = true;
+            return Ok(());
+        }
+        Err(Error::Parse {
+            path: self.path.clone(),
+            line: self.stats.lines + 1,
+            problem: too_long(),
+        })
+    }
+
     /// Parses the last line when the file does not end with a newline.
     pub(super) fn finish_input(&mut self, ctx: &WorkerContext<'_>) -> Result<()> {
+        if std::mem::take(&mut self.skipping) {
+            self.stats.lines += 1;
+            return Ok(());
+        }
         if self.pending.is_empty() {
             return Ok(());
         }

@@ -532,3 +532,71 @@ fn genomic_order_matches_region_set_sort() {
         }
     }
 }
+
+/// Runs plain, gzip and BGZF under large and small chunks (lines of a megabyte make the
+/// tiny chunks of [`TUNINGS`] too slow).
+fn run_long_lines(
+    tok: &Tokenizer,
+    text: &[u8],
+    opts: &FragmentOptions,
+) -> Vec<Result<(Ragged, FragmentStats)>> {
+    let tunings = [(1 << 20, false), (1 << 16, true), (4096, false)];
+    let mut out = Vec::new();
+    for (kind, bytes) in encodings(text).into_iter().take(3) {
+        let file = temp_file(&format!("{kind}.tsv.gz"), &bytes);
+        for (chunk_bytes, serial) in tunings {
+            let t = Tuning {
+                chunk_bytes,
+                chunks_per_thread: 2,
+                serial,
+            };
+            out.push(run(tok, &file.0, opts, &t));
+        }
+    }
+    out
+}
+
+#[test]
+fn lines_longer_than_the_limit_are_errors_and_long_comments_are_skipped() {
+    let (tok, text) = small();
+    let long = vec![b'x'; crate::io::MAX_LINE_BYTES + 10];
+    // A line with no newline at all (as /dev/zero), and one with data after it.
+    for tail in [&b""[..], b"\tchr1\t1\t2\t1\n"] {
+        let mut bad = text.as_bytes().to_vec();
+        bad.extend_from_slice(&long);
+        bad.extend_from_slice(tail);
+        for got in run_long_lines(&tok, &bad, &FragmentOptions::default()) {
+            match got {
+                Err(Error::Parse {
+                    line: 10,
+                    problem: LineProblem::TooLong { .. },
+                    ..
+                }) => {}
+                other => panic!("expected a too-long line 10, got {other:?}"),
+            }
+        }
+        let skip = FragmentOptions {
+            skip_bad_lines: true,
+            ..FragmentOptions::default()
+        };
+        for got in run_long_lines(&tok, &bad, &skip) {
+            let (r, stats) = got.expect("skipped");
+            assert_eq!(cells(&r), owned(&[("B", &[0, 1, 2]), ("A", &[0, 1, 3, 2])]));
+            assert_eq!((stats.lines, stats.skipped_lines), (10, 1));
+            assert!(matches!(
+                stats.first_skipped,
+                Some((10, LineProblem::TooLong { .. }))
+            ));
+        }
+    }
+    // A comment longer than the limit is skipped, wherever the chunks cut it.
+    let mut commented = b"#".to_vec();
+    commented.extend_from_slice(&long);
+    commented.push(b'\n');
+    commented.extend_from_slice(text.as_bytes());
+    for got in run_long_lines(&tok, &commented, &FragmentOptions::default()) {
+        let (r, stats) = got.expect("a long comment is skipped");
+        assert_eq!(cells(&r), owned(&[("B", &[0, 1, 2]), ("A", &[0, 1, 3, 2])]));
+        assert_eq!(stats.lines, 10);
+    }
+}

@@ -10,7 +10,9 @@ use memchr::memchr;
 use super::barcodes::{BarcodeMap, BATCH};
 use super::chunks::{BufferPool, Chunk, ReadFailure};
 use super::parse::{fast_line, fast_parse, parse_fields, Fragment};
+use crate::bed::{is_comment, too_long};
 use crate::bgzf;
+use crate::io::MAX_LINE_BYTES;
 use crate::error::LineProblem;
 use crate::hash::FastMap;
 use crate::index::Scratch;
@@ -171,7 +173,9 @@ pub(super) fn parse_lines(ctx: &WorkerContext<'_>, known: &BarcodeMap, text: &[u
     while pos < text.len() && stop.is_none() {
         batch.clear();
         while batch.len() < BATCH && pos < text.len() {
-            if let Some((f, used)) = fast_line(&text[pos..]) {
+            if let Some((f, used)) =
+                fast_line(&text[pos..]).filter(|&(_, used)| used <= MAX_LINE_BYTES)
+            {
                 line_no += 1;
                 pos += used;
                 batch.push((f, line_no));
@@ -186,6 +190,17 @@ pub(super) fn parse_lines(ctx: &WorkerContext<'_>, known: &BarcodeMap, text: &[u
             }
             if line.is_empty() || line[0] == b'#' {
                 continue;
+            }
+            if line.len() > MAX_LINE_BYTES {
+                if is_comment(line, false) {
+                    continue;
+                }
+                if ctx.skip_bad {
+                    b.bad(true, line_no, too_long());
+                    continue;
+                }
+                stop = Some((line_no, too_long()));
+                break;
             }
             match fast_parse(line).map_or_else(|| parse_fields(line), Ok) {
                 Ok(f) => batch.push((f, line_no)),
