@@ -737,10 +737,14 @@ mod tests {
         let mut text = comment.clone();
         text.extend_from_slice(b"\nnext\n");
         text.extend_from_slice(&long);
-        let mut reader = Reader::from_reader(std::io::BufReader::with_capacity(4096, &text[..]), "l");
+        let mut reader =
+            Reader::from_reader(std::io::BufReader::with_capacity(4096, &text[..]), "l");
         assert_eq!(reader.next_line().expect("short").map(|l| l.0), Some(1));
         let (n, line) = reader.next_line().expect("a comment").expect("a line");
-        assert_eq!((n, line.len(), &line[..3]), (2, MAX_LINE_BYTES, &b"  #"[..]));
+        assert_eq!(
+            (n, line.len(), &line[..3]),
+            (2, MAX_LINE_BYTES, &b"  #"[..])
+        );
         assert_eq!(reader.next_line().expect("short").map(|l| l.0), Some(3));
         assert!(matches!(
             reader.next_line(),

@@ -47,7 +47,10 @@ impl fmt::Display for LineProblem {
             LineProblem::NotUtf8 => write!(f, "text is not valid UTF-8"),
             LineProblem::Other(msg) => f.write_str(msg),
             LineProblem::TooLong { limit, what } => {
-                write!(f, "{what} longer than {limit} bytes (not a text file of this kind?)")
+                write!(
+                    f,
+                    "{what} longer than {limit} bytes (not a text file of this kind?)"
+                )
             }
         }
     }

@@ -12,10 +12,10 @@ use super::chunks::{BufferPool, Chunk, ReadFailure};
 use super::parse::{fast_line, fast_parse, parse_fields, Fragment};
 use crate::bed::{is_comment, too_long};
 use crate::bgzf;
-use crate::io::MAX_LINE_BYTES;
 use crate::error::LineProblem;
 use crate::hash::FastMap;
 use crate::index::Scratch;
+use crate::io::MAX_LINE_BYTES;
 use crate::universe::Universe;
 
 /// What the workers share.
