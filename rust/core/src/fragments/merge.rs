@@ -138,6 +138,12 @@ impl Merger {
                 },
             });
         }
+        if t.lost.count > 0 {
+            self.stats.lost_blocks += t.lost.count;
+            if self.stats.first_lost_block.is_none() {
+                self.stats.first_lost_block = t.lost.first;
+            }
+        }
         if !self.skipping {
             self.pending.extend_from_slice(&t.head);
         }

@@ -32,7 +32,11 @@
 //! non-negative integer, `start > end`, a barcode that is not UTF-8) is an [`Error::Parse`] naming the file and 1-based line; with `skip_bad_lines` it
 //! is skipped and counted in [`FragmentStats`]. With a barcode list, a barcode that is not
 //! UTF-8 simply matches no listed barcode. Corrupt or truncated gzip or BGZF (including a
-//! BGZF file without its end-of-file marker) is an [`Error::Compression`].
+//! BGZF file without its end-of-file marker) is an [`Error::Compression`]. Every BGZF block
+//! is checked against itself (its deflate stream ends where its `BSIZE` says, its data
+//! matches its CRC32 and `ISIZE`); a block that fails is an [`Error::Compression`] naming its
+//! byte offset, or with `skip_bad_lines` is skipped with its lines (a line it cuts is lost
+//! too) and counted in [`FragmentStats::lost_blocks`]; line numbers after it are approximate.
 //!
 //! # How it runs (one file per stage)
 //! The file is read in chunks of about 1 MiB (for BGZF, runs of whole raw blocks, inflated
@@ -108,6 +112,11 @@ pub struct FragmentStats {
     pub skipped_lines: u64,
     /// The first skipped line: its 1-based number and what was wrong with it.
     pub first_skipped: Option<(u64, LineProblem)>,
+    /// BGZF blocks that failed their checks and were skipped with their lines (only with
+    /// `skip_bad_lines`).
+    pub lost_blocks: u64,
+    /// What was wrong with the first lost block, naming its byte offset.
+    pub first_lost_block: Option<String>,
 }
 
 /// Tokenizes a fragment file into one cell per barcode; see the module docs for the rules.

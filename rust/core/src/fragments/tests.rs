@@ -126,7 +126,9 @@ fn hand_checked_unique_and_all() {
             lines: 9,
             fragments: 8,
             skipped_lines: 0,
-            first_skipped: None
+            first_skipped: None,
+            lost_blocks: 0,
+            first_lost_block: None,
         }
     );
     let all = FragmentOptions {
@@ -599,4 +601,77 @@ fn lines_longer_than_the_limit_are_errors_and_long_comments_are_skipped() {
         assert_eq!(cells(&r), owned(&[("B", &[0, 1, 2]), ("A", &[0, 1, 3, 2])]));
         assert_eq!(stats.lines, 10);
     }
+}
+
+#[test]
+fn a_bgzf_block_that_swallows_the_next_is_an_error_or_lost_with_a_count() {
+    let (tok, _) = small();
+    // Blocks of four whole lines each: barcode A in block 0, B in block 1, C in block 2.
+    let line = |bc: &str| format!("chr1\t160\t170\t{bc}\t1\n");
+    let text: String = ["A", "B", "C"]
+        .iter()
+        .map(|bc| line(bc).repeat(4))
+        .collect();
+    let file = bgzf_bytes(text.as_bytes(), 4 * line("A").len());
+    let size = |at: usize| usize::from(u16::from_le_bytes([file[at + 16], file[at + 17]])) + 1;
+    let (len0, len1) = (size(0), size(size(0)));
+    // Block 0's BSIZE grown over block 1, whose ISIZE is the same.
+    let mut swallow = file.clone();
+    let bsize = u16::try_from(len0 + len1 - 1).expect("small");
+    swallow[16..18].copy_from_slice(&bsize.to_le_bytes());
+    let f = temp_file("swallow.tsv.gz", &swallow);
+    for t in &TUNINGS[..3] {
+        match run(&tok, &f.0, &FragmentOptions::default(), t) {
+            Err(Error::Compression { message, .. }) => {
+                assert!(message.contains("block at byte 0") && message.contains("BSIZE"))
+            }
+            other => panic!("{t:?}: expected an error, got {other:?}"),
+        }
+        let skip = FragmentOptions {
+            skip_bad_lines: true,
+            ..FragmentOptions::default()
+        };
+        let (r, stats) = run(&tok, &f.0, &skip, t).expect("the block is skipped");
+        // The swallowing block went with what it swallowed; C is intact.
+        assert_eq!(cells(&r), owned(&[("C", &[0, 1])]), "{t:?}");
+        assert_eq!(stats.lost_blocks, 1);
+        assert!(stats
+            .first_lost_block
+            .is_some_and(|m| m.contains("block at byte 0")));
+    }
+    // A bad CRC in block 1 loses block 1 only; the lines cut by it go with it.
+    let mut crc = file.clone();
+    crc[len0 + len1 - 8] ^= 1;
+    let f = temp_file("crc.tsv.gz", &crc);
+    let skip = FragmentOptions {
+        skip_bad_lines: true,
+        ..FragmentOptions::default()
+    };
+    for t in &TUNINGS[..3] {
+        let err = run(&tok, &f.0, &FragmentOptions::default(), t).expect_err("bad CRC");
+        assert!(
+            err.to_string().contains(&format!("block at byte {len0}")),
+            "{err}"
+        );
+        let (r, stats) = run(&tok, &f.0, &skip, t).expect("skipped");
+        assert_eq!(cells(&r), owned(&[("A", &[0, 1]), ("C", &[0, 1])]), "{t:?}");
+        assert_eq!(stats.lost_blocks, 1);
+    }
+    // Blocks that cut lines: block 1 holds the end of line 2 and the start of line 3, so
+    // losing it loses both (the halves left around it are not glued into a line).
+    let text = "chr1\t160\t170\tA\t1\nchr1\t160\t170\tBBBB\t1\nchr1\t160\t170\tC\t1\n";
+    let file = bgzf_bytes(text.as_bytes(), 24);
+    let (len0, len1) = (size_of(&file, 0), size_of(&file, size_of(&file, 0)));
+    let mut crc = file.clone();
+    crc[len0 + len1 - 8] ^= 1;
+    let f = temp_file("cut.tsv.gz", &crc);
+    for t in &TUNINGS[..3] {
+        let (r, stats) = run(&tok, &f.0, &skip, t).expect("skipped");
+        assert_eq!(cells(&r), owned(&[("A", &[0, 1])]), "{t:?} {stats:?}");
+        assert_eq!((stats.lost_blocks, stats.fragments), (1, 1));
+    }
+}
+
+fn size_of(file: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([file[at + 16], file[at + 17]])) + 1
 }
