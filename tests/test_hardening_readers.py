@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
 import subprocess
 import sys
 import textwrap
 import threading
+import zlib
 from pathlib import Path
 
 import pytest
@@ -294,3 +296,96 @@ def test_save_pretrained_over_the_published_layout(tmp_path: Path) -> None:
     assert new.mask_token == "[MASK]"
     new.save_pretrained(folder)
     assert vocab_and_specials(Tokenizer.from_pretrained(folder)) == vocab_and_specials(new)
+
+
+# ---- BGZF blocks ---------------------------------------------------------------------
+
+
+def bgzf_block(data: bytes, bsize_extra: int = 0, crc_xor: int = 0, isize_xor: int = 0) -> bytes:
+    """One BGZF block made by hand: a gzip member whose extra field holds BSIZE (the block
+    size minus one, here grown by ``bsize_extra``), then a CRC32 and ISIZE (here altered)."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    deflated = c.compress(data) + c.flush()
+    bsize = 12 + 6 + len(deflated) + 8 - 1 + bsize_extra
+    header = struct.pack("<4BI2BH2BHH", 0x1F, 0x8B, 8, 4, 0, 0, 0xFF, 6, 66, 67, 2, bsize)
+    trailer = struct.pack("<II", zlib.crc32(data) ^ crc_xor, len(data) ^ isize_xor)
+    return header + deflated + trailer
+
+
+EOF_BLOCK = bgzf_block(b"")
+# Three blocks of equal ISIZE, one barcode each; every line overlaps region 0 of peaks.bed.
+LINES = {bc: f"chr17\t7915700\t7915750\t{bc}\t1\n".encode() * 4 for bc in ("AA", "BB", "CC")}
+
+
+def bgzf_file(path: Path, blocks: list[bytes]) -> Path:
+    path.write_bytes(b"".join(blocks) + EOF_BLOCK)
+    return path
+
+
+def test_a_bgzf_block_that_swallows_the_next_is_an_error(tmp_path: Path) -> None:
+    tok = Tokenizer(PEAKS)
+    a, b, c = (bgzf_block(LINES[bc]) for bc in ("AA", "BB", "CC"))
+    good = bgzf_file(tmp_path / "good.tsv.gz", [a, b, c])
+    cells = tok.tokenize_fragments(good)
+    assert (cells.names, [list(cells[i]) for i in range(3)]) == (["AA", "BB", "CC"], [[0]] * 3)
+    # Block AA's BSIZE covers block BB as well: BB's lines used to vanish without a word.
+    swallowing = bgzf_block(LINES["AA"], bsize_extra=len(b))
+    bad = bgzf_file(tmp_path / "swallow.tsv.gz", [swallowing[: len(a)] + b, c])
+    with pytest.raises(ParseError, match="BGZF block at byte 0.*BSIZE") as e:
+        tok.tokenize_fragments(bad)
+    assert e.value.path == str(bad)
+    with pytest.warns(UserWarning, match="skipped 1 corrupt BGZF block"):
+        cells = tok.tokenize_fragments(bad, on_error="skip")
+    assert (cells.names, [list(cells[0])]) == (["CC"], [[0]])
+
+
+@pytest.mark.parametrize("damage", [{"crc_xor": 1}, {"isize_xor": 1}])
+def test_a_bgzf_block_with_a_wrong_crc_or_isize_is_an_error(
+    tmp_path: Path, damage: dict[str, int]
+) -> None:
+    tok = Tokenizer(PEAKS)
+    a, c = bgzf_block(LINES["AA"]), bgzf_block(LINES["CC"])
+    bad = bgzf_file(tmp_path / "bad.tsv.gz", [a, bgzf_block(LINES["BB"], **damage), c])
+    with pytest.raises(ParseError, match=f"BGZF block at byte {len(a)}"):
+        tok.tokenize_fragments(bad)
+    with pytest.warns(UserWarning, match="skipped 1 corrupt BGZF block"):
+        cells = tok.tokenize_fragments(bad, on_error="skip")
+    assert (cells.names, [list(cells[i]) for i in range(2)]) == (["AA", "CC"], [[0], [0]])
+
+
+# ---- one separator rule for fragments --------------------------------------------------
+
+
+def fragments(tmp_path: Path, lines: list[str]) -> Path:
+    path = tmp_path / "fragments.tsv"
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "chr17\t7915700\t7915750\tAAAC-1 \t1",  # a trailing space after the barcode
+        "chr17 \t7915700\t7915750\tAAAC-1\t1",  # a trailing space after the chromosome
+        "chr17 7915700 7915750 AAAC-1 1",  # spaces only
+        "chr17\t7915700  7915750\t AAAC-1\t1 ",  # a mix
+    ],
+)
+def test_spaces_separate_fragment_columns_as_tabs_do(tmp_path: Path, line: str) -> None:
+    tok = Tokenizer(PEAKS)
+    # Two lines of one cell: region 0 from the plain line, region 1 from the spaced one.
+    plain = "chr6\t157381100\t157381150\tAAAC-1\t1"
+    cells = tok.tokenize_fragments(fragments(tmp_path, [plain, line]))
+    assert cells.names == ["AAAC-1"]
+    assert list(cells[0]) == [0, 1]
+
+
+@pytest.mark.parametrize("sep", ["\t", " "])
+def test_a_barcode_with_a_space_is_two_columns_whatever_the_separator(
+    tmp_path: Path, sep: str
+) -> None:
+    tok = Tokenizer(PEAKS)
+    line = sep.join(["chr17", "7915700", "7915750", "A B", "1"])
+    with pytest.raises(ParseError, match="count is not an integer") as e:
+        tok.tokenize_fragments(fragments(tmp_path, [line]))
+    assert e.value.line == 1

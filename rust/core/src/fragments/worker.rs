@@ -8,7 +8,7 @@ use memchr::memchr;
 
 use super::barcodes::{BarcodeMap, BATCH};
 use super::chunks::{BufferPool, Chunk, ReadFailure};
-use super::parse::{fast_line, fast_parse, parse_fields, Fragment};
+use super::parse::{fast_line, parse_fields, Fragment};
 use crate::bed::{is_comment, too_long};
 use crate::bgzf;
 use crate::error::LineProblem;
@@ -242,7 +242,7 @@ pub(super) fn parse_lines(ctx: &WorkerContext<'_>, known: &BarcodeMap, text: &[u
                 stop = Some((line_no, too_long()));
                 break;
             }
-            match fast_parse(line).map_or_else(|| parse_fields(line), Ok) {
+            match parse_fields(line) {
                 Ok(f) => batch.push((f, line_no)),
                 Err(_) if line.trim_ascii().is_empty() => {}
                 Err(problem) if ctx.skip_bad => {
