@@ -45,9 +45,12 @@
 //! chunks are merged. Merging is serial and in file order, so the first-seen order of cells
 //! is exact, and it overlaps with the reading of the next batch and the parsing of the one
 //! after. Parallel work runs in [`crate::parallel`]'s pool (serially after a fork). Memory
-//! is the output plus a few chunks per thread; with `unique`, a cell's ids are sorted and
-//! deduplicated whenever they reach four times their last deduplicated size, so duplicates
-//! never hold more than about four times the output.
+//! is the output plus a few chunks per thread, plus about 64 bytes per distinct barcode
+//! (its bytes, a 4-byte index slot or two and a 32-byte cell; the workers' fast table holds
+//! the first 2^18 barcodes only). A barcode past `max_fragments` can no longer be a cell,
+//! and its ids are dropped at once. With `unique`, a cell's ids are sorted and deduplicated
+//! whenever their buffer is full (from 4096 ids on), and the buffer grows only when that
+//! frees less than half, so duplicates never hold more than about four times the output.
 //!
 //! - `chunks`: opening the file and cutting it into chunks (text, or raw BGZF blocks).
 //! - `worker`: one chunk in a worker: inflating, splitting into lines, parsing, querying.

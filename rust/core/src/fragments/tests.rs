@@ -675,3 +675,38 @@ fn a_bgzf_block_that_swallows_the_next_is_an_error_or_lost_with_a_count() {
 fn size_of(file: &[u8], at: usize) -> usize {
     usize::from(u16::from_le_bytes([file[at + 16], file[at + 17]])) + 1
 }
+
+#[test]
+fn barcodes_past_the_workers_table_are_resolved_by_the_merger() {
+    let (tok, _) = small();
+    // More distinct barcodes than the workers' table holds; none overlaps anything.
+    let n = (1 << 18) + 5000;
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("chrZ\t{i}\t{}\tbc{i:07}\t1\n", i + 1));
+    }
+    // Then lines of an early and a late barcode that do overlap.
+    let late = format!("bc{:07}", n - 1);
+    text.push_str(&format!("chr1\t160\t170\t{late}\t1\nchr2\t0\t1\tbc0000005\t1\n"));
+    text.push_str(&format!("chr2\t0\t1\t{late}\t1\n"));
+    let f = temp_file("many.tsv", text.as_bytes());
+    for t in &TUNINGS[..2] {
+        let (r, stats) = run(&tok, &f.0, &FragmentOptions::default(), t).expect("valid");
+        assert_eq!(
+            cells(&r),
+            vec![
+                ("bc0000005".to_string(), vec![2]),
+                (late.clone(), vec![0, 1, 2])
+            ]
+        );
+        assert_eq!(stats.fragments, n as u64 + 3);
+    }
+    // Past max_fragments a barcode is dropped, however many lines follow.
+    let text = "chr1\t160\t170\tA\t1\n".repeat(50) + "chr2\t0\t1\tB\t1\n";
+    let opts = FragmentOptions {
+        max_fragments: Some(10),
+        ..FragmentOptions::default()
+    };
+    let (r, _) = run_everywhere(&tok, text.as_bytes(), &opts).expect("valid");
+    assert_eq!(cells(&r), owned(&[("B", &[2])]));
+}
