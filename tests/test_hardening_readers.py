@@ -389,3 +389,54 @@ def test_a_barcode_with_a_space_is_two_columns_whatever_the_separator(
     with pytest.raises(ParseError, match="count is not an integer") as e:
         tok.tokenize_fragments(fragments(tmp_path, [line]))
     assert e.value.line == 1
+
+
+# ---- memory bounded by the output --------------------------------------------------------
+
+
+def test_two_million_barcodes_that_overlap_nothing_stay_under_450_mb(tmp_path: Path) -> None:
+    n = 2_000_000
+    path = tmp_path / "distinct.tsv"
+    with open(path, "w") as f:
+        for at in range(0, n, 200_000):
+            ids = range(at, at + 200_000)
+            f.write("".join(f"chrUn\t{i}\t{i + 50}\t{i:016d}-1\t1\n" for i in ids))
+    code = f"""
+import atacformer
+cells = atacformer.Tokenizer({str(PEAKS)!r}).tokenize_fragments({str(path)!r})
+print("CELLS", len(cells))
+"""
+    p, rss = peak_rss_mb(code, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "CELLS 0" in p.stdout
+    assert rss < 450, f"peak RSS {rss:.0f} MB"
+
+
+# ---- duplicate universe regions ------------------------------------------------------------
+
+
+def test_a_duplicate_universe_region_fails_before_the_rest_is_read(tmp_path: Path) -> None:
+    # Line 3 repeats line 1 (out of order), then 40 million more lines (360 MB inflated)
+    # follow in a gzip of well under a megabyte: read to its end, they would take
+    # hundreds of megabytes and seconds.
+    universe = tmp_path / "universe.bed.gz"
+    piece = b"chr2\t1\t2\n" * (1 << 17)
+    with gzip.open(universe, "wb", compresslevel=1) as f:
+        f.write(b"chr1\t1\t2\nchr1\t5\t6\nchr1\t1\t2\n")
+        for _ in range(40_000_000 // (1 << 17)):
+            f.write(piece)
+    base = baseline_rss_mb()
+    code = f"""
+import time, atacformer
+t = time.perf_counter()
+try:
+    atacformer.Tokenizer({str(universe)!r})
+except atacformer.ParseError as e:
+    print("PARSE-ERROR", e.line, e, time.perf_counter() - t)
+"""
+    p, rss = peak_rss_mb(code, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "PARSE-ERROR 3 " in p.stdout, p.stdout
+    assert "duplicate universe region chr1:1-2 (first seen on line 1)" in p.stdout
+    assert float(p.stdout.split()[-1]) < 0.5, p.stdout
+    assert rss < base + 60, f"peak {rss:.0f} MB (baseline {base:.0f} MB)"

@@ -3,10 +3,13 @@
 //! Regions are kept as columns (about 12 bytes each) plus the overlap index (about 12
 //! bytes each). Token strings are formatted on demand rather than stored.
 
+use std::hash::Hasher;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::error::{Error, Result};
+use crate::bed;
+use crate::error::{Error, LineProblem, Result};
+use crate::hash::{FastHasher, FastMap};
 use crate::index::{OverlapIndex, QueryStream, Scratch};
 use crate::region_set::RegionSet;
 
@@ -26,11 +29,67 @@ impl PartialEq for Universe {
 }
 
 impl Universe {
-    /// Reads a BED file (plain or gzip); columns after the third are ignored.
+    /// Reads a BED file (plain or gzip); columns after the third are ignored (they must be
+    /// UTF-8). A region seen twice is an [`Error::DuplicateRegion`] as soon as its second
+    /// line is read, so a huge file with an early duplicate is not read to its end.
     pub fn from_bed(path: &Path) -> Result<Self> {
-        let (mut regions, lines) = RegionSet::from_bed_with_lines(path)?;
-        regions.drop_rest();
-        Self::build(regions, path, Some(&lines))
+        let not_utf8 = |line| Error::Parse {
+            path: path.to_path_buf(),
+            line,
+            problem: LineProblem::NotUtf8,
+        };
+        let mut names: Vec<String> = Vec::new();
+        let mut lookup: FastMap<Box<[u8]>, u32> = FastMap::default();
+        // Universe files are usually sorted: one chromosome after another.
+        let mut last_chrom: Option<u32> = None;
+        let mut columns = Columns::default();
+        let mut seen = SeenRegions::default();
+        bed::for_each_record(path, |line, rec| {
+            std::str::from_utf8(rec.rest).map_err(|_| not_utf8(line))?;
+            let chrom = match last_chrom {
+                Some(c) if names[c as usize].as_bytes() == rec.chrom => c,
+                _ => match lookup.get(rec.chrom) {
+                    Some(&c) => c,
+                    None => {
+                        let name = std::str::from_utf8(rec.chrom).map_err(|_| not_utf8(line))?;
+                        let c = u32::try_from(names.len()).map_err(|_| {
+                            Error::InvalidInput(format!("{}: too many chromosomes", path.display()))
+                        })?;
+                        names.push(name.to_owned());
+                        lookup.insert(rec.chrom.into(), c);
+                        seen.add_chrom();
+                        c
+                    }
+                },
+            };
+            last_chrom = Some(chrom);
+            if columns.chroms.len() >= SeenRegions::EMPTY as usize {
+                return Err(Error::InvalidInput(format!(
+                    "{}: a universe holds at most 2^32-1 regions",
+                    path.display()
+                )));
+            }
+            if let Some(first) = seen.check(&columns, chrom, rec.start, rec.end) {
+                return Err(Error::DuplicateRegion {
+                    path: path.to_path_buf(),
+                    region: format!("{}:{}-{}", names[chrom as usize], rec.start, rec.end),
+                    first_line: columns.lines[first as usize],
+                    second_line: line,
+                });
+            }
+            columns.push(chrom, rec.start, rec.end, line);
+            seen.note(&columns);
+            Ok(())
+        })?;
+        let Columns {
+            chroms,
+            starts,
+            ends,
+            lines,
+        } = columns;
+        drop(lines);
+        let regions = RegionSet::from_interned(names, chroms, starts, ends)?;
+        Self::build(regions, path, None)
     }
 
     /// Builds a universe from regions held in memory; errors name regions by 1-based index.
@@ -238,6 +297,112 @@ impl GenomicOrder {
     }
 }
 
+/// The columns of a universe being read, with the 1-based line of each region.
+#[derive(Default)]
+struct Columns {
+    chroms: Vec<u32>,
+    starts: Vec<u32>,
+    ends: Vec<u32>,
+    lines: Vec<u64>,
+}
+
+impl Columns {
+    fn push(&mut self, chrom: u32, start: u32, end: u32, line: u64) {
+        self.chroms.push(chrom);
+        self.starts.push(start);
+        self.ends.push(end);
+        self.lines.push(line);
+    }
+
+    fn key(&self, id: usize) -> (u32, u32, u32) {
+        (self.chroms[id], self.starts[id], self.ends[id])
+    }
+}
+
+/// Finds a universe region seen before, one line at a time. While each chromosome's
+/// regions come in (start, end) order a duplicate can only repeat the chromosome's last
+/// region, so one comparison a line is enough; from the first region out of order on, a
+/// hash index of region ids (4 bytes a slot, at most half full) answers instead.
+#[derive(Default)]
+struct SeenRegions {
+    /// Id of the last region of each chromosome.
+    last: Vec<Option<u32>>,
+    /// The hash index, once the order is broken.
+    slots: Option<Vec<u32>>,
+}
+
+impl SeenRegions {
+    const EMPTY: u32 = u32::MAX;
+
+    fn add_chrom(&mut self) {
+        self.last.push(None);
+    }
+
+    fn hash(key: (u32, u32, u32)) -> usize {
+        let mut h = FastHasher::default();
+        h.add(u64::from(key.0) << 32 | u64::from(key.1));
+        h.add(u64::from(key.2));
+        h.finish() as usize
+    }
+
+    /// The id of an earlier region equal to `(chrom, start, end)`, if any.
+    fn check(&mut self, columns: &Columns, chrom: u32, start: u32, end: u32) -> Option<u32> {
+        let key = (chrom, start, end);
+        if self.slots.is_none() {
+            match self.last[chrom as usize] {
+                Some(id) if columns.key(id as usize) == key => return Some(id),
+                Some(id) if columns.key(id as usize) > key => self.index_all(columns),
+                _ => return None,
+            }
+        }
+        let slots = self.slots.as_ref()?;
+        let mask = slots.len() - 1;
+        let mut i = Self::hash(key) & mask;
+        loop {
+            let id = slots[i];
+            if id == Self::EMPTY {
+                return None;
+            }
+            if columns.key(id as usize) == key {
+                return Some(id);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Records the region just pushed.
+    fn note(&mut self, columns: &Columns) {
+        let id = columns.chroms.len() - 1;
+        match &mut self.slots {
+            None => self.last[columns.chroms[id] as usize] = Some(id as u32),
+            Some(slots) if 2 * columns.chroms.len() <= slots.len() => {
+                Self::place(slots, columns, id)
+            }
+            Some(_) => self.index_all(columns),
+        }
+    }
+
+    /// Builds the hash index over every region so far.
+    fn index_all(&mut self, columns: &Columns) {
+        let n = columns.chroms.len();
+        let size = (2 * n + 2).next_power_of_two().max(16);
+        let mut slots = vec![Self::EMPTY; size];
+        for id in 0..n {
+            Self::place(&mut slots, columns, id);
+        }
+        self.slots = Some(slots);
+    }
+
+    fn place(slots: &mut [u32], columns: &Columns, id: usize) {
+        let mask = slots.len() - 1;
+        let mut i = Self::hash(columns.key(id)) & mask;
+        while slots[i] != Self::EMPTY {
+            i = (i + 1) & mask;
+        }
+        slots[i] = id as u32;
+    }
+}
+
 fn region_token(regions: &RegionSet, i: usize) -> String {
     format!(
         "{}:{}-{}",
@@ -245,4 +410,80 @@ fn region_token(regions: &RegionSet, i: usize) -> String {
         regions.starts()[i],
         regions.ends()[i]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{temp_file, Rng};
+
+    fn duplicate(text: &str) -> Option<(u64, u64, String)> {
+        let f = temp_file("universe.bed", text.as_bytes());
+        match Universe::from_bed(&f.0) {
+            Ok(_) => None,
+            Err(Error::DuplicateRegion {
+                region,
+                first_line,
+                second_line,
+                ..
+            }) => Some((first_line, second_line, region)),
+            Err(other) => panic!("expected a duplicate, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn duplicates_are_found_in_sorted_and_unsorted_files() {
+        assert_eq!(duplicate("chr1\t1\t2\nchr1\t3\t4\nchr2\t1\t2\n"), None);
+        let dup = |a, b, r: &str| Some((a, b, r.to_string()));
+        assert_eq!(
+            duplicate("# c\nchr1\t1\t2\nchr1\t1\t2\n"),
+            dup(2, 3, "chr1:1-2")
+        );
+        // Out of order, and a chromosome that comes back later.
+        assert_eq!(
+            duplicate("chr1\t5\t6\nchr1\t1\t2\nchr2\t0\t1\nchr1\t5\t6\n"),
+            dup(1, 4, "chr1:5-6")
+        );
+        assert_eq!(
+            duplicate("chr1\t1\t2\nchr2\t0\t1\nchr1\t3\t4\nchr2\t0\t1\n"),
+            dup(2, 4, "chr2:0-1")
+        );
+        assert_eq!(duplicate("chr1\t1\t5\nchr1\t1\t4\nchr1\t1\t3\n"), None);
+    }
+
+    #[test]
+    fn matches_a_set_on_random_universes() {
+        let mut rng = Rng::new(7);
+        for round in 0..200 {
+            let n = 1 + rng.below(300) as usize;
+            let sorted = round % 2 == 0;
+            let mut regions: Vec<(u32, u32, u32)> = (0..n)
+                .map(|_| {
+                    let (c, s) = (rng.below(3), rng.below(40));
+                    (c, s, s + 1 + rng.below(3))
+                })
+                .collect();
+            if sorted {
+                regions.sort_unstable();
+            }
+            let mut seen = std::collections::HashMap::new();
+            let mut want = None;
+            for (i, r) in regions.iter().enumerate() {
+                if let Some(&first) = seen.get(r) {
+                    want = Some((first as u64 + 1, i as u64 + 1));
+                    break;
+                }
+                seen.insert(*r, i);
+            }
+            let text: String = regions
+                .iter()
+                .map(|(c, s, e)| format!("chr{c}\t{s}\t{e}\n"))
+                .collect();
+            assert_eq!(
+                duplicate(&text).map(|(a, b, _)| (a, b)),
+                want,
+                "round {round}"
+            );
+        }
+    }
 }

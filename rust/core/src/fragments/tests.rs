@@ -687,7 +687,9 @@ fn barcodes_past_the_workers_table_are_resolved_by_the_merger() {
     }
     // Then lines of an early and a late barcode that do overlap.
     let late = format!("bc{:07}", n - 1);
-    text.push_str(&format!("chr1\t160\t170\t{late}\t1\nchr2\t0\t1\tbc0000005\t1\n"));
+    text.push_str(&format!(
+        "chr1\t160\t170\t{late}\t1\nchr2\t0\t1\tbc0000005\t1\n"
+    ));
     text.push_str(&format!("chr2\t0\t1\t{late}\t1\n"));
     let f = temp_file("many.tsv", text.as_bytes());
     for t in &TUNINGS[..2] {
