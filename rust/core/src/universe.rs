@@ -11,6 +11,7 @@ use crate::bed;
 use crate::error::{Error, LineProblem, Result};
 use crate::hash::{FastHasher, FastMap};
 use crate::index::{OverlapIndex, QueryStream, Scratch};
+use crate::prefetch::prefetch;
 use crate::region_set::RegionSet;
 
 /// Universe regions with ids `0..len()` in file order, and their overlap index.
@@ -44,6 +45,15 @@ impl Universe {
         let mut last_chrom: Option<u32> = None;
         let mut columns = Columns::default();
         let mut seen = SeenRegions::default();
+        let duplicate = |(first, second): (u32, u32), names: &[String], columns: &Columns| {
+            let (c, s, e) = columns.key(second as usize);
+            Error::DuplicateRegion {
+                path: path.to_path_buf(),
+                region: format!("{}:{s}-{e}", names[c as usize]),
+                first_line: columns.lines[first as usize],
+                second_line: columns.lines[second as usize],
+            }
+        };
         bed::for_each_record(path, |line, rec| {
             std::str::from_utf8(rec.rest).map_err(|_| not_utf8(line))?;
             let chrom = match last_chrom {
@@ -69,18 +79,15 @@ impl Universe {
                     path.display()
                 )));
             }
-            if let Some(first) = seen.check(&columns, chrom, rec.start, rec.end) {
-                return Err(Error::DuplicateRegion {
-                    path: path.to_path_buf(),
-                    region: format!("{}:{}-{}", names[chrom as usize], rec.start, rec.end),
-                    first_line: columns.lines[first as usize],
-                    second_line: line,
-                });
-            }
             columns.push(chrom, rec.start, rec.end, line);
-            seen.note(&columns);
-            Ok(())
+            match seen.add(&columns) {
+                Some(d) => Err(duplicate(d, &names, &columns)),
+                None => Ok(()),
+            }
         })?;
+        if let Some(d) = seen.finish(&columns) {
+            return Err(duplicate(d, &names, &columns));
+        }
         let Columns {
             chroms,
             starts,
@@ -319,87 +326,122 @@ impl Columns {
     }
 }
 
-/// Finds a universe region seen before, one line at a time. While each chromosome's
+/// Finds a universe region seen before, as the regions are read. While each chromosome's
 /// regions come in (start, end) order a duplicate can only repeat the chromosome's last
-/// region, so one comparison a line is enough; from the first region out of order on, a
-/// hash index of region ids (4 bytes a slot, at most half full) answers instead.
+/// region, so one comparison a region is enough; from the first region out of order on, a
+/// hash index answers instead: 8-byte slots (32 bits of the region's hash and its id), at
+/// most half full, so a lookup reads the regions' columns only when the hash bits match.
+/// The index takes regions in batches of [`SeenRegions::BATCH`] whose slots are loaded
+/// ahead, so a duplicate is found at most that many regions after it is read.
 #[derive(Default)]
 struct SeenRegions {
     /// Id of the last region of each chromosome.
     last: Vec<Option<u32>>,
     /// The hash index, once the order is broken.
-    slots: Option<Vec<u32>>,
+    slots: Option<Vec<u64>>,
+    /// Regions `0..indexed` are in the index.
+    indexed: usize,
 }
 
 impl SeenRegions {
+    /// Region ids are below this (the universe's limit).
     const EMPTY: u32 = u32::MAX;
+    const EMPTY_SLOT: u64 = u64::MAX;
+    const BATCH: usize = 16;
 
     fn add_chrom(&mut self) {
         self.last.push(None);
     }
 
-    fn hash(key: (u32, u32, u32)) -> usize {
+    /// 32 bits of the hash of a region: where its search starts, and what a slot holds.
+    fn tag(key: (u32, u32, u32)) -> u32 {
         let mut h = FastHasher::default();
         h.add(u64::from(key.0) << 32 | u64::from(key.1));
         h.add(u64::from(key.2));
-        h.finish() as usize
+        (h.finish() >> 32) as u32
     }
 
-    /// The id of an earlier region equal to `(chrom, start, end)`, if any.
-    fn check(&mut self, columns: &Columns, chrom: u32, start: u32, end: u32) -> Option<u32> {
-        let key = (chrom, start, end);
-        if self.slots.is_none() {
-            match self.last[chrom as usize] {
-                Some(id) if columns.key(id as usize) == key => return Some(id),
-                Some(id) if columns.key(id as usize) > key => self.index_all(columns),
-                _ => return None,
-            }
-        }
-        let slots = self.slots.as_ref()?;
-        let mask = slots.len() - 1;
-        let mut i = Self::hash(key) & mask;
-        loop {
-            let id = slots[i];
-            if id == Self::EMPTY {
-                return None;
-            }
-            if columns.key(id as usize) == key {
-                return Some(id);
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    /// Records the region just pushed.
-    fn note(&mut self, columns: &Columns) {
+    /// Takes the region just pushed; returns `(first, second)` ids of a duplicate found.
+    fn add(&mut self, columns: &Columns) -> Option<(u32, u32)> {
         let id = columns.chroms.len() - 1;
-        match &mut self.slots {
-            None => self.last[columns.chroms[id] as usize] = Some(id as u32),
-            Some(slots) if 2 * columns.chroms.len() <= slots.len() => {
-                Self::place(slots, columns, id)
+        if self.slots.is_none() {
+            let key = columns.key(id);
+            let last = &mut self.last[key.0 as usize];
+            match *last {
+                Some(l) if columns.key(l as usize) == key => return Some((l, id as u32)),
+                Some(l) if columns.key(l as usize) > key => {
+                    // Out of order: index every earlier region, then go on by batches.
+                    self.slots = Some(vec![Self::EMPTY_SLOT; 16]);
+                    self.indexed = 0;
+                    return self.index(columns, id + 1);
+                }
+                _ => {
+                    *last = Some(id as u32);
+                    return None;
+                }
             }
-            Some(_) => self.index_all(columns),
         }
+        if id + 1 - self.indexed >= Self::BATCH {
+            return self.index(columns, id + 1);
+        }
+        None
     }
 
-    /// Builds the hash index over every region so far.
-    fn index_all(&mut self, columns: &Columns) {
-        let n = columns.chroms.len();
-        let size = (2 * n + 2).next_power_of_two().max(16);
-        let mut slots = vec![Self::EMPTY; size];
-        for id in 0..n {
-            Self::place(&mut slots, columns, id);
+    /// Indexes the regions not yet in the index; returns a duplicate found.
+    fn finish(&mut self, columns: &Columns) -> Option<(u32, u32)> {
+        if self.slots.is_some() {
+            return self.index(columns, columns.chroms.len());
         }
-        self.slots = Some(slots);
+        None
     }
 
-    fn place(slots: &mut [u32], columns: &Columns, id: usize) {
+    /// Puts regions `indexed..upto` into the index, in order, stopping at a duplicate.
+    fn index(&mut self, columns: &Columns, upto: usize) -> Option<(u32, u32)> {
+        let slots = self.slots.as_mut()?;
+        if 2 * upto > slots.len() {
+            let size = (2 * upto).next_power_of_two();
+            // More room, placed from the slots alone: old slot i goes to i or i + old size,
+            // so this pass is sequential.
+            let old = std::mem::replace(slots, vec![Self::EMPTY_SLOT; size]);
+            for slot in old.into_iter().filter(|&s| s != Self::EMPTY_SLOT) {
+                let mask = slots.len() - 1;
+                let mut i = (slot >> 32) as usize & mask;
+                while slots[i] != Self::EMPTY_SLOT {
+                    i = (i + 1) & mask;
+                }
+                slots[i] = slot;
+            }
+        }
         let mask = slots.len() - 1;
-        let mut i = Self::hash(columns.key(id)) & mask;
-        while slots[i] != Self::EMPTY {
-            i = (i + 1) & mask;
+        let mut at = self.indexed;
+        while at < upto {
+            let end = upto.min(at + Self::BATCH);
+            let mut tags = [0u32; Self::BATCH];
+            for (t, id) in tags.iter_mut().zip(at..end) {
+                *t = Self::tag(columns.key(id));
+                prefetch(&slots[*t as usize & mask]);
+            }
+            for (&tag, id) in tags.iter().zip(at..end) {
+                let key = columns.key(id);
+                let mut i = tag as usize & mask;
+                loop {
+                    let slot = slots[i];
+                    if slot == Self::EMPTY_SLOT {
+                        slots[i] = u64::from(tag) << 32 | id as u64;
+                        break;
+                    }
+                    let other = slot as u32;
+                    if (slot >> 32) as u32 == tag && columns.key(other as usize) == key {
+                        self.indexed = id;
+                        return Some((other, id as u32));
+                    }
+                    i = (i + 1) & mask;
+                }
+            }
+            at = end;
         }
-        slots[i] = id as u32;
+        self.indexed = upto;
+        None
     }
 }
 
