@@ -88,6 +88,8 @@ impl Universe {
         if let Some(d) = seen.finish(&columns) {
             return Err(duplicate(d, &names, &columns));
         }
+        // The duplicate index and the line numbers are not needed past here.
+        drop(seen);
         let Columns {
             chroms,
             starts,
