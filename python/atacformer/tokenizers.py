@@ -376,7 +376,9 @@ class Tokenizer:
         fixes their order, and a listed cell with no tokens gets ``[unk]``; otherwise cells
         come in first-seen order and empty ones are dropped. ``min_fragments`` and
         ``max_fragments`` bound the number of fragment lines per barcode.
-        ``on_error="skip"`` skips malformed lines and warns with their count.
+        ``on_error="skip"`` skips malformed lines and warns with their count; it also skips
+        corrupt BGZF blocks (a block is checked against its size, CRC32 and ``ISIZE``) with
+        their lines, and warns with the number of blocks lost.
         """
         if on_error not in ("raise", "skip"):
             raise _core.InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -400,6 +402,12 @@ class Tokenizer:
             warnings.warn(
                 f"{os.fspath(path)}: skipped {stats['skipped_lines']} malformed line(s); the "
                 f"first, line {stats['first_skipped_line']}: {stats['first_skipped_problem']}",
+                stacklevel=2,
+            )
+        if stats["lost_blocks"]:
+            warnings.warn(
+                f"{os.fspath(path)}: skipped {stats['lost_blocks']} corrupt BGZF block(s) and "
+                f"their lines; the first: {stats['first_lost_block']}",
                 stacklevel=2,
             )
         return TokenizedCells._wrap(ragged, names, self.pad_token_id)

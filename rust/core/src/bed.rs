@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::digits::{digits_until_tab, leading_digits, parse_u32};
 use crate::error::{Error, LineProblem, Result};
+use crate::io::MAX_LINE_BYTES;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -143,6 +144,42 @@ fn fast_line(s: &[u8]) -> Option<(Record<'_>, usize)> {
     }
 }
 
+/// The problem of a line longer than [`MAX_LINE_BYTES`].
+pub(crate) fn too_long() -> LineProblem {
+    LineProblem::TooLong {
+        limit: MAX_LINE_BYTES,
+        what: "line",
+    }
+}
+
+/// Whether a line (or the start of one) is a `#` comment: its first byte that is not a
+/// tab or space (after a byte-order mark on the first line) is `#`.
+pub(crate) fn is_comment(line: &[u8], first_line: bool) -> bool {
+    let line = match line.strip_prefix(UTF8_BOM) {
+        Some(rest) if first_line => rest,
+        _ => line,
+    };
+    line.iter().find(|&&b| b != b'\t' && b != b' ') == Some(&b'#')
+}
+
+/// Checks the start of a line held across buffer fills, `carry` (the line after
+/// `line_no`): past [`MAX_LINE_BYTES`] it is an error, or for a comment, the point where
+/// the rest is skipped (true; `carry` is then emptied).
+fn check_carry(path: &Path, line_no: u64, carry: &mut Vec<u8>) -> Result<bool> {
+    if carry.len() <= MAX_LINE_BYTES {
+        return Ok(false);
+    }
+    if is_comment(carry, line_no == 0) {
+        carry.clear();
+        return Ok(true);
+    }
+    Err(Error::Parse {
+        path: path.to_path_buf(),
+        line: line_no + 1,
+        problem: too_long(),
+    })
+}
+
 /// Parses a line the fast path turned down: `Ok(None)` for a line to skip. `seen_data`
 /// tracks the header rule: a first data line whose start is not a number is a header.
 fn parse_other_line<'a>(
@@ -156,7 +193,15 @@ fn parse_other_line<'a>(
         Some(rest) if line_no == 1 => rest,
         _ => line,
     };
-    match parse_line(trim_eol(line)) {
+    let line = trim_eol(line);
+    if line.len() > MAX_LINE_BYTES && !is_comment(line, false) {
+        return Err(Error::Parse {
+            path: path.to_path_buf(),
+            line: line_no,
+            problem: too_long(),
+        });
+    }
+    match parse_line(line) {
         Ok(Line::Skip) => Ok(None),
         Ok(Line::Data(rec)) => {
             *seen_data = true;
@@ -241,17 +286,53 @@ impl<R: BufRead> Reader<R> {
     }
 
     /// The next line's 1-based number and text without its terminator, or `None` at the
-    /// end of input.
+    /// end of input. A line longer than [`MAX_LINE_BYTES`] is an [`Error::Parse`], except a
+    /// `#` line, which comes back cut to its first [`MAX_LINE_BYTES`] bytes (the rest is
+    /// read past, never held).
     pub fn next_line(&mut self) -> Result<Option<(u64, &[u8])>> {
         self.line.clear();
-        match self.inner.read_until(b'\n', &mut self.line) {
-            Ok(0) => Ok(None),
-            Ok(_) => {
-                self.line_no += 1;
-                Ok(Some((self.line_no, trim_eol(&self.line))))
+        let mut skipping = false;
+        let mut any = false;
+        loop {
+            let chunk = match self.inner.fill_buf() {
+                Ok(c) => c,
+                Err(e) => return Err(self.read_error(e)),
+            };
+            if chunk.is_empty() {
+                break;
             }
-            Err(e) => Err(self.read_error(e)),
+            any = true;
+            let (take, done) = match memchr::memchr(b'\n', chunk) {
+                Some(i) => (i + 1, true),
+                None => (chunk.len(), false),
+            };
+            if !skipping {
+                self.line.extend_from_slice(&chunk[..take]);
+            }
+            self.inner.consume(take);
+            if done {
+                break;
+            }
+            if !skipping && self.line.len() > MAX_LINE_BYTES {
+                if !is_comment(&self.line, self.line_no == 0) {
+                    self.line_no += 1;
+                    return Err(self.parse_error(too_long()));
+                }
+                self.line.truncate(MAX_LINE_BYTES);
+                skipping = true;
+            }
         }
+        if !any {
+            return Ok(None);
+        }
+        self.line_no += 1;
+        if trim_eol(&self.line).len() > MAX_LINE_BYTES {
+            if !is_comment(&self.line, self.line_no == 1) {
+                return Err(self.parse_error(too_long()));
+            }
+            self.line.truncate(MAX_LINE_BYTES);
+        }
+        Ok(Some((self.line_no, trim_eol(&self.line))))
     }
 
     /// The error for the line last read, which failed to parse.
@@ -285,6 +366,8 @@ impl<R: BufRead> Reader<R> {
             line: carry,
         } = self;
         carry.clear();
+        // Inside a `#` line too long to hold: its bytes are read past up to its newline.
+        let mut skipping = false;
         loop {
             let chunk = match inner.fill_buf() {
                 Ok(c) => c,
@@ -301,22 +384,30 @@ impl<R: BufRead> Reader<R> {
             } else {
                 0
             };
-            if !carry.is_empty() {
+            if skipping || !carry.is_empty() {
                 let Some(i) = memchr::memchr(b'\n', chunk) else {
-                    carry.extend_from_slice(chunk);
+                    if !skipping {
+                        carry.extend_from_slice(chunk);
+                        skipping = check_carry(path, *line_no, carry)?;
+                    }
                     inner.consume(len);
                     continue;
                 };
-                carry.extend_from_slice(&chunk[..=i]);
                 *line_no += 1;
-                if let Some(rec) = parse_other_line(path, *line_no, carry, seen_data)? {
-                    f(*line_no, rec)?;
+                // A skipped comment ends here; `skipping` is set again below.
+                if !skipping {
+                    carry.extend_from_slice(&chunk[..=i]);
+                    if let Some(rec) = parse_other_line(path, *line_no, carry, seen_data)? {
+                        f(*line_no, rec)?;
+                    }
                 }
                 carry.clear();
                 pos = i + 1;
             }
             while pos < len {
-                if let Some((rec, used)) = fast_line(&chunk[pos..]) {
+                if let Some((rec, used)) =
+                    fast_line(&chunk[pos..]).filter(|&(_, used)| used <= MAX_LINE_BYTES)
+                {
                     *line_no += 1;
                     *seen_data = true;
                     f(*line_no, rec)?;
@@ -334,9 +425,12 @@ impl<R: BufRead> Reader<R> {
                 pos += i + 1;
             }
             carry.extend_from_slice(&chunk[pos..]);
+            skipping = check_carry(path, *line_no, carry)?;
             inner.consume(len);
         }
-        if !carry.is_empty() {
+        if skipping {
+            *line_no += 1;
+        } else if !carry.is_empty() {
             *line_no += 1;
             if let Some(rec) = parse_other_line(path, *line_no, carry, seen_data)? {
                 f(*line_no, rec)?;
@@ -605,6 +699,60 @@ mod tests {
         assert!(matches!(
             for_each_record(&cut.0, |_, _| Ok(())),
             Err(Error::Compression { .. })
+        ));
+    }
+
+    #[test]
+    fn lines_longer_than_the_limit_are_errors_and_long_comments_are_skipped() {
+        let long = vec![b'x'; MAX_LINE_BYTES + 10];
+        let mut data = b"chr1\t1\t2\n".to_vec();
+        data.extend_from_slice(&long);
+        for tail in [&b""[..], b"\t1\t2\n"] {
+            let mut text = data.clone();
+            text.extend_from_slice(tail);
+            for capacity in [4096, 1 << 16, 4 << 20] {
+                match read_all(&text, capacity) {
+                    Err(Error::Parse {
+                        line: 2,
+                        problem: LineProblem::TooLong { .. },
+                        ..
+                    }) => {}
+                    other => panic!("expected a too-long line 2 ({capacity}), got {other:?}"),
+                }
+            }
+        }
+        let mut comment = b"chr1\t1\t2\n  #".to_vec();
+        comment.extend_from_slice(&long);
+        for tail in [&b""[..], b"\nchr1\t3\t4\n"] {
+            let mut text = comment.clone();
+            text.extend_from_slice(tail);
+            for capacity in [4096, 1 << 16, 4 << 20] {
+                let got = read_all(&text, capacity).expect("a long comment is skipped");
+                let lines: Vec<u64> = got.iter().map(|r| r.0).collect();
+                let want: &[u64] = if tail.is_empty() { &[1] } else { &[1, 3] };
+                assert_eq!(lines, want, "{capacity}");
+            }
+        }
+        // Raw lines: the same limit; a long comment comes back cut.
+        let mut text = comment.clone();
+        text.extend_from_slice(b"\nnext\n");
+        text.extend_from_slice(&long);
+        let mut reader =
+            Reader::from_reader(std::io::BufReader::with_capacity(4096, &text[..]), "l");
+        assert_eq!(reader.next_line().expect("short").map(|l| l.0), Some(1));
+        let (n, line) = reader.next_line().expect("a comment").expect("a line");
+        assert_eq!(
+            (n, line.len(), &line[..3]),
+            (2, MAX_LINE_BYTES, &b"  #"[..])
+        );
+        assert_eq!(reader.next_line().expect("short").map(|l| l.0), Some(3));
+        assert!(matches!(
+            reader.next_line(),
+            Err(Error::Parse {
+                line: 4,
+                problem: LineProblem::TooLong { .. },
+                ..
+            })
         ));
     }
 }

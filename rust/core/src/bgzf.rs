@@ -2,10 +2,17 @@
 //! of data each, whose header carries the member's compressed size in a `BC` extra
 //! subfield. Knowing each block's size up front lets a reader hand whole blocks to
 //! several threads; this module reads raw blocks, inflates one block, and writes BGZF.
+//!
+//! Sizes in the input are never trusted (as htslib does not): each block's deflate stream
+//! must end exactly where its `BSIZE` says the block ends, and the data must match the
+//! block's CRC32 and `ISIZE`. A `BSIZE` that is too large would otherwise swallow the next
+//! block, whose lines would vanish without an error whenever the two `ISIZE`s are equal.
 
 use std::io::{self, Read, Write};
 
-use libdeflater::{CompressionLvl, Compressor, Decompressor};
+use std::ptr::NonNull;
+
+use libdeflater::{CompressionLvl, Compressor};
 
 /// Most data bytes one block may hold.
 pub const MAX_BLOCK_DATA: usize = 65536;
@@ -51,6 +58,8 @@ fn block_size_field(mut extra: &[u8]) -> Option<u16> {
 pub struct BlockSpan {
     /// Offset of the block's first byte in the raw buffer.
     pub start: usize,
+    /// Offset of the block's first byte in the file, for messages.
+    pub file_offset: u64,
     /// Compressed size of the whole block (header and trailer included), bytes.
     pub len: usize,
     /// Uncompressed size (the block's `ISIZE`), bytes.
@@ -125,6 +134,7 @@ impl<R: Read> BlockReader<R> {
         self.last_was_empty = data_len == 0;
         Ok(Some(BlockSpan {
             start,
+            file_offset: at,
             len,
             data_len,
         }))
@@ -153,17 +163,99 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
-/// Inflates one raw block into `out`, which must be exactly its `ISIZE` long; checks the
-/// CRC32 and size.
-pub fn inflate_block(d: &mut Decompressor, block: &[u8], out: &mut [u8]) -> Result<(), String> {
-    match d.gzip_decompress(block, out) {
-        Ok(n) if n == out.len() => Ok(()),
-        Ok(n) => Err(format!(
-            "BGZF block holds {n} bytes but its trailer says {}",
-            out.len()
-        )),
-        Err(e) => Err(format!("corrupt BGZF block ({e:?})")),
+/// libdeflate's decompressor, used through the call the `libdeflater` crate does not wrap:
+/// raw deflate that reports where the stream ended.
+pub struct Inflater(NonNull<libdeflate_sys::libdeflate_decompressor>);
+
+// SAFETY: a libdeflate decompressor holds no thread-local state; `&mut self` on every use
+// keeps it to one thread at a time.
+unsafe impl Send for Inflater {}
+
+impl Inflater {
+    /// A new decompressor; `None` when libdeflate cannot allocate one.
+    pub fn new() -> Option<Self> {
+        // SAFETY: no arguments; a null result (out of memory) is handled.
+        NonNull::new(unsafe { libdeflate_sys::libdeflate_alloc_decompressor() }).map(Inflater)
     }
+
+    /// Inflates the raw deflate stream at the start of `input` into exactly `out.len()`
+    /// bytes; returns how many bytes of `input` the stream took.
+    fn deflate(&mut self, input: &[u8], out: &mut [u8]) -> Result<usize, &'static str> {
+        let (mut used_in, mut used_out) = (0usize, 0usize);
+        // SAFETY: the pointers and lengths come from live slices; libdeflate reads at most
+        // `input.len()` bytes, writes at most `out.len()` bytes and fills both counters.
+        let result = unsafe {
+            libdeflate_sys::libdeflate_deflate_decompress_ex(
+                self.0.as_ptr(),
+                input.as_ptr().cast(),
+                input.len(),
+                out.as_mut_ptr().cast(),
+                out.len(),
+                &mut used_in,
+                &mut used_out,
+            )
+        };
+        match result {
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS if used_out == out.len() => {
+                Ok(used_in)
+            }
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_SUCCESS => {
+                Err("its data is shorter than its ISIZE")
+            }
+            libdeflate_sys::libdeflate_result_LIBDEFLATE_INSUFFICIENT_SPACE => {
+                Err("its data is longer than its ISIZE")
+            }
+            _ => Err("its deflate data is corrupt"),
+        }
+    }
+}
+
+impl Drop for Inflater {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `libdeflate_alloc_decompressor`, freed once, here.
+        unsafe { libdeflate_sys::libdeflate_free_decompressor(self.0.as_ptr()) }
+    }
+}
+
+/// Inflates one raw block (as [`BlockReader`] read it, `span` saying where it came from)
+/// into `out`, which must be exactly its `ISIZE` long, and checks it against itself: the
+/// deflate stream must end where the block's `BSIZE` ends it, and the data must match the
+/// block's CRC32 and `ISIZE`. Errors name the block's byte offset in the file.
+pub fn inflate_block(
+    d: &mut Inflater,
+    block: &[u8],
+    span: &BlockSpan,
+    out: &mut [u8],
+) -> Result<(), String> {
+    let at = span.file_offset;
+    let bad = |what: &str| format!("BGZF block at byte {at}: {what}");
+    let xlen = block
+        .get(10..12)
+        .map(|x| usize::from(u16::from_le_bytes([x[0], x[1]])));
+    let (payload, trailer) = match xlen {
+        Some(x) if block.len() >= FIXED_HEADER + x + 8 => {
+            let (head, trailer) = block.split_at(block.len() - 8);
+            (&head[FIXED_HEADER + x..], trailer)
+        }
+        _ => return Err(bad("too short for its header")),
+    };
+    let used = d.deflate(payload, out).map_err(bad)?;
+    if used != payload.len() {
+        return Err(bad(&format!(
+            "its deflate data ends {} bytes before the end its BSIZE gives \
+             (BSIZE too large: it would swallow what follows)",
+            payload.len() - used
+        )));
+    }
+    let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
+    let isize = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
+    if isize as usize != out.len() {
+        return Err(bad("its ISIZE differs from its data"));
+    }
+    if libdeflater::crc32(out) != crc {
+        return Err(bad("its data does not match its CRC32"));
+    }
+    Ok(())
 }
 
 /// Appends one BGZF block holding `data` (at most [`WRITE_BLOCK_DATA`] bytes) to `out`.
@@ -285,13 +377,14 @@ mod tests {
         let mut r = BlockReader::new(file);
         let mut raw = Vec::new();
         let mut out = Vec::new();
-        let mut d = Decompressor::new();
+        let mut d = Inflater::new().expect("memory");
         while let Some(span) = r.read_block(&mut raw)? {
             let at = out.len();
             out.resize(at + span.data_len, 0);
             inflate_block(
                 &mut d,
                 &raw[span.start..span.start + span.len],
+                &span,
                 &mut out[at..],
             )?;
         }
@@ -355,5 +448,53 @@ mod tests {
         bad[20] ^= 0x55; // inside the first block's deflate data
         assert!(read_all(&bad).is_err());
         assert_eq!(read_all(&[]).expect("empty input"), b"");
+    }
+
+    /// The byte offsets of the blocks of a BGZF file.
+    fn block_starts(file: &[u8]) -> Vec<usize> {
+        let mut r = BlockReader::new(file);
+        let mut raw = Vec::new();
+        let mut starts = Vec::new();
+        let mut at = 0;
+        while let Some(span) = r.read_block(&mut raw).expect("valid") {
+            starts.push(at);
+            at += span.len;
+        }
+        starts
+    }
+
+    #[test]
+    fn each_block_is_checked_against_its_own_stream_end_crc_and_isize() {
+        // Two full blocks of equal ISIZE, then a last one.
+        let data = b"chr1\t10\t20\tAAAC-1\t1\n".repeat(3000);
+        let file = write_bgzf(&data, 1000);
+        let starts = block_starts(&file);
+        assert!(starts.len() > 3);
+        let (b0, b1, b2) = (starts[0], starts[1], starts[2]);
+        // BSIZE of block 0 grown to swallow block 1 (same ISIZE): its lines would vanish.
+        let mut swallow = file.clone();
+        let bsize = u16::try_from(b2 - b0 - 1).expect("small blocks");
+        swallow[b0 + 16..b0 + 18].copy_from_slice(&bsize.to_le_bytes());
+        let err = read_all(&swallow).expect_err("BSIZE too large");
+        assert!(
+            err.contains("byte 0") && err.contains("BSIZE too large"),
+            "{err}"
+        );
+        // A wrong CRC32 in block 1, and a wrong ISIZE in block 1.
+        let mut crc = file.clone();
+        crc[b2 - 8] ^= 1;
+        let err = read_all(&crc).expect_err("bad CRC");
+        assert!(
+            err.contains(&format!("byte {b1}")) && err.contains("CRC32"),
+            "{err}"
+        );
+        let mut isize = file.clone();
+        isize[b2 - 4] ^= 1;
+        let err = read_all(&isize).expect_err("bad ISIZE");
+        assert!(
+            err.contains(&format!("byte {b1}")) && err.contains("ISIZE"),
+            "{err}"
+        );
+        assert_eq!(read_all(&file).expect("valid"), data);
     }
 }

@@ -22,6 +22,8 @@ pub enum LineProblem {
     NotUtf8,
     /// Any other problem, said in words.
     Other(String),
+    /// A line longer than [`crate::io::MAX_LINE_BYTES`] (or a file longer than its cap).
+    TooLong { limit: usize, what: &'static str },
 }
 
 impl fmt::Display for LineProblem {
@@ -44,6 +46,12 @@ impl fmt::Display for LineProblem {
             }
             LineProblem::NotUtf8 => write!(f, "text is not valid UTF-8"),
             LineProblem::Other(msg) => f.write_str(msg),
+            LineProblem::TooLong { limit, what } => {
+                write!(
+                    f,
+                    "{what} longer than {limit} bytes (not a text file of this kind?)"
+                )
+            }
         }
     }
 }

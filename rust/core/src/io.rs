@@ -18,6 +18,18 @@ use crate::error::{Error, LineProblem, Result};
 
 /// Bytes read from the file per system call by [`open`].
 const BUF_CAPACITY: usize = 1 << 18;
+
+/// The longest line any reader of the crate accepts, in bytes, terminator excluded: BED
+/// and universe files, query BED files, fragment files, barcode lists. A longer line is an
+/// [`Error::Parse`] ([`LineProblem::TooLong`]) naming the file and line, so that a file
+/// without newlines (`/dev/zero`, a binary file) is refused in bounded memory instead of
+/// being buffered whole. A `#` comment line may be longer: it is skipped without being
+/// held in memory.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// The most (decompressed) bytes [`read_to_string`] reads: a tokenizer config is a few
+/// hundred bytes, so anything past this is refused as an [`Error::Parse`].
+pub const MAX_CONFIG_BYTES: usize = 4 << 20;
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 
 /// How a file's bytes are stored, as its first bytes say.
@@ -127,21 +139,33 @@ pub fn read_error(path: &Path, compressed: bool, line: u64, e: io::Error) -> Err
 }
 
 /// The whole (decompressed) text of a small file such as a config; bytes that are not
-/// UTF-8 are an [`Error::Parse`].
+/// UTF-8, or more than [`MAX_CONFIG_BYTES`] of them, are an [`Error::Parse`].
 pub fn read_to_string(path: &Path) -> Result<String> {
-    let mut text = open_text(path)?;
+    let text = open_text(path)?;
+    let compressed = text.compressed;
     let mut s = String::new();
-    text.reader.read_to_string(&mut s).map_err(|e| {
-        if !text.compressed && e.kind() == io::ErrorKind::InvalidData {
+    let mut limited = text.reader.take(MAX_CONFIG_BYTES as u64 + 1);
+    limited.read_to_string(&mut s).map_err(|e| {
+        if !compressed && e.kind() == io::ErrorKind::InvalidData {
             Error::Parse {
                 path: path.to_path_buf(),
                 line: 0,
                 problem: LineProblem::NotUtf8,
             }
         } else {
-            read_error(path, text.compressed, 0, e)
+            read_error(path, compressed, 0, e)
         }
     })?;
+    if s.len() > MAX_CONFIG_BYTES {
+        return Err(Error::Parse {
+            path: path.to_path_buf(),
+            line: 1 + s.bytes().filter(|&b| b == b'\n').count() as u64,
+            problem: LineProblem::TooLong {
+                limit: MAX_CONFIG_BYTES,
+                what: "file",
+            },
+        });
+    }
     Ok(s)
 }
 

@@ -164,6 +164,43 @@ fn special_token_clash(
 pub const CONFIG_FILE: &str = "tokenizer.toml";
 pub const UNIVERSE_FILES: [&str; 2] = ["universe.bed.gz", "universe.bed"];
 
+/// The steps of [`Tokenizer::save_pretrained`], after each of which the folder is whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaveStep {
+    /// The new universe is written under a fresh name; nothing names it yet.
+    UniverseWritten,
+    /// `tokenizer.toml` names the new universe by its fresh name.
+    Committed,
+    /// `universe.bed.gz` holds the new universe too.
+    Published,
+    /// `tokenizer.toml` names `universe.bed.gz`.
+    Renamed,
+}
+
+/// The start of the fresh names [`Tokenizer::save_pretrained`] writes a universe under
+/// (`universe.saving-XXXXXX.bed.gz`).
+const FRESH_UNIVERSE_PREFIX: &str = "universe.saving-";
+
+/// Whether `path` is a universe [`Tokenizer::save_pretrained`] wrote under a fresh name.
+fn is_fresh_universe_name(path: &Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| n.starts_with(FRESH_UNIVERSE_PREFIX) && n.ends_with(".bed.gz"))
+}
+
+/// Replaces `to` with the contents of `from` in one rename: a hard link to `from` when the
+/// file system allows it, else a copy, made beside `to` first.
+fn publish_copy(from: &Path, to: &Path) -> Result<()> {
+    let tmp = crate::write::temp_sibling(to)
+        .map_err(|e| Error::io(to, e))?
+        .into_temp_path();
+    let linked = fs::remove_file(&tmp).is_ok() && fs::hard_link(from, &tmp).is_ok();
+    if !linked {
+        fs::copy(from, &tmp).map_err(|e| Error::io(to, e))?;
+    }
+    tmp.persist(to).map_err(|e| Error::io(to, e.error))
+}
+
 /// An immutable tokenizer over one universe.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tokenizer {
@@ -250,18 +287,74 @@ impl Tokenizer {
     }
 
     /// Writes `universe.bed.gz` and `tokenizer.toml` into `dir`, creating it if needed.
+    ///
+    /// All or nothing: after any failure, `dir` loads as the tokenizer it held before or as
+    /// this one, never a mix. `tokenizer.toml` is the commit point and the universe file a
+    /// config names is never overwritten: the new universe goes to a fresh name first, a
+    /// config naming it replaces the old config, and only then does it become
+    /// `universe.bed.gz`, named by the final config.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
+        self.save_pretrained_with(dir, &mut |_| Ok(()))
+    }
+
+    /// [`Tokenizer::save_pretrained`], calling `checkpoint(step)` after each of its four
+    /// steps (tests make it fail there).
+    fn save_pretrained_with(
+        &self,
+        dir: &Path,
+        checkpoint: &mut dyn FnMut(SaveStep) -> Result<()>,
+    ) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        self.universe
-            .regions()
-            .to_bed(&dir.join(UNIVERSE_FILES[0]))?;
+        let final_universe = dir.join(UNIVERSE_FILES[0]);
+        // Fresh-named universes left by earlier interrupted saves (the current config may
+        // name one); they go once the new config names `universe.bed.gz`.
+        let stale: Vec<_> = fs::read_dir(dir)
+            .map_err(|e| Error::io(dir, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_fresh_universe_name(p))
+            .collect();
+        // 1. The new universe under a fresh name, removed again on any failure until a
+        //    config names it.
+        let fresh = tempfile::Builder::new()
+            .prefix(FRESH_UNIVERSE_PREFIX)
+            .suffix(".bed.gz")
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(&final_universe, e))?
+            .into_temp_path();
+        self.universe.regions().to_bed(&fresh)?;
+        checkpoint(SaveStep::UniverseWritten)?;
+        let fresh_name = fresh
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // 2. The commit point: a config naming the new universe replaces the old config.
+        self.write_config(dir, &fresh_name)?;
+        let fresh = fresh
+            .keep()
+            .map_err(|e| Error::io(&final_universe, e.error))?;
+        checkpoint(SaveStep::Committed)?;
+        // 3. The published name: no config names `universe.bed.gz` now, so it may be
+        //    replaced (by a link to the new universe, or a copy where links fail).
+        publish_copy(&fresh, &final_universe)?;
+        checkpoint(SaveStep::Published)?;
+        // 4. The final config names `universe.bed.gz`; the fresh name is then unused.
+        self.write_config(dir, UNIVERSE_FILES[0])?;
+        checkpoint(SaveStep::Renamed)?;
+        for p in stale {
+            let _ = fs::remove_file(p);
+        }
+        fs::remove_file(&fresh).map_err(|e| Error::io(&fresh, e))
+    }
+
+    /// Writes `tokenizer.toml` naming `universe_name`, atomically.
+    fn write_config(&self, dir: &Path, universe_name: &str) -> Result<()> {
         let config = Config {
-            universe: UNIVERSE_FILES[0].into(),
+            universe: universe_name.into(),
             special_tokens: self.specials.clone(),
             special_lines: [0; SPECIAL_NAMES.len()],
             tokenizer_type: self.kind,
         };
-        let text = config.to_toml(UNIVERSE_FILES[0]);
+        let text = config.to_toml(universe_name);
         write_atomically(&dir.join(CONFIG_FILE), |w| w.write_all(text.as_bytes()))
     }
 
@@ -487,5 +580,62 @@ mod tests {
         assert!(want.iter().any(|&id| id < 4));
         let miss = crate::testing::temp_file("miss.bed", b"chrX\t0\t10\n");
         assert_eq!(t.tokenize_bed::<u32>(&miss.0).expect("valid"), vec![4]);
+    }
+
+    #[test]
+    fn save_pretrained_is_all_or_nothing() {
+        use crate::testing::tokenizer;
+        let old = tokenizer(&[("chr1", 0, 10), ("chr2", 5, 9)]);
+        let mut specials = SpecialTokens::default();
+        specials.0[0] = "[UNK]".into();
+        let new_universe = tokenizer(&[("chr3", 1, 2), ("chr1", 4, 8), ("chr9", 0, 1)])
+            .universe()
+            .clone();
+        let new = Tokenizer::new(new_universe, specials, TokenizerType::Ailist).expect("valid");
+        let steps = [
+            SaveStep::UniverseWritten,
+            SaveStep::Committed,
+            SaveStep::Published,
+            SaveStep::Renamed,
+        ];
+        // The saved layout, and the published one without a config.
+        for published in [false, true] {
+            for (k, &fail_at) in steps.iter().enumerate() {
+                let dir = tempfile::tempdir().expect("temp dir");
+                if published {
+                    old.universe()
+                        .regions()
+                        .to_bed(&dir.path().join(UNIVERSE_FILES[0]))
+                        .expect("writable");
+                } else {
+                    old.save_pretrained(dir.path()).expect("writable");
+                }
+                assert_eq!(Tokenizer::from_dir(dir.path()).expect("old"), old);
+                let err = new
+                    .save_pretrained_with(dir.path(), &mut |step| {
+                        if step == fail_at {
+                            Err(Error::InvalidInput("injected".into()))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .expect_err("injected failure");
+                assert_eq!(err.to_string(), "injected");
+                let loaded = Tokenizer::from_dir(dir.path()).expect("loads");
+                let want = if k == 0 { &old } else { &new };
+                assert_eq!(&loaded, want, "failure after {fail_at:?}");
+                // A later save completes and leaves the published layout only.
+                new.save_pretrained(dir.path()).expect("writable");
+                assert_eq!(Tokenizer::from_dir(dir.path()).expect("new"), new);
+                let mut names: Vec<String> = fs::read_dir(dir.path())
+                    .expect("readable")
+                    .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                    .collect();
+                names.sort();
+                assert_eq!(names, [CONFIG_FILE, UNIVERSE_FILES[0]], "{fail_at:?}");
+                let toml = fs::read_to_string(dir.path().join(CONFIG_FILE)).expect("written");
+                assert!(toml.starts_with("universe = \"universe.bed.gz\""), "{toml}");
+            }
+        }
     }
 }

@@ -63,6 +63,10 @@ pub fn tokenize_fragments<'py>(
         d.set_item("first_skipped_line", line)?;
         d.set_item("first_skipped_problem", problem.to_string())?;
     }
+    d.set_item("lost_blocks", stats.lost_blocks)?;
+    if let Some(problem) = stats.first_lost_block {
+        d.set_item("first_lost_block", problem)?;
+    }
     let names = std::mem::take(&mut ragged.names);
     Ok((PyRagged::from_core(py, ragged), names, d))
 }

@@ -170,7 +170,8 @@ pub(super) struct BarcodeMap {
 }
 
 impl BarcodeMap {
-    #[inline]
+    /// One lookup; the workers look up batches with [`BarcodeMap::get_batch`].
+    #[cfg(test)]
     pub(super) fn get(&self, barcode: &[u8]) -> Option<u32> {
         match ShortKey::new(barcode) {
             Some(k) => self.short.get(&k, k.hash()),

@@ -7,45 +7,143 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
+use std::hash::Hasher;
+
 use super::barcodes::BarcodeMap;
 use super::chunks::ReadFailure;
 use super::worker::{parse_lines, ChunkOutput, ParsedLines, WorkerContext, IGNORE, LOCAL};
 use super::{FragmentOptions, FragmentStats};
+use crate::bed::{is_comment, too_long};
 use crate::error::{Error, Result};
+use crate::hash::FastHasher;
+use crate::io::MAX_LINE_BYTES;
 use crate::prefetch::prefetch;
 use crate::ragged::Ragged;
 use crate::tokenizer::{Special, Tokenizer};
 use crate::universe::GenomicOrder;
 
-/// Ids (or ranks) gathered for one cell so far.
-#[derive(Debug)]
+/// Ids (or ranks) gathered for one barcode so far: 32 bytes, and no heap memory while it
+/// has no ids.
+#[derive(Debug, Default)]
 struct Cell {
     ids: Vec<u32>,
+    /// Fragment lines of the barcode.
     lines: u64,
-    /// With unique ids, sort and deduplicate when `ids` grows this long.
-    compact_at: usize,
 }
 
 impl Cell {
     const FIRST_COMPACTION: usize = 4096;
 
-    fn new() -> Self {
-        Cell {
-            ids: Vec::new(),
-            lines: 0,
-            compact_at: Self::FIRST_COMPACTION,
+    /// With unique ids: sorts and deduplicates a full buffer before it grows, and grows it
+    /// only when that frees less than half, so duplicates never take more than about four
+    /// times the output.
+    #[inline]
+    fn make_room(&mut self) {
+        if self.ids.len() < self.ids.capacity() || self.ids.len() < Self::FIRST_COMPACTION {
+            return;
         }
-    }
-
-    /// Sorted unique ranks; keeps memory near the output size when duplicates abound.
-    fn compact(&mut self) {
         if !self.ids.is_sorted() {
             self.ids.sort_unstable();
         }
         self.ids.dedup();
-        self.compact_at = (4 * self.ids.len()).max(Self::FIRST_COMPACTION);
+        if 2 * self.ids.len() > self.ids.capacity() {
+            self.ids.reserve(self.ids.capacity());
+        }
     }
 }
+
+/// The barcodes met so far, in cell order: their bytes back to back (about 8 bytes beside
+/// each barcode) and, without a barcode list, a hash index of cell numbers over them (4
+/// bytes a slot, at most half full).
+#[derive(Debug, Default)]
+struct Barcodes {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    slots: Vec<u32>,
+}
+
+impl Barcodes {
+    const EMPTY: u32 = u32::MAX;
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn name(&self, cell: usize) -> &[u8] {
+        let start = if cell == 0 { 0 } else { self.ends[cell - 1] };
+        &self.bytes[start..self.ends[cell]]
+    }
+
+    fn hash(barcode: &[u8]) -> usize {
+        let mut h = FastHasher::default();
+        h.write(barcode);
+        h.finish() as usize
+    }
+
+    /// The cell of an indexed barcode.
+    fn get(&self, barcode: &[u8]) -> Option<u32> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = Self::hash(barcode) & mask;
+        loop {
+            let cell = self.slots[i];
+            if cell == Self::EMPTY {
+                return None;
+            }
+            if self.name(cell as usize) == barcode {
+                return Some(cell);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    /// Appends a barcode as the next cell, without indexing it.
+    fn push(&mut self, barcode: &[u8]) -> u32 {
+        let cell = self.ends.len() as u32;
+        self.bytes.extend_from_slice(barcode);
+        self.ends.push(self.bytes.len());
+        cell
+    }
+
+    /// Appends a barcode that [`Barcodes::get`] does not find, and indexes it.
+    fn insert(&mut self, barcode: &[u8]) -> u32 {
+        let cell = self.push(barcode);
+        if 2 * self.len() > self.slots.len() {
+            self.slots = vec![Self::EMPTY; (2 * self.slots.len()).max(16)];
+            for c in 0..self.len() {
+                self.place(c as u32);
+            }
+        } else {
+            self.place(cell);
+        }
+        cell
+    }
+
+    fn place(&mut self, cell: u32) {
+        let mask = self.slots.len() - 1;
+        let mut i = Self::hash(self.name(cell as usize)) & mask;
+        while self.slots[i] != Self::EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = cell;
+    }
+
+    /// The fast table the workers look barcodes up in, over the first `n` barcodes.
+    fn snapshot(&self, n: usize) -> BarcodeMap {
+        let mut map = BarcodeMap::default();
+        for c in 0..self.len().min(n) {
+            map.insert(self.name(c), c as u32);
+        }
+        map
+    }
+}
+
+/// The workers' table stops growing at this many barcodes: past it, barcodes new to the
+/// table are resolved by the merger, so that millions of barcodes that never become cells
+/// cost their compact entry in [`Barcodes`] only, not a fast-table slot as well.
+const SNAPSHOT_MAX: usize = 1 << 18;
 
 /// How many records ahead [`Merger::apply`] prefetches the cell it will append to.
 const MERGE_AHEAD: usize = 8;
@@ -55,24 +153,27 @@ pub(super) struct Merger {
     path: PathBuf,
     unique: bool,
     listed: bool,
-    /// The barcode table the workers see: the list, or a snapshot of `master`.
+    /// The barcode table the workers see: the list, or a snapshot of `names`.
     pub(super) known: Arc<BarcodeMap>,
-    /// Without a list: every barcode seen so far.
-    master: BarcodeMap,
-    /// Barcodes added to `master` since `known` was taken.
+    /// Barcodes added to `names` since `known` was taken.
     fresh: usize,
-    names: Vec<String>,
+    /// Every barcode seen so far (without a list, indexed), or the list.
+    names: Barcodes,
     cells: Vec<Cell>,
+    /// Cells past this many fragment lines can no longer be kept: their ids are dropped.
+    max_fragments: Option<u64>,
     stats: FragmentStats,
     /// The start of a line whose end is in a later chunk.
     pending: Vec<u8>,
+    /// Inside a `#` line too long to hold, whose end is in a later chunk.
+    skipping: bool,
     local_to_global: Vec<u32>,
 }
 
 impl Merger {
     pub(super) fn new(path: &Path, opts: &FragmentOptions) -> Result<Self> {
         let mut known = BarcodeMap::default();
-        let mut names = Vec::new();
+        let mut names = Barcodes::default();
         if let Some(list) = &opts.barcodes {
             if list.len() >= LOCAL as usize {
                 return Err(Error::InvalidInput(
@@ -85,20 +186,21 @@ impl Merger {
                         "barcode {bc:?} is listed more than once"
                     )));
                 }
+                names.push(bc.as_bytes());
             }
-            names.clone_from(list);
         }
         Ok(Merger {
             path: path.to_path_buf(),
             unique: opts.unique,
             listed: opts.barcodes.is_some(),
             known: Arc::new(known),
-            master: BarcodeMap::default(),
             fresh: 0,
-            cells: names.iter().map(|_| Cell::new()).collect(),
+            cells: (0..names.len()).map(|_| Cell::default()).collect(),
             names,
+            max_fragments: opts.max_fragments,
             stats: FragmentStats::default(),
             pending: Vec::new(),
+            skipping: false,
             local_to_global: Vec::new(),
         })
     }
@@ -106,8 +208,12 @@ impl Merger {
     /// Lets the workers see the barcodes found so far; copies the table only when it has
     /// grown enough for the copy to pay off.
     pub(super) fn refresh(&mut self) {
-        if self.fresh > 0 && (self.master.len() < 1 << 16 || 8 * self.fresh >= self.known.len()) {
-            self.known = Arc::new(self.master.clone());
+        let n = self.names.len();
+        if self.fresh > 0
+            && self.known.len() < SNAPSHOT_MAX
+            && (n < 1 << 16 || 8 * self.fresh >= self.known.len())
+        {
+            self.known = Arc::new(self.names.snapshot(SNAPSHOT_MAX));
             self.fresh = 0;
         }
     }
@@ -133,21 +239,64 @@ impl Merger {
                 },
             });
         }
-        self.pending.extend_from_slice(&t.head);
-        if !t.has_newline {
-            return Ok(());
+        if t.lost.count > 0 {
+            self.stats.lost_blocks += t.lost.count;
+            if self.stats.first_lost_block.is_none() {
+                self.stats.first_lost_block = t.lost.first;
+            }
         }
-        self.pending.push(b'\n');
-        let straddling = parse_lines(ctx, &self.known, &self.pending);
-        self.pending.clear();
-        self.apply(straddling)?;
+        if !self.skipping {
+            self.pending.extend_from_slice(&t.head);
+        }
+        if !t.has_newline {
+            return self.check_pending(ctx.skip_bad);
+        }
+        if std::mem::take(&mut self.skipping) {
+            // The end of a comment line too long to hold.
+            self.stats.lines += 1;
+        } else {
+            self.pending.push(b'\n');
+            let straddling = parse_lines(ctx, &self.known, &self.pending);
+            self.pending.clear();
+            self.apply(straddling)?;
+        }
         self.apply(t.parsed)?;
         self.pending.extend_from_slice(&t.tail);
         Ok(())
     }
 
+    /// A line held across chunks may not grow past [`MAX_LINE_BYTES`]: past it, it is an
+    /// error, unless it is a `#` comment, whose rest is then read past without being kept.
+    /// With `skip_bad`, a long line that is not a comment is skipped and counted.
+    fn check_pending(&mut self, skip_bad: bool) -> Result<()> {
+        if self.pending.len() <= MAX_LINE_BYTES {
+            return Ok(());
+        }
+        let comment = is_comment(&self.pending, false);
+        if comment || skip_bad {
+            if !comment {
+                self.stats.skipped_lines += 1;
+                if self.stats.first_skipped.is_none() {
+                    self.stats.first_skipped = Some((self.stats.lines + 1, too_long()));
+                }
+            }
+            self.pending = Vec::new();
+            self.skipping = true;
+            return Ok(());
+        }
+        Err(Error::Parse {
+            path: self.path.clone(),
+            line: self.stats.lines + 1,
+            problem: too_long(),
+        })
+    }
+
     /// Parses the last line when the file does not end with a newline.
     pub(super) fn finish_input(&mut self, ctx: &WorkerContext<'_>) -> Result<()> {
+        if std::mem::take(&mut self.skipping) {
+            self.stats.lines += 1;
+            return Ok(());
+        }
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -188,14 +337,19 @@ impl Merger {
             at += n;
             let cell = &mut self.cells[g as usize];
             cell.lines += 1;
+            if self.max_fragments.is_some_and(|m| cell.lines > m) {
+                // Too many lines to be kept, whatever follows: its ids go now.
+                if cell.ids.capacity() > 0 {
+                    cell.ids = Vec::new();
+                }
+                continue;
+            }
             if self.unique {
                 for &r in ids {
                     if cell.ids.last() != Some(&r) {
+                        cell.make_room();
                         cell.ids.push(r);
                     }
-                }
-                if cell.ids.len() >= cell.compact_at {
-                    cell.compact();
                 }
             } else {
                 cell.ids.extend_from_slice(ids);
@@ -218,20 +372,18 @@ impl Merger {
         }
         let start = if l == 0 { 0 } else { body.new_ends[l - 1] };
         let bytes = &body.new_bytes[start..body.new_ends[l]];
-        let g = match self.master.get(bytes) {
+        let g = match self.names.get(bytes) {
             Some(g) => g,
             None => {
-                let g = self.cells.len() as u32;
-                if g >= LOCAL {
+                if self.cells.len() >= LOCAL as usize {
                     return Err(Error::InvalidInput(format!(
                         "{}: more than 2^31-1 barcodes",
                         self.path.display()
                     )));
                 }
                 // Workers only hand over barcodes they checked to be UTF-8.
-                self.names.push(String::from_utf8_lossy(bytes).into_owned());
-                self.master.insert(bytes, g);
-                self.cells.push(Cell::new());
+                let g = self.names.insert(bytes);
+                self.cells.push(Cell::default());
                 self.fresh += 1;
                 g
             }
@@ -284,10 +436,11 @@ impl Merger {
             names: Vec::new(),
         };
         out.offsets.push(0);
-        for (cell, name) in cells.into_iter().zip(names) {
+        for (i, cell) in cells.into_iter().enumerate() {
             if !keep(&cell) || (cell.ids.is_empty() && !listed) {
                 continue;
             }
+            let name = String::from_utf8_lossy(names.name(i)).into_owned();
             if cell.ids.is_empty() {
                 out.ids.push(unk);
             } else {

@@ -32,7 +32,11 @@
 //! non-negative integer, `start > end`, a barcode that is not UTF-8) is an [`Error::Parse`] naming the file and 1-based line; with `skip_bad_lines` it
 //! is skipped and counted in [`FragmentStats`]. With a barcode list, a barcode that is not
 //! UTF-8 simply matches no listed barcode. Corrupt or truncated gzip or BGZF (including a
-//! BGZF file without its end-of-file marker) is an [`Error::Compression`].
+//! BGZF file without its end-of-file marker) is an [`Error::Compression`]. Every BGZF block
+//! is checked against itself (its deflate stream ends where its `BSIZE` says, its data
+//! matches its CRC32 and `ISIZE`); a block that fails is an [`Error::Compression`] naming its
+//! byte offset, or with `skip_bad_lines` is skipped with its lines (a line it cuts is lost
+//! too) and counted in [`FragmentStats::lost_blocks`]; line numbers after it are approximate.
 //!
 //! # How it runs (one file per stage)
 //! The file is read in chunks of about 1 MiB (for BGZF, runs of whole raw blocks, inflated
@@ -41,9 +45,12 @@
 //! chunks are merged. Merging is serial and in file order, so the first-seen order of cells
 //! is exact, and it overlaps with the reading of the next batch and the parsing of the one
 //! after. Parallel work runs in [`crate::parallel`]'s pool (serially after a fork). Memory
-//! is the output plus a few chunks per thread; with `unique`, a cell's ids are sorted and
-//! deduplicated whenever they reach four times their last deduplicated size, so duplicates
-//! never hold more than about four times the output.
+//! is the output plus a few chunks per thread, plus about 64 bytes per distinct barcode
+//! (its bytes, a 4-byte index slot or two and a 32-byte cell; the workers' fast table holds
+//! the first 2^18 barcodes only). A barcode past `max_fragments` can no longer be a cell,
+//! and its ids are dropped at once. With `unique`, a cell's ids are sorted and deduplicated
+//! whenever their buffer is full (from 4096 ids on), and the buffer grows only when that
+//! frees less than half, so duplicates never hold more than about four times the output.
 //!
 //! - `chunks`: opening the file and cutting it into chunks (text, or raw BGZF blocks).
 //! - `worker`: one chunk in a worker: inflating, splitting into lines, parsing, querying.
@@ -108,6 +115,11 @@ pub struct FragmentStats {
     pub skipped_lines: u64,
     /// The first skipped line: its 1-based number and what was wrong with it.
     pub first_skipped: Option<(u64, LineProblem)>,
+    /// BGZF blocks that failed their checks and were skipped with their lines (only with
+    /// `skip_bad_lines`).
+    pub lost_blocks: u64,
+    /// What was wrong with the first lost block, naming its byte offset.
+    pub first_lost_block: Option<String>,
 }
 
 /// Tokenizes a fragment file into one cell per barcode; see the module docs for the rules.

@@ -1,6 +1,6 @@
-//! The parsers of one fragment line: a one-pass parser for plain tab-separated lines, a
-//! quick one for a line already cut out, and the general one, which also takes runs of
-//! spaces and says what is wrong with a bad line.
+//! The parsers of one fragment line: a one-pass parser for plain tab-separated lines and
+//! the general one, which also takes runs of spaces and says what is wrong with a bad
+//! line. Both follow one rule: columns are separated by tabs or runs of spaces.
 
 use memchr::memchr;
 
@@ -18,7 +18,8 @@ pub(super) struct Fragment<'a> {
 
 /// Parses a plain tab-separated line at the start of `s` in one pass: the fragment and the
 /// length of the line with its newline. `None` for anything else, and for a line that
-/// `s` cuts off; [`fast_parse`] and [`parse_fields`] see to those.
+/// `s` cuts off; [`parse_fields`] sees to those. A line it takes has no space in its first
+/// five columns, so the general parser would read it the same.
 #[inline(always)]
 pub(super) fn fast_line(s: &[u8]) -> Option<(Fragment<'_>, usize)> {
     let t1 = tab_after_field(s, 0)?;
@@ -57,51 +58,22 @@ pub(super) fn fast_line(s: &[u8]) -> Option<(Fragment<'_>, usize)> {
     Some((fragment, used))
 }
 
-/// Parses a tab-separated line quickly; `None` for anything else (see [`parse_fields`]).
-#[inline]
-pub(super) fn fast_parse(line: &[u8]) -> Option<Fragment<'_>> {
-    let t1 = memchr(b'\t', line)?;
-    if t1 == 0 {
-        return None;
-    }
-    let (start, t2) = digits_until_tab(line, t1 + 1, false)?;
-    let (end, t3) = digits_until_tab(line, t2 + 1, false)?;
-    if start > end {
-        return None;
-    }
-    let rest = &line[t3 + 1..];
-    let t4 = memchr(b'\t', rest)?;
-    if t4 == 0 {
-        return None;
-    }
-    let count = &rest[t4 + 1..];
-    let count_len = count
-        .iter()
-        .position(|&b| b == b'\t')
-        .unwrap_or(count.len());
-    if count_len == 0 || !count[..count_len].iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(Fragment {
-        chrom: &line[..t1],
-        start,
-        end,
-        barcode: &rest[..t4],
-    })
-}
-
-/// The general parser, for lines [`fast_parse`] rejects: columns separated by tabs or
-/// runs of spaces (some tools write fragments that way). Says what is wrong otherwise.
+/// The general parser, for lines [`fast_line`] turns down: columns separated by tabs or
+/// runs of spaces, the one rule of every reader (a field never holds a tab or a space, and
+/// leading or trailing ones are not part of any field). Says what is wrong otherwise.
 pub(super) fn parse_fields(line: &[u8]) -> Result<Fragment<'_>, LineProblem> {
-    let fields: Vec<&[u8]> = line
+    let mut fields: [&[u8]; 5] = [&[]; 5];
+    let mut found = 0;
+    for field in line
         .split(|&b| b == b'\t' || b == b' ')
         .filter(|f| !f.is_empty())
-        .collect();
-    if fields.len() < 5 {
-        return Err(LineProblem::TooFewColumns {
-            found: fields.len(),
-            needed: 5,
-        });
+        .take(5)
+    {
+        fields[found] = field;
+        found += 1;
+    }
+    if found < 5 {
+        return Err(LineProblem::TooFewColumns { found, needed: 5 });
     }
     let start = parse_u32(fields[1], "start")?;
     let end = parse_u32(fields[2], "end")?;
@@ -147,6 +119,10 @@ mod tests {
             "#chr1\t10\t20\tB\t1",
             "\t10\t20\tB\t1",
             "chr1\t-1\t20\tB\t1",
+            "chr1\t10\t20\tAAAC-1 \t1",
+            "chr1 \t10\t20\tB\t1",
+            "chr1\t10\t20\tB\t1 ",
+            "chr1\t10\t20\t B\t1",
         ];
         for line in lines {
             for eol in ["\n", "\r\n"] {
@@ -165,5 +141,38 @@ mod tests {
         }
         assert!(fast_line(b"chr1\t10\t20\tAAAC-1\t2\n").is_some());
         assert!(fast_line(b"chr1\t10\t20\tB\t2\textra\n").is_some());
+    }
+
+    #[test]
+    fn spaces_separate_columns_as_tabs_do() {
+        let fields = |l: &str| {
+            parse_fields(l.as_bytes()).map(|f| {
+                let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                (s(f.chrom), f.start, f.end, s(f.barcode))
+            })
+        };
+        let want = Ok(("chr1".to_string(), 10, 20, "AAAC-1".to_string()));
+        for line in [
+            "chr1\t10\t20\tAAAC-1\t1",
+            "chr1\t10\t20\tAAAC-1 \t1",
+            "chr1 \t10\t20\tAAAC-1\t1",
+            "chr1 10 20 AAAC-1 1",
+            "  chr1\t10   20\t AAAC-1\t1\t",
+        ] {
+            assert_eq!(fields(line), want, "{line:?}");
+        }
+        // `A B` is two columns whichever separator: the count column is then `B`.
+        for line in ["chr1\t10\t20\tA B\t1", "chr1 10 20 A B 1"] {
+            assert!(
+                matches!(
+                    parse_fields(line.as_bytes()),
+                    Err(LineProblem::NotAnInteger {
+                        column: "count",
+                        ..
+                    })
+                ),
+                "{line:?}"
+            );
+        }
     }
 }

@@ -126,7 +126,9 @@ fn hand_checked_unique_and_all() {
             lines: 9,
             fragments: 8,
             skipped_lines: 0,
-            first_skipped: None
+            first_skipped: None,
+            lost_blocks: 0,
+            first_lost_block: None,
         }
     );
     let all = FragmentOptions {
@@ -531,4 +533,182 @@ fn genomic_order_matches_region_set_sort() {
             assert_eq!(order.ranks()[id as usize] as usize, rank);
         }
     }
+}
+
+/// Runs plain, gzip and BGZF under large and small chunks (lines of a megabyte make the
+/// tiny chunks of [`TUNINGS`] too slow).
+fn run_long_lines(
+    tok: &Tokenizer,
+    text: &[u8],
+    opts: &FragmentOptions,
+) -> Vec<Result<(Ragged, FragmentStats)>> {
+    let tunings = [(1 << 20, false), (1 << 16, true), (4096, false)];
+    let mut out = Vec::new();
+    for (kind, bytes) in encodings(text).into_iter().take(3) {
+        let file = temp_file(&format!("{kind}.tsv.gz"), &bytes);
+        for (chunk_bytes, serial) in tunings {
+            let t = Tuning {
+                chunk_bytes,
+                chunks_per_thread: 2,
+                serial,
+            };
+            out.push(run(tok, &file.0, opts, &t));
+        }
+    }
+    out
+}
+
+#[test]
+fn lines_longer_than_the_limit_are_errors_and_long_comments_are_skipped() {
+    let (tok, text) = small();
+    let long = vec![b'x'; crate::io::MAX_LINE_BYTES + 10];
+    // A line with no newline at all (as /dev/zero), and one with data after it.
+    for tail in [&b""[..], b"\tchr1\t1\t2\t1\n"] {
+        let mut bad = text.as_bytes().to_vec();
+        bad.extend_from_slice(&long);
+        bad.extend_from_slice(tail);
+        for got in run_long_lines(&tok, &bad, &FragmentOptions::default()) {
+            match got {
+                Err(Error::Parse {
+                    line: 10,
+                    problem: LineProblem::TooLong { .. },
+                    ..
+                }) => {}
+                other => panic!("expected a too-long line 10, got {other:?}"),
+            }
+        }
+        let skip = FragmentOptions {
+            skip_bad_lines: true,
+            ..FragmentOptions::default()
+        };
+        for got in run_long_lines(&tok, &bad, &skip) {
+            let (r, stats) = got.expect("skipped");
+            assert_eq!(cells(&r), owned(&[("B", &[0, 1, 2]), ("A", &[0, 1, 3, 2])]));
+            assert_eq!((stats.lines, stats.skipped_lines), (10, 1));
+            assert!(matches!(
+                stats.first_skipped,
+                Some((10, LineProblem::TooLong { .. }))
+            ));
+        }
+    }
+    // A comment longer than the limit is skipped, wherever the chunks cut it.
+    let mut commented = b"#".to_vec();
+    commented.extend_from_slice(&long);
+    commented.push(b'\n');
+    commented.extend_from_slice(text.as_bytes());
+    for got in run_long_lines(&tok, &commented, &FragmentOptions::default()) {
+        let (r, stats) = got.expect("a long comment is skipped");
+        assert_eq!(cells(&r), owned(&[("B", &[0, 1, 2]), ("A", &[0, 1, 3, 2])]));
+        assert_eq!(stats.lines, 10);
+    }
+}
+
+#[test]
+fn a_bgzf_block_that_swallows_the_next_is_an_error_or_lost_with_a_count() {
+    let (tok, _) = small();
+    // Blocks of four whole lines each: barcode A in block 0, B in block 1, C in block 2.
+    let line = |bc: &str| format!("chr1\t160\t170\t{bc}\t1\n");
+    let text: String = ["A", "B", "C"]
+        .iter()
+        .map(|bc| line(bc).repeat(4))
+        .collect();
+    let file = bgzf_bytes(text.as_bytes(), 4 * line("A").len());
+    let size = |at: usize| usize::from(u16::from_le_bytes([file[at + 16], file[at + 17]])) + 1;
+    let (len0, len1) = (size(0), size(size(0)));
+    // Block 0's BSIZE grown over block 1, whose ISIZE is the same.
+    let mut swallow = file.clone();
+    let bsize = u16::try_from(len0 + len1 - 1).expect("small");
+    swallow[16..18].copy_from_slice(&bsize.to_le_bytes());
+    let f = temp_file("swallow.tsv.gz", &swallow);
+    for t in &TUNINGS[..3] {
+        match run(&tok, &f.0, &FragmentOptions::default(), t) {
+            Err(Error::Compression { message, .. }) => {
+                assert!(message.contains("block at byte 0") && message.contains("BSIZE"))
+            }
+            other => panic!("{t:?}: expected an error, got {other:?}"),
+        }
+        let skip = FragmentOptions {
+            skip_bad_lines: true,
+            ..FragmentOptions::default()
+        };
+        let (r, stats) = run(&tok, &f.0, &skip, t).expect("the block is skipped");
+        // The swallowing block went with what it swallowed; C is intact.
+        assert_eq!(cells(&r), owned(&[("C", &[0, 1])]), "{t:?}");
+        assert_eq!(stats.lost_blocks, 1);
+        assert!(stats
+            .first_lost_block
+            .is_some_and(|m| m.contains("block at byte 0")));
+    }
+    // A bad CRC in block 1 loses block 1 only; the lines cut by it go with it.
+    let mut crc = file.clone();
+    crc[len0 + len1 - 8] ^= 1;
+    let f = temp_file("crc.tsv.gz", &crc);
+    let skip = FragmentOptions {
+        skip_bad_lines: true,
+        ..FragmentOptions::default()
+    };
+    for t in &TUNINGS[..3] {
+        let err = run(&tok, &f.0, &FragmentOptions::default(), t).expect_err("bad CRC");
+        assert!(
+            err.to_string().contains(&format!("block at byte {len0}")),
+            "{err}"
+        );
+        let (r, stats) = run(&tok, &f.0, &skip, t).expect("skipped");
+        assert_eq!(cells(&r), owned(&[("A", &[0, 1]), ("C", &[0, 1])]), "{t:?}");
+        assert_eq!(stats.lost_blocks, 1);
+    }
+    // Blocks that cut lines: block 1 holds the end of line 2 and the start of line 3, so
+    // losing it loses both (the halves left around it are not glued into a line).
+    let text = "chr1\t160\t170\tA\t1\nchr1\t160\t170\tBBBB\t1\nchr1\t160\t170\tC\t1\n";
+    let file = bgzf_bytes(text.as_bytes(), 24);
+    let (len0, len1) = (size_of(&file, 0), size_of(&file, size_of(&file, 0)));
+    let mut crc = file.clone();
+    crc[len0 + len1 - 8] ^= 1;
+    let f = temp_file("cut.tsv.gz", &crc);
+    for t in &TUNINGS[..3] {
+        let (r, stats) = run(&tok, &f.0, &skip, t).expect("skipped");
+        assert_eq!(cells(&r), owned(&[("A", &[0, 1])]), "{t:?} {stats:?}");
+        assert_eq!((stats.lost_blocks, stats.fragments), (1, 1));
+    }
+}
+
+fn size_of(file: &[u8], at: usize) -> usize {
+    usize::from(u16::from_le_bytes([file[at + 16], file[at + 17]])) + 1
+}
+
+#[test]
+fn barcodes_past_the_workers_table_are_resolved_by_the_merger() {
+    let (tok, _) = small();
+    // More distinct barcodes than the workers' table holds; none overlaps anything.
+    let n = (1 << 18) + 5000;
+    let mut text = String::new();
+    for i in 0..n {
+        text.push_str(&format!("chrZ\t{i}\t{}\tbc{i:07}\t1\n", i + 1));
+    }
+    // Then lines of an early and a late barcode that do overlap.
+    let late = format!("bc{:07}", n - 1);
+    text.push_str(&format!(
+        "chr1\t160\t170\t{late}\t1\nchr2\t0\t1\tbc0000005\t1\n"
+    ));
+    text.push_str(&format!("chr2\t0\t1\t{late}\t1\n"));
+    let f = temp_file("many.tsv", text.as_bytes());
+    for t in &TUNINGS[..2] {
+        let (r, stats) = run(&tok, &f.0, &FragmentOptions::default(), t).expect("valid");
+        assert_eq!(
+            cells(&r),
+            vec![
+                ("bc0000005".to_string(), vec![2]),
+                (late.clone(), vec![0, 1, 2])
+            ]
+        );
+        assert_eq!(stats.fragments, n as u64 + 3);
+    }
+    // Past max_fragments a barcode is dropped, however many lines follow.
+    let text = "chr1\t160\t170\tA\t1\n".repeat(50) + "chr2\t0\t1\tB\t1\n";
+    let opts = FragmentOptions {
+        max_fragments: Some(10),
+        ..FragmentOptions::default()
+    };
+    let (r, _) = run_everywhere(&tok, text.as_bytes(), &opts).expect("valid");
+    assert_eq!(cells(&r), owned(&[("B", &[2])]));
 }

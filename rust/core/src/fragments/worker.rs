@@ -4,16 +4,17 @@
 
 use std::sync::Arc;
 
-use libdeflater::Decompressor;
 use memchr::memchr;
 
 use super::barcodes::{BarcodeMap, BATCH};
 use super::chunks::{BufferPool, Chunk, ReadFailure};
-use super::parse::{fast_line, fast_parse, parse_fields, Fragment};
+use super::parse::{fast_line, parse_fields, Fragment};
+use crate::bed::{is_comment, too_long};
 use crate::bgzf;
 use crate::error::LineProblem;
 use crate::hash::FastMap;
 use crate::index::Scratch;
+use crate::io::MAX_LINE_BYTES;
 use crate::universe::Universe;
 
 /// What the workers share.
@@ -73,10 +74,31 @@ impl ParsedLines {
     }
 }
 
+/// What stands in for the data of a BGZF block lost with `skip_bad`: a newline and the
+/// start of a comment.
+const LOST_BLOCK: &[u8] = b"\n#";
+
+/// BGZF blocks that failed their checks and were skipped (with `skip_bad`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct LostBlocks {
+    pub(super) count: u64,
+    /// What was wrong with the first, with its byte offset.
+    pub(super) first: Option<String>,
+}
+
+impl LostBlocks {
+    fn add(&mut self, problem: String) {
+        self.count += 1;
+        self.first.get_or_insert(problem);
+    }
+}
+
 /// A worker's result for one chunk.
 #[derive(Debug, Default)]
 pub(super) struct ChunkOutput {
     pub(super) failure: Option<ReadFailure>,
+    /// BGZF blocks skipped in this chunk.
+    pub(super) lost: LostBlocks,
     /// Text before the first newline (the end of a line begun in earlier chunks), or the
     /// whole chunk when it has no newline.
     pub(super) head: Vec<u8>,
@@ -110,26 +132,45 @@ pub(super) fn parse_chunk(
             data_len,
         } => {
             let mut text = ctx.buffers.take();
-            text.resize(data_len, 0);
-            let mut d = Decompressor::new();
+            // Room for what stands in for lost blocks too (see `LOST_BLOCK`).
+            text.resize(data_len + LOST_BLOCK.len() * spans.len(), 0);
             let mut at = 0;
             let mut failure = None;
-            for s in &spans {
-                let block = &raw[s.start..s.start + s.len];
-                if let Err(m) = bgzf::inflate_block(&mut d, block, &mut text[at..at + s.data_len]) {
-                    failure = Some(ReadFailure::Compression(m));
-                    break;
+            let mut lost = LostBlocks::default();
+            match bgzf::Inflater::new() {
+                None => failure = Some(ReadFailure::Compression("out of memory".into())),
+                Some(mut d) => {
+                    for s in &spans {
+                        let block = &raw[s.start..s.start + s.len];
+                        let out = &mut text[at..at + s.data_len];
+                        match bgzf::inflate_block(&mut d, block, s, out) {
+                            Ok(()) => at += s.data_len,
+                            Err(m) if ctx.skip_bad => {
+                                // The block's data is lost; what stands in for it ends the
+                                // line before it and makes the rest of the line after it a
+                                // comment, so no line is glued across the gap.
+                                text[at..at + LOST_BLOCK.len()].copy_from_slice(LOST_BLOCK);
+                                at += LOST_BLOCK.len();
+                                lost.add(m);
+                            }
+                            Err(m) => {
+                                failure = Some(ReadFailure::Compression(m));
+                                break;
+                            }
+                        }
+                    }
                 }
-                at += s.data_len;
             }
+            text.truncate(at);
             ctx.buffers.give(raw);
-            let out = match failure {
+            let mut out = match failure {
                 Some(f) => ChunkOutput {
                     failure: Some(f),
                     ..ChunkOutput::default()
                 },
                 None => split_and_parse(ctx, known, &text),
             };
+            out.lost = lost;
             ctx.buffers.give(text);
             out
         }
@@ -144,6 +185,7 @@ pub(super) fn split_and_parse(
     match (memchr(b'\n', text), memchr::memrchr(b'\n', text)) {
         (Some(first), Some(last)) => ChunkOutput {
             failure: None,
+            lost: LostBlocks::default(),
             head: text[..first].to_vec(),
             tail: text[last + 1..].to_vec(),
             has_newline: true,
@@ -171,7 +213,9 @@ pub(super) fn parse_lines(ctx: &WorkerContext<'_>, known: &BarcodeMap, text: &[u
     while pos < text.len() && stop.is_none() {
         batch.clear();
         while batch.len() < BATCH && pos < text.len() {
-            if let Some((f, used)) = fast_line(&text[pos..]) {
+            if let Some((f, used)) =
+                fast_line(&text[pos..]).filter(|&(_, used)| used <= MAX_LINE_BYTES)
+            {
                 line_no += 1;
                 pos += used;
                 batch.push((f, line_no));
@@ -187,7 +231,18 @@ pub(super) fn parse_lines(ctx: &WorkerContext<'_>, known: &BarcodeMap, text: &[u
             if line.is_empty() || line[0] == b'#' {
                 continue;
             }
-            match fast_parse(line).map_or_else(|| parse_fields(line), Ok) {
+            if line.len() > MAX_LINE_BYTES {
+                if is_comment(line, false) {
+                    continue;
+                }
+                if ctx.skip_bad {
+                    b.bad(true, line_no, too_long());
+                    continue;
+                }
+                stop = Some((line_no, too_long()));
+                break;
+            }
+            match parse_fields(line) {
                 Ok(f) => batch.push((f, line_no)),
                 Err(_) if line.trim_ascii().is_empty() => {}
                 Err(problem) if ctx.skip_bad => {
