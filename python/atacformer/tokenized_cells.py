@@ -518,6 +518,8 @@ def write_gtok(path: str | os.PathLike[str], ids: Any) -> None:
 def _items(values: Any, what: str) -> list[Any]:
     """The items of an iterable as a list, read one by one: never sized from the object's
     own ``__len__``, which may claim more items than memory can hold."""
+    if type(values) in (list, tuple):  # exactly: their length is the true one
+        return list(values)
     if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
         raise AtacformerTypeError(f"{what} must be a sequence, got {type(values).__name__}")
     return [v for v in values]  # not list(values), which would trust __len__

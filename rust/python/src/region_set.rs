@@ -52,16 +52,14 @@ impl PyRegionSet {
 
 /// Index `i` (negative counts from the end) of a set of `n` regions, checked.
 fn index(i: isize, n: usize) -> PyResult<usize> {
-    {
-        let n = n as isize;
-        let j = if i < 0 { i + n } else { i };
-        if (0..n).contains(&j) {
-            Ok(j as usize)
-        } else {
-            Err(out_of_range(format!(
-                "region index {i} out of range for a set of {n}"
-            )))
-        }
+    let n = n as isize;
+    let j = if i < 0 { i + n } else { i };
+    if (0..n).contains(&j) {
+        Ok(j as usize)
+    } else {
+        Err(out_of_range(format!(
+            "region index {i} out of range for a set of {n}"
+        )))
     }
 }
 
