@@ -71,8 +71,11 @@ class TokenizedCells:
         names: Sequence[str] | None = None,
         pad_token_id: int | None = None,
     ) -> None:
-        ids = np.asanyarray(ids)  # keeps a memory map a memory map
-        offsets = np.asanyarray(offsets)
+        try:
+            ids = np.asanyarray(ids)  # keeps a memory map a memory map
+            offsets = np.asanyarray(offsets)
+        except (ValueError, TypeError) as e:  # nested lists of uneven length
+            raise InvalidInputError(f"ids and offsets must be flat arrays ({e})") from e
         if ids.ndim != 1 or offsets.ndim != 1 or len(offsets) == 0:
             raise InvalidInputError("ids and offsets must be 1-D, offsets non-empty")
         ids = _as_int_array(ids, np.int32, "ids")
@@ -182,7 +185,10 @@ class TokenizedCells:
             except ValueError as e:  # a step of zero
                 raise InvalidInputError(f"slice step cannot be zero: {key!r}") from e
             key = np.arange(start, stop, step)
-        index = np.asarray(key)
+        try:
+            index = np.asarray(key)
+        except (ValueError, TypeError) as e:
+            raise AtacformerIndexError(f"cell indices must be a flat sequence ({e})") from e
         if index.dtype == bool:
             if index.shape != (len(self),):
                 raise AtacformerIndexError(
@@ -194,7 +200,10 @@ class TokenizedCells:
     def take(self, indices: Any) -> TokenizedCells:
         """The cells at ``indices`` (integers; negative count from the end), in that order,
         with their names."""
-        index = np.asarray(indices)
+        try:
+            index = np.asarray(indices)
+        except (ValueError, TypeError) as e:  # nested lists of uneven length
+            raise AtacformerIndexError(f"cell indices must be a flat sequence ({e})") from e
         if index.size and not np.issubdtype(index.dtype, np.integer):
             raise AtacformerIndexError(
                 f"cells can be selected by integers, slices or a boolean mask, not {index.dtype}"
@@ -300,6 +309,8 @@ class TokenizedCells:
             raise _core.AtacformerTypeError(
                 f"n_vars must be an integer, got {type(n_vars).__name__}"
             )
+        if not 0 <= n_vars <= np.iinfo(np.int64).max:
+            raise InvalidInputError(f"n_vars must be in 0..2^63-1, got {n_vars}")
         if len(ids) and int(ids.min()) < 0:
             raise InvalidInputError(f"ids must not be negative, got {int(ids.min())}")
         if top > n_vars:

@@ -359,7 +359,16 @@ pub fn from_iterable(obj: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
 
 /// `obj` as a one-dimensional NumPy array and its dtype kind (`"i"`, `"f"`, `"O"`, ...).
 fn array_1d<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<(Bound<'py, PyAny>, String)> {
-    let arr = obj.py().import("numpy")?.call_method1("asarray", (obj,))?;
+    let arr = obj
+        .py()
+        .import("numpy")?
+        .call_method1("asarray", (obj,))
+        .map_err(|e| {
+            invalid(format!(
+                "{what} must be a flat array: {}",
+                e.value(obj.py())
+            ))
+        })?;
     let ndim: usize = arr.getattr("ndim")?.extract()?;
     if ndim != 1 {
         return Err(invalid(format!(
