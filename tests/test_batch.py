@@ -127,7 +127,9 @@ def test_tokenized_cells_access_filter_and_files(case, tmp_path: Path):
     tc.save(path)
     back = TokenizedCells.load(path)
     assert back == tc and back.pad_token_id == tok.pad_token_id
-    assert isinstance(back.ids, np.memmap)
+    assert not isinstance(back.ids, np.memmap)  # read into memory by default (safe)
+    mapped = TokenizedCells.load(path, mmap=True)
+    assert mapped == tc and isinstance(mapped.ids, np.memmap)
     assert pickle.loads(pickle.dumps(tc)) == tc
     gtoks = tc.to_gtok(tmp_path / "g")
     assert (tmp_path / "g" / "3.gtok").read_bytes()[:5] == b"GTOK\x01"

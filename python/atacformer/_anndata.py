@@ -10,6 +10,21 @@ import numpy as np
 from . import _core
 
 
+def check_anndata(adata: Any) -> None:
+    """Refuses anything that is not AnnData-like (``var``, ``obs_names``, ``X``, ``layers``
+    and ``n_obs``), before any attribute of it is read."""
+    missing = [
+        a
+        for a in ("var", "var_names", "obs_names", "X", "layers", "n_obs")
+        if not hasattr(adata, a)
+    ]
+    if missing:
+        raise _core.AtacformerTypeError(
+            f"expected an AnnData object, got {type(adata).__name__} (it has no "
+            f"{', '.join(missing)})"
+        )
+
+
 def peaks_of(adata: Any) -> _core.RegionSet:
     """The peaks of ``adata.var`` as a RegionSet, from columns or from ``var_names``."""
     var = adata.var

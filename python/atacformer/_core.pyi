@@ -52,8 +52,8 @@ def tokenize_fragments(
     barcodes_path: str | os.PathLike[str] | None = None,
     min_fragments: int | None = None,
     max_fragments: int | None = None,
-    unique: bool = True,
-    skip_bad_lines: bool = False,
+    unique: bool | None = None,
+    skip_bad_lines: bool | None = None,
 ) -> tuple[Ragged, list[str], dict[str, Any]]: ...
 
 @final
@@ -73,10 +73,10 @@ class Ragged:
     @staticmethod
     def from_cells(cells: list[npt.NDArray[np.int32]]) -> Ragged: ...
     def truncate(
-        self, max_length: int, strategy: str = "random", seed: int | None = None
+        self, max_length: int, strategy: str | None = None, seed: int | None = None
     ) -> Ragged: ...
     def pad(
-        self, width: int, pad_id: int, strategy: str = "random", seed: int | None = None
+        self, width: int, pad_id: int, strategy: str | None = None, seed: int | None = None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
     def __reduce__(self) -> tuple[Any, ...]: ...
 
@@ -100,7 +100,9 @@ class PeakTable:
 class Region:
     """A genomic interval ``[start, end)`` on ``chr`` (0-based, half-open, bp)."""
 
-    def __new__(cls, chr: str, start: int, end: int, rest: str | None = None) -> Region: ...
+    def __new__(
+        cls, chr: str, start: int | float, end: int | float, rest: str | None = None
+    ) -> Region: ...
     @property
     def chr(self) -> str: ...
     @property

@@ -17,7 +17,11 @@ Files
     | u64 names_bytes | i64 offsets[n_cells + 1] | i32 ids[n_ids] | pad to 8
     | names as UTF-8, one per line
 
-``load`` memory-maps the offsets and ids, so opening a file of any size is instant.
+``load`` reads the file into memory; ``load(path, mmap=True)`` memory-maps the offsets and
+ids instead, so opening a file of any size is instant (see :meth:`TokenizedCells.load` for
+its hazard). ``save``, ``to_gtok`` and ``write_gtok`` write through
+:func:`atacformer._atomic.atomic_path`: a reader sees the old file or the new one, never a
+torn one. ``to_gtok`` refuses cell names that are not plain file names.
 ``read_gtok``/``write_gtok`` handle the peer's one-cell ``.gtok`` files: ``b"GTOK"``, a flag
 byte (``0x01``: u16 ids, ``0x02``: u32 ids), then the little-endian ids.
 """
@@ -25,16 +29,23 @@ byte (``0x01``: u16 ids, ``0x02``: u32 ids), then the little-endian ids.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import _core
+from ._atomic import atomic_path
 from ._core import DEFAULT_SEED
 from ._encoding import BatchEncoding
-from .exceptions import AtacformerIndexError, InvalidInputError, MissingFileError, ParseError
+from .exceptions import (
+    AtacformerIndexError,
+    AtacformerTypeError,
+    InvalidInputError,
+    MissingFileError,
+    ParseError,
+)
 
 _MAGIC = b"ATOK"
 _VERSION = 1
@@ -60,8 +71,11 @@ class TokenizedCells:
         names: Sequence[str] | None = None,
         pad_token_id: int | None = None,
     ) -> None:
-        ids = np.asanyarray(ids)  # keeps a memory map a memory map
-        offsets = np.asanyarray(offsets)
+        try:
+            ids = np.asanyarray(ids)  # keeps a memory map a memory map
+            offsets = np.asanyarray(offsets)
+        except (ValueError, TypeError) as e:  # nested lists of uneven length
+            raise InvalidInputError(f"ids and offsets must be flat arrays ({e})") from e
         if ids.ndim != 1 or offsets.ndim != 1 or len(offsets) == 0:
             raise InvalidInputError("ids and offsets must be 1-D, offsets non-empty")
         ids = _as_int_array(ids, np.int32, "ids")
@@ -72,12 +86,12 @@ class TokenizedCells:
         self, ragged: _core.Ragged, names: Sequence[str] | None, pad_token_id: int | None
     ) -> None:
         n = len(ragged)
-        names = [str(i) for i in range(n)] if names is None else list(names)
+        names = [str(i) for i in range(n)] if names is None else _items(names, "names")
         if len(names) != n:
             raise InvalidInputError(f"{len(names)} names for {n} cells")
         self._ragged = ragged
         self.names: list[str] = names
-        self.pad_token_id = pad_token_id
+        self.pad_token_id = _pad_id(pad_token_id)
 
     @classmethod
     def _wrap(
@@ -99,7 +113,10 @@ class TokenizedCells:
         pad_token_id: int | None = None,
     ) -> TokenizedCells:
         """Builds from a list of id sequences (copies them into one buffer)."""
-        arrays = [_as_int_array(np.asarray(c).reshape(-1), np.int32, "ids") for c in cells]
+        arrays = [
+            _as_int_array(_flat_ids(c, f"cell {i}"), np.int32, "ids")
+            for i, c in enumerate(_items(cells, "cells"))
+        ]
         return cls._wrap(_core.Ragged.from_cells(arrays), names, pad_token_id)
 
     @classmethod
@@ -111,7 +128,7 @@ class TokenizedCells:
         ``pad_token_id`` defaults to the parts' own; parts with different pad ids (different
         vocabularies) are refused unless it is given.
         """
-        parts = list(parts)
+        parts = _items(parts, "parts")
         bad = next((p for p in parts if not isinstance(p, TokenizedCells)), None)
         if bad is not None:
             raise _core.AtacformerTypeError(
@@ -159,10 +176,19 @@ class TokenizedCells:
                 raise AtacformerIndexError(f"cell index {key} out of range for {n} cells")
             return self.ids[self.offsets[i] : self.offsets[i + 1]]
         if isinstance(key, slice):
-            if key.step == 0:
-                raise InvalidInputError("slice step cannot be zero")
-            key = np.arange(len(self))[key]
-        index = np.asarray(key)
+            try:
+                start, stop, step = key.indices(len(self))
+            except TypeError as e:
+                raise AtacformerTypeError(
+                    f"slice indices must be integers or None, got {key!r}"
+                ) from e
+            except ValueError as e:  # a step of zero
+                raise InvalidInputError(f"slice step cannot be zero: {key!r}") from e
+            key = np.arange(start, stop, step)
+        try:
+            index = np.asarray(key)
+        except (ValueError, TypeError) as e:
+            raise AtacformerIndexError(f"cell indices must be a flat sequence ({e})") from e
         if index.dtype == bool:
             if index.shape != (len(self),):
                 raise AtacformerIndexError(
@@ -174,7 +200,10 @@ class TokenizedCells:
     def take(self, indices: Any) -> TokenizedCells:
         """The cells at ``indices`` (integers; negative count from the end), in that order,
         with their names."""
-        index = np.asarray(indices)
+        try:
+            index = np.asarray(indices)
+        except (ValueError, TypeError) as e:  # nested lists of uneven length
+            raise AtacformerIndexError(f"cell indices must be a flat sequence ({e})") from e
         if index.size and not np.issubdtype(index.dtype, np.integer):
             raise AtacformerIndexError(
                 f"cells can be selected by integers, slices or a boolean mask, not {index.dtype}"
@@ -213,6 +242,8 @@ class TokenizedCells:
         self, min_tokens: int | None = None, max_tokens: int | None = None
     ) -> TokenizedCells:
         """Cells with ``min_tokens <= length <= max_tokens`` (either bound optional)."""
+        min_tokens = _length_arg(min_tokens, "min_tokens")
+        max_tokens = _length_arg(max_tokens, "max_tokens")
         keep = np.ones(len(self), dtype=bool)
         if min_tokens is not None:
             keep &= self.lengths >= min_tokens
@@ -241,9 +272,10 @@ class TokenizedCells:
         ``width`` is the longest cell, capped at ``max_length`` (or exactly ``max_length``
         with ``pad_to_max_length``). Longer cells are truncated deterministically.
         """
-        pad = self.pad_token_id if pad_token_id is None else pad_token_id
+        pad = self.pad_token_id if pad_token_id is None else _pad_id(pad_token_id)
         if pad is None:
             raise InvalidInputError("to_padded needs pad_token_id (none is stored)")
+        max_length = _length_arg(max_length, "max_length")
         longest = int(self.lengths.max()) if len(self) else 0
         if max_length is None:
             width = longest
@@ -277,6 +309,8 @@ class TokenizedCells:
             raise _core.AtacformerTypeError(
                 f"n_vars must be an integer, got {type(n_vars).__name__}"
             )
+        if not 0 <= n_vars <= np.iinfo(np.int64).max:
+            raise InvalidInputError(f"n_vars must be in 0..2^63-1, got {n_vars}")
         if len(ids) and int(ids.min()) < 0:
             raise InvalidInputError(f"ids must not be negative, got {int(ids.min())}")
         if top > n_vars:
@@ -308,59 +342,86 @@ class TokenizedCells:
 
     # ------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Writes the ``.atok`` format; replaces the file atomically."""
-        names = "\n".join(self.names).encode()
-        if any("\n" in n for n in self.names):
-            raise InvalidInputError("cell names must not contain newlines")
+        """Writes the ``.atok`` format. The file is written under a unique temporary name
+        beside ``path`` and renamed over it once complete, so a reader (or a concurrent
+        writer) never sees a torn file, and a failed write leaves the old file."""
+        path = _path_arg(path, "path")
+        names = _names_bytes(self.names)
         header = np.zeros((), dtype=_HEADER)
         header["magic"], header["version"] = _MAGIC, _VERSION
         header["n_cells"], header["n_ids"] = len(self), len(self.ids)
         header["pad"] = -1 if self.pad_token_id is None else self.pad_token_id
         header["names_bytes"] = len(names)
-        path = Path(path)
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(header.tobytes())
-                f.write(np.ascontiguousarray(self.offsets, dtype="<i8").tobytes())
-                f.write(np.ascontiguousarray(self.ids, dtype="<i4").tobytes())
-                f.write(b"\0" * (-4 * len(self.ids) % 8))
-                f.write(names)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            f.write(header.tobytes())
+            f.write(np.ascontiguousarray(self.offsets, dtype="<i8").tobytes())
+            f.write(np.ascontiguousarray(self.ids, dtype="<i4").tobytes())
+            f.write(b"\0" * (-4 * len(self.ids) % 8))
+            f.write(names)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> TokenizedCells:
-        """Opens an ``.atok`` file, memory-mapping its offsets and ids."""
-        path = Path(path)
+    def load(cls, path: str | os.PathLike[str], *, mmap: bool = False) -> TokenizedCells:
+        """Opens an ``.atok`` file, reading it into memory.
+
+        ``mmap=True`` memory-maps the offsets and ids instead, which opens a file of any
+        size at once and reads only the cells used. Its hazard: the cells then read the
+        file itself, so if the file is rewritten in place while they are in use (``cp``
+        over it, or another program truncating it; :meth:`save` replaces files by rename
+        and is safe), their ids change under them, and reading past a truncated end kills
+        the process with SIGBUS. Use it only for files nothing rewrites.
+        """
+        path = _path_arg(path, "path")
+        if not isinstance(mmap, (bool, np.bool_)):
+            raise AtacformerTypeError(f"mmap must be True or False, got {type(mmap).__name__}")
         if not path.is_file():
             raise MissingFileError(2, "No such file or directory", str(path))
-        size = path.stat().st_size
-        if size < _HEADER.itemsize:
-            raise ParseError(f"{path}: too short to be an .atok file")
-        header = np.fromfile(path, dtype=_HEADER, count=1)[0]
+        try:
+            with open(path, "rb") as f:
+                return cls._read(path, f, bool(mmap))
+        except OSError as e:
+            if isinstance(e, MissingFileError):
+                raise
+            raise _core.AtacformerIOError(
+                e.errno, f"could not read {path}: {e.strerror or e}", str(path)
+            ) from e
+
+    @classmethod
+    def _read(cls, path: Path, f: Any, mmap: bool) -> TokenizedCells:
+        """Parses an open ``.atok`` file; every size is checked against the file's."""
+        size = os.fstat(f.fileno()).st_size
+        raw = f.read(_HEADER.itemsize)
+        if len(raw) < _HEADER.itemsize:
+            raise ParseError(f"{path}: too short to be an .atok file", str(path), 0)
+        header = np.frombuffer(raw, dtype=_HEADER, count=1)[0]
         if header["magic"] != _MAGIC or header["version"] != _VERSION:
-            raise ParseError(f"{path}: not an .atok file (bad magic or version)")
+            raise ParseError(f"{path}: not an .atok file (bad magic or version)", str(path), 0)
         n, n_ids, names_bytes = (int(header[k]) for k in ("n_cells", "n_ids", "names_bytes"))
         at = _HEADER.itemsize
         ids_at = at + 8 * (n + 1)
         names_at = ids_at + 4 * n_ids + (-4 * n_ids % 8)
         if names_at + names_bytes != size:
-            raise ParseError(f"{path}: truncated or corrupt .atok file")
-        offsets = np.memmap(path, dtype="<i8", mode="r", offset=at, shape=(n + 1,))
-        ids = (
-            np.memmap(path, dtype="<i4", mode="r", offset=ids_at, shape=(n_ids,))
-            if n_ids
-            else np.zeros(0, dtype=np.int32)
-        )
-        with open(path, "rb") as f:
-            f.seek(names_at)
-            try:
-                text = f.read(names_bytes).decode()
-            except UnicodeDecodeError as e:
-                raise ParseError(f"{path}: cell names are not UTF-8 ({e.reason})") from e
+            raise ParseError(f"{path}: truncated or corrupt .atok file", str(path), 0)
+        if mmap:
+            offsets = np.memmap(path, dtype="<i8", mode="r", offset=at, shape=(n + 1,))
+            ids = (
+                np.memmap(path, dtype="<i4", mode="r", offset=ids_at, shape=(n_ids,))
+                if n_ids
+                else np.zeros(0, dtype=np.int32)
+            )
+        else:
+            offsets = np.fromfile(f, dtype="<i8", count=n + 1)
+            f.seek(ids_at)
+            ids = np.fromfile(f, dtype="<i4", count=n_ids)
+            if len(offsets) != n + 1 or len(ids) != n_ids:  # the file shrank meanwhile
+                raise ParseError(f"{path}: truncated .atok file", str(path), 0)
+        f.seek(names_at)
+        data = f.read(names_bytes)
+        if len(data) != names_bytes:
+            raise ParseError(f"{path}: truncated .atok file", str(path), 0)
+        try:
+            text = data.decode()
+        except UnicodeDecodeError as e:
+            raise ParseError(f"{path}: cell names are not UTF-8 ({e.reason})", str(path), 0) from e
         names = text.split("\n") if n else []
         pad = int(header["pad"])
         try:
@@ -371,18 +432,37 @@ class TokenizedCells:
     @classmethod
     def from_gtok(cls, paths: Sequence[str | os.PathLike[str]]) -> TokenizedCells:
         """One cell per ``.gtok`` file, named by the file's stem."""
-        return cls.from_lists([read_gtok(p) for p in paths], names=[Path(p).stem for p in paths])
+        paths = [_path_arg(p, "paths") for p in _items(paths, "paths")]
+        return cls.from_lists([read_gtok(p) for p in paths], names=[p.stem for p in paths])
 
     def to_gtok(self, directory: str | os.PathLike[str]) -> list[Path]:
-        """Writes ``{name}.gtok`` per cell into ``directory``; returns the paths."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for name, ids in zip(self.names, self, strict=True):
-            p = out / f"{name}.gtok"
+        """Writes ``{name}.gtok`` per cell into ``directory``; returns the paths.
+
+        Cell names often come from input files (barcodes), so each must be a plain file
+        name: not empty, not ``.`` or ``..``, without ``/``, ``\\``, NUL or other control
+        characters, and valid Unicode. Two cells may not share a name. A name that breaks
+        these rules is an :class:`~atacformer.InvalidInputError` before anything is
+        written, so nothing lands outside ``directory``. Each file is written atomically.
+        """
+        out = _path_arg(directory, "directory")
+        targets = [out / f"{_plain_file_name(name)}.gtok" for name in self.names]
+        seen: dict[str, int] = {}
+        for i, name in enumerate(self.names):
+            if name in seen:
+                raise InvalidInputError(
+                    f"cells {seen[name]} and {i} are both named {name!r}: their .gtok files "
+                    "would overwrite each other"
+                )
+            seen[name] = i
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise _core.AtacformerIOError(
+                e.errno, f"cannot create {out}: {e.strerror or e}", str(out)
+            ) from e
+        for p, ids in zip(targets, self, strict=True):
             write_gtok(p, ids)
-            paths.append(p)
-        return paths
+        return targets
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
@@ -413,7 +493,7 @@ def _as_int_array(values: np.ndarray, dtype: type, what: str) -> np.ndarray:
 
 def read_gtok(path: str | os.PathLike[str]) -> np.ndarray:
     """Ids of a peer ``.gtok`` file as int32."""
-    path = Path(path)
+    path = _path_arg(path, "path")
     if not path.is_file():
         raise MissingFileError(2, "No such file or directory", str(path))
     data = path.read_bytes()
@@ -433,12 +513,113 @@ def read_gtok(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def write_gtok(path: str | os.PathLike[str], ids: Any) -> None:
-    """Writes ids as a ``.gtok`` file: u16 when every id fits, else u32."""
-    ids = np.asarray(ids).reshape(-1)
+    """Writes ids as a ``.gtok`` file: u16 when every id fits, else u32. The file is
+    replaced atomically (see :meth:`TokenizedCells.save`)."""
+    ids = _flat_ids(ids, "ids")
     if ids.size and not np.issubdtype(ids.dtype, np.integer):
         raise InvalidInputError(f".gtok ids must be integers, got {ids.dtype}")
     if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= 2**32):
         raise InvalidInputError(".gtok ids must be in 0..2^32-1")
     small = not ids.size or int(ids.max()) < 2**16
     body = ids.astype("<u2" if small else "<u4").tobytes()
-    Path(path).write_bytes(b"GTOK" + bytes([1 if small else 2]) + body)
+    with atomic_path(_path_arg(path, "path")) as tmp:
+        tmp.write_bytes(b"GTOK" + bytes([1 if small else 2]) + body)
+
+
+def _items(values: Any, what: str) -> list[Any]:
+    """The items of an iterable as a list, read one by one: never sized from the object's
+    own ``__len__``, which may claim more items than memory can hold."""
+    if type(values) in (list, tuple):  # exactly: their length is the true one
+        return list(values)
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise AtacformerTypeError(f"{what} must be a sequence, got {type(values).__name__}")
+    return [v for v in values]  # not list(values), which would trust __len__
+
+
+def _path_arg(path: Any, what: str) -> Path:
+    """A ``str`` or ``os.PathLike`` argument as a Path; anything else is a type error."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise AtacformerTypeError(
+            f"{what} must be a path (str or os.PathLike), got {type(path).__name__}"
+        )
+    try:
+        return Path(path)
+    except TypeError as e:  # an os.PathLike whose __fspath__ gives bytes
+        raise AtacformerTypeError(f"{what} is not a usable path: {e}") from e
+
+
+def _length_arg(value: Any, what: str) -> int | None:
+    """``None`` or a non-negative integer (Python's or NumPy's), checked."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise AtacformerTypeError(f"{what} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise InvalidInputError(f"{what} must be 0 or more, got {value}")
+    return int(value)
+
+
+def _pad_id(value: Any) -> int | None:
+    """``None`` or a pad token id that fits in int64."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise AtacformerTypeError(f"pad_token_id must be an integer, got {type(value).__name__}")
+    info = np.iinfo(np.int64)
+    if not info.min <= value <= info.max:
+        raise InvalidInputError(f"pad_token_id must fit in int64, got {value}")
+    return int(value)
+
+
+def _flat_ids(values: Any, what: str) -> np.ndarray:
+    """One cell's ids (a sequence or array) as a flat NumPy array."""
+    try:
+        return np.asarray(values).reshape(-1)
+    except (ValueError, TypeError) as e:  # e.g. a nested list of uneven rows
+        raise InvalidInputError(f"{what}: not a flat sequence of ids ({e})") from e
+
+
+def _names_bytes(names: Sequence[Any]) -> bytes:
+    """Cell names joined by newlines as UTF-8, each checked to survive the round trip."""
+    for i, name in enumerate(names):
+        if not isinstance(name, str):
+            raise AtacformerTypeError(f"cell name {i} is not a string: {type(name).__name__}")
+        if "\n" in name:
+            raise InvalidInputError("cell names must not contain newlines")
+    try:
+        return "\n".join(names).encode()
+    except UnicodeEncodeError as e:
+        bad = next(i for i, n in enumerate(names) if _not_unicode(n))
+        raise InvalidInputError(
+            f"cell name {bad} ({names[bad]!r}) is not valid Unicode (a lone surrogate)"
+        ) from e
+
+
+def _not_unicode(name: str) -> bool:
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _plain_file_name(name: Any) -> str:
+    """``name`` when it is a plain file name (one path component, printable, valid
+    Unicode); an :class:`InvalidInputError` otherwise."""
+    if not isinstance(name, str):
+        raise AtacformerTypeError(f"cell names must be strings, got {type(name).__name__}")
+    why = None
+    if name in ("", ".", ".."):
+        why = "is not a file name"
+    elif "/" in name or "\\" in name or (os.altsep and os.altsep in name):
+        why = "contains a path separator"
+    elif _not_unicode(name):
+        why = "is not valid Unicode (a lone surrogate)"
+    elif any(not c.isprintable() for c in name):
+        why = "contains a control or other unprintable character"
+    if why is not None:
+        raise InvalidInputError(
+            f"cell name {name!r} {why}: to_gtok writes one file per cell name and accepts "
+            "only plain file names"
+        )
+    return name

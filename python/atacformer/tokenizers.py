@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy as np
 from . import _core
 from ._core import CONFIG_FILE, DEFAULT_SEED, UNIVERSE_FILES
 from ._encoding import BatchEncoding
-from .tokenized_cells import TokenizedCells
+from .tokenized_cells import TokenizedCells, _items, _length_arg
 
 PathLike = Union[str, "os.PathLike[str]"]
 Regions = Any  # RegionSet | BED path | DataFrame | iterable of region-like objects
@@ -54,12 +54,36 @@ def _cell_name(cell: Any, i: int) -> str:
     return str(i)
 
 
+def _from_tensor(values: Any) -> Any:
+    """A torch tensor as a NumPy array (anything else as it is). A tensor NumPy cannot hold
+    (bfloat16) or with no data (on the meta device) is an error, not a torch one."""
+    if not (hasattr(values, "detach") and hasattr(values, "cpu")):
+        return values
+    if getattr(values, "is_meta", False):
+        raise _core.InvalidInputError(
+            "a tensor on the meta device has no values to read; move it to a real device"
+        )
+    dtype = getattr(values, "dtype", None)
+    if getattr(dtype, "is_floating_point", False) or getattr(dtype, "is_complex", False):
+        raise _core.AtacformerTypeError(f"token ids must be integers, got a tensor of {dtype}")
+    try:
+        return values.detach().cpu().numpy()
+    except (TypeError, RuntimeError) as e:
+        raise _core.AtacformerTypeError(f"cannot read ids from a tensor of {dtype}: {e}") from e
+
+
 def _as_id_array(ids: Any) -> np.ndarray:
     """Any int, sequence, NumPy array or torch tensor of ids as a 1-D int64 array. Ids
-    beyond int64 (surely unknown) become -1, which decodes as unk."""
-    if hasattr(ids, "detach") and hasattr(ids, "cpu"):  # a torch tensor
-        ids = ids.detach().cpu().numpy()
-    arr = np.asarray(ids)
+    beyond int64 (surely unknown) become -1, which decodes as unk. Rows of different
+    lengths (a batch of cells) are refused: :meth:`Tokenizer.batch_decode` takes those."""
+    ids = _from_tensor(ids)
+    try:
+        arr = np.asarray(ids)
+    except ValueError as e:  # nested sequences of uneven length
+        raise _core.InvalidInputError(
+            "token ids must be one flat sequence; for a batch of cells of different lengths "
+            f"use batch_decode ({e})"
+        ) from e
     if arr.dtype == object:
         values = arr.reshape(-1).tolist()
         if all(isinstance(x, (int, np.integer)) and not isinstance(x, bool) for x in values):
@@ -87,11 +111,13 @@ def _token_strings(tokens: Any) -> list[str]:
     return values
 
 
-def _flat(values: Any) -> np.ndarray:
+def _flat(values: Any, what: str = "input_ids") -> np.ndarray:
     """A sequence, array or tensor as a flat NumPy array."""
-    if hasattr(values, "detach") and hasattr(values, "cpu"):
-        values = values.detach().cpu().numpy()
-    return np.asarray(values).reshape(-1)
+    values = _from_tensor(values)
+    try:
+        return np.asarray(values).reshape(-1)
+    except (ValueError, TypeError) as e:
+        raise _core.InvalidInputError(f"{what}: not a flat sequence ({e})") from e
 
 
 def _special_index(attribute: str) -> int:
@@ -199,6 +225,11 @@ class Tokenizer:
         """
         from .hub import DEMO_NAME, resolve_pretrained
 
+        if not isinstance(name_or_path, (str, os.PathLike)):
+            raise _core.AtacformerTypeError(
+                "from_pretrained takes 'demo', a path or a Hub repo id (a string), got "
+                f"{type(name_or_path).__name__}"
+            )
         # "demo" means the packaged model here as everywhere, even beside a file named demo.
         if isinstance(name_or_path, (str, os.PathLike)) and os.fspath(name_or_path) != DEMO_NAME:
             if os.path.isfile(name_or_path):
@@ -290,6 +321,7 @@ class Tokenizer:
         ragged unless tensors are asked for or ``stack`` is set; they must then be of one
         length, and stack into a rectangle."""
         truncate = truncation not in (False, "do_not_truncate")
+        max_length = _length_arg(max_length, "max_length")
         if truncate and max_length is None:
             raise _core.InvalidInputError("truncation needs max_length")
         if padding in (False, "do_not_pad"):
@@ -351,7 +383,7 @@ class Tokenizer:
 
     def tokenize_files(self, paths: Sequence[PathLike]) -> TokenizedCells:
         """Tokenizes BED files (bulk region sets) in parallel; cells are named by file."""
-        paths = list(paths)
+        paths = _items(paths, "paths")
         bad = next((p for p in paths if not isinstance(p, (str, os.PathLike))), None)
         if bad is not None:
             raise _core.AtacformerTypeError(
@@ -387,7 +419,7 @@ class Tokenizer:
         if isinstance(barcodes, (str, os.PathLike)):
             listed_path = barcodes
         elif barcodes is not None:
-            listed = [str(b) for b in barcodes]
+            listed = [str(b) for b in _items(barcodes, "barcodes")]
         ragged, names, stats = _core.tokenize_fragments(
             self._tok,
             path,
@@ -423,8 +455,9 @@ class Tokenizer:
         ``.h5ad`` is read ``chunk_size`` rows at a time. Each peak is mapped to universe
         ids once, then each cell gathers the ids of its peaks (unique, genomic order).
         """
-        from ._anndata import obs_names, peaks_of, row_chunks
+        from ._anndata import check_anndata, obs_names, peaks_of, row_chunks
 
+        check_anndata(adata)
         # Built once (overlaps and genomic ranks), reused for every chunk of rows.
         table = _core.PeakTable(self._tok, peaks_of(adata))
         parts = [
@@ -452,28 +485,49 @@ class Tokenizer:
         """
         extra: dict[str, Any] = {}
         masks: list[np.ndarray] | None = None
+        max_length = _length_arg(max_length, "max_length")
+        pad_to_multiple_of = _length_arg(pad_to_multiple_of, "pad_to_multiple_of")
         if isinstance(encoded_inputs, (list, tuple)):
-            if not encoded_inputs:
+            rows = _items(encoded_inputs, "encoded_inputs")
+            if not rows:
                 raise _core.InvalidInputError("pad() got an empty batch")
-            rows = encoded_inputs
-            ids = [_flat(r["input_ids"]) for r in rows]
+            for i, r in enumerate(rows):
+                if not isinstance(r, Mapping):
+                    raise _core.AtacformerTypeError(
+                        f"pad(): row {i} must be a mapping with input_ids, got {type(r).__name__}"
+                    )
+                if "input_ids" not in r:
+                    raise _core.InvalidInputError(f"pad(): row {i} has no input_ids")
+            ids = [_flat(r["input_ids"], f"row {i}: input_ids") for i, r in enumerate(rows)]
             if all("attention_mask" in r for r in rows):
-                masks = [_flat(r["attention_mask"]) for r in rows]
+                masks = [_flat(r["attention_mask"], "attention_mask") for r in rows]
             for key in rows[0]:
                 if key not in ("input_ids", "attention_mask"):
-                    extra[key] = np.stack([np.asarray(r[key]) for r in rows])
+                    try:
+                        extra[key] = np.stack([np.asarray(r[key]) for r in rows])
+                    except (KeyError, ValueError, TypeError) as e:
+                        raise _core.InvalidInputError(
+                            f"pad(): {key!r} cannot be stacked across the rows ({e!r})"
+                        ) from e
         else:
+            if not isinstance(encoded_inputs, Mapping):
+                raise _core.AtacformerTypeError(
+                    "pad() takes a list of mappings with input_ids or one mapping, got "
+                    f"{type(encoded_inputs).__name__}"
+                )
+            if "input_ids" not in encoded_inputs:
+                raise _core.InvalidInputError("pad(): the mapping has no input_ids")
             ids = encoded_inputs["input_ids"]
             mask = encoded_inputs.get("attention_mask")
             if mask is not None and not isinstance(ids, TokenizedCells):
-                masks = [_flat(m) for m in mask]
+                masks = [_flat(m, "attention_mask") for m in _items(mask, "attention_mask")]
             for key, value in encoded_inputs.items():
                 if key not in ("input_ids", "attention_mask"):
                     extra[key] = value
         cells = (
             ids
             if isinstance(ids, TokenizedCells)
-            else TokenizedCells.from_lists([_flat(i) for i in ids])
+            else TokenizedCells.from_lists([_flat(i) for i in _items(ids, "input_ids")])
         )
         if masks is not None and [len(m) for m in masks] != cells.lengths.tolist():
             raise _core.InvalidInputError("pad(): attention_mask and input_ids differ in length")
@@ -508,8 +562,24 @@ class Tokenizer:
         return self._tok.tokens_to_ids(_token_strings(tokens))
 
     def decode(self, ids: Any) -> list[str]:
-        """Token strings of an int, list, NumPy array or torch tensor of ids."""
+        """Token strings of an int, list, NumPy array or torch tensor of ids (one cell;
+        a rectangle is read row after row). Rows of different lengths are refused with an
+        :class:`~atacformer.InvalidInputError`: :meth:`batch_decode` decodes a batch."""
         return self._tok.ids_to_tokens(_as_id_array(ids))
+
+    def batch_decode(self, sequences: Any) -> list[list[str]]:
+        """Token strings of each cell of a batch: a list of id sequences (of any
+        lengths), a 2-D array or tensor, or a :class:`TokenizedCells`."""
+        if isinstance(sequences, TokenizedCells):
+            rows: list[Any] = list(sequences)
+        else:
+            sequences = _from_tensor(sequences)
+            if isinstance(sequences, np.ndarray) and sequences.ndim != 2:
+                raise _core.InvalidInputError(
+                    f"batch_decode takes a 2-D batch, got an array of shape {sequences.shape}"
+                )
+            rows = _items(sequences, "sequences")
+        return [self.decode(r) for r in rows]
 
     def convert_tokens_to_ids(self, tokens: str | Sequence[str]) -> int | list[int]:
         """A scalar for a string, a list for a list; unknown tokens give the unk id."""
@@ -574,7 +644,7 @@ class Tokenizer:
         if isinstance(tokens, str):
             tokens = [tokens]
         elif not hasattr(tokens, "__array__"):
-            tokens = list(tokens)  # also takes generators, read once
+            tokens = _items(tokens, "tokens")  # also takes generators, read once
         if hasattr(tokens, "detach") or (hasattr(tokens, "dtype") and tokens.dtype.kind in "iu"):
             ids = _as_id_array(tokens)
         else:

@@ -29,18 +29,33 @@ impl fmt::Display for Region {
     }
 }
 
-/// Checks that `chr` can be written to a BED line and read back: not empty, and without
-/// the whitespace that separates columns.
+/// Checks that `chr` can be written to a BED line and read back by [`crate::bed`]: not
+/// empty; without the whitespace that separates columns or any control character (NUL,
+/// escapes, line breaks); not a name the reader takes for a header line (`track`,
+/// `browser`, or anything starting with `#`); and not starting with a byte-order mark,
+/// which the reader strips from the first line.
 pub fn check_chrom(chr: &str) -> std::result::Result<(), crate::LineProblem> {
+    let bad = |why: &str| {
+        Err(crate::LineProblem::Other(format!(
+            "the chromosome name {chr:?} {why}"
+        )))
+    };
     if chr.is_empty() {
         return Err(crate::LineProblem::Other(
             "the chromosome name is empty".into(),
         ));
     }
     if chr.bytes().any(|b| b.is_ascii_whitespace()) {
-        return Err(crate::LineProblem::Other(format!(
-            "the chromosome name {chr:?} contains whitespace"
-        )));
+        return bad("contains whitespace");
+    }
+    if chr.chars().any(char::is_control) {
+        return bad("contains a control character");
+    }
+    if chr.starts_with('#') || chr == "track" || chr == "browser" {
+        return bad("would be read back as a BED header line (#, track or browser)");
+    }
+    if chr.starts_with('\u{feff}') {
+        return bad("starts with a byte-order mark");
     }
     Ok(())
 }
@@ -120,7 +135,23 @@ mod tests {
     #[test]
     fn names_and_rest_that_a_bed_line_can_hold() {
         assert!(check_chrom("chr1").is_ok() && check_chrom("HLA-A*01:01").is_ok());
-        for bad in ["", "chr 1", "chr1\t", "\nchr1"] {
+        assert!(check_chrom("tracks").is_ok() && check_chrom("chr#1").is_ok());
+        assert!(check_chrom("browser2").is_ok() && check_chrom("Track").is_ok());
+        for bad in [
+            "",
+            "chr 1",
+            "chr1\t",
+            "\nchr1",
+            "#contig",
+            "#",
+            "track",
+            "browser",
+            "chr\0x",
+            "chr\x1b",
+            "chr\u{7f}",
+            "chr\u{85}",
+            "\u{feff}chr1",
+        ] {
             assert!(check_chrom(bad).is_err(), "{bad:?}");
         }
         assert!(check_rest("name\t0.5").is_ok());

@@ -106,6 +106,7 @@ impl RegionSet {
         }
         let mut lookup = FastMap::default();
         for (i, name) in names.iter().enumerate() {
+            check_chrom(name).map_err(|p| Error::InvalidInput(p.to_string()))?;
             if lookup.insert(name.as_bytes().into(), i as u32).is_some() {
                 return Err(Error::InvalidInput(format!(
                     "chromosome {name:?} named twice"

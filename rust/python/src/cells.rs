@@ -9,7 +9,7 @@ use numpy::{Element, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::non_negative;
+use crate::convert::{flag, non_negative, path_arg, strings};
 use crate::errors::{self, invalid};
 use crate::ragged::PyRagged;
 use crate::region_set::PyRegionSet;
@@ -20,19 +20,30 @@ type Fragments<'py> = (PyRagged, Vec<String>, Bound<'py, PyDict>);
 
 /// Tokenizes a 10x fragment file: `(cells, barcodes, stats)`.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, path, barcodes = None, barcodes_path = None, min_fragments = None, max_fragments = None, unique = true, skip_bad_lines = false))]
+#[pyo3(signature = (tokenizer, path, barcodes = None, barcodes_path = None, min_fragments = None, max_fragments = None, unique = None, skip_bad_lines = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn tokenize_fragments<'py>(
     py: Python<'py>,
     tokenizer: &PyTokenizer,
-    path: PathBuf,
-    barcodes: Option<Vec<String>>,
-    barcodes_path: Option<PathBuf>,
+    path: &Bound<'py, PyAny>,
+    barcodes: Option<&Bound<'py, PyAny>>,
+    barcodes_path: Option<&Bound<'py, PyAny>>,
     min_fragments: Option<&Bound<'py, PyAny>>,
     max_fragments: Option<&Bound<'py, PyAny>>,
-    unique: bool,
-    skip_bad_lines: bool,
+    unique: Option<&Bound<'py, PyAny>>,
+    skip_bad_lines: Option<&Bound<'py, PyAny>>,
 ) -> errors::Result<Fragments<'py>> {
+    let path: PathBuf = path_arg(path)?;
+    let barcodes = barcodes
+        .filter(|b| !b.is_none())
+        .map(|b| strings(b, "barcodes"))
+        .transpose()?;
+    let barcodes_path = barcodes_path
+        .filter(|b| !b.is_none())
+        .map(path_arg)
+        .transpose()?;
+    let unique = flag(unique, "unique", true)?;
+    let skip_bad_lines = flag(skip_bad_lines, "skip_bad_lines", false)?;
     let min_fragments = min_fragments
         .map(|m| non_negative(m, "min_fragments"))
         .transpose()?
@@ -104,8 +115,8 @@ impl PyPeakTable {
         peaks: PyRef<'_, PyRegionSet>,
     ) -> errors::Result<Self> {
         let tok = &*tokenizer.0;
-        let set = &peaks.inner;
-        Ok(PyPeakTable(py.detach(|| PeakTable::new(tok, set))?))
+        let set = peaks.snapshot();
+        Ok(PyPeakTable(py.detach(|| PeakTable::new(tok, &set))?))
     }
 
     /// Number of peaks (matrix columns).

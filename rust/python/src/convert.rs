@@ -50,6 +50,28 @@ pub fn length(value: &Bound<'_, PyAny>, what: &str) -> PyResult<usize> {
     Ok(usize::try_from(non_negative(value, what)?).unwrap_or(usize::MAX))
 }
 
+/// A flag argument: `True` or `False` (or a NumPy bool); `None` or absent gives `default`.
+/// A string such as `'no'` is a type error rather than a truthy value.
+pub fn flag(value: Option<&Bound<'_, PyAny>>, what: &str, default: bool) -> PyResult<bool> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(default);
+    };
+    if value.is_instance_of::<PyBool>() {
+        return value.extract();
+    }
+    let numpy_bool = value.get_type().fully_qualified_name().is_ok_and(|n| {
+        n.to_cow()
+            .is_ok_and(|n| n == "numpy.bool" || n == "numpy.bool_")
+    });
+    if numpy_bool {
+        return value.is_truthy();
+    }
+    Err(wrong_type(format!(
+        "{what} must be True or False, got {}",
+        type_name(value)
+    )))
+}
+
 /// A seed: any integer (Python's or NumPy's), taken modulo 2^64 (so negative seeds work).
 pub fn seed(value: &Bound<'_, PyAny>) -> PyResult<u64> {
     let index = value
@@ -60,10 +82,40 @@ pub fn seed(value: &Bound<'_, PyAny>) -> PyResult<u64> {
     index.call_method1("__and__", (u64::MAX,))?.extract()
 }
 
-/// `"first"` or `"random"` (with `seed`, else [`DEFAULT_SEED`]) as a core truncation rule.
-pub fn truncation(strategy: &str, seed_arg: Option<&Bound<'_, PyAny>>) -> PyResult<Truncation> {
-    let seed = seed_arg.map(seed).transpose()?.unwrap_or(DEFAULT_SEED);
-    match strategy {
+/// A Python integer argument that must fit in int64 (a NumPy id or a pad id).
+pub fn signed(value: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
+    if value.is_instance_of::<PyBool>() {
+        return Err(wrong_type(format!("{what} must be an integer, got a bool")));
+    }
+    let v: i128 = value.extract().map_err(|_| {
+        if value.is_instance_of::<PyInt>() {
+            invalid(format!("{what} must fit in int64, got {value}"))
+        } else {
+            wrong_type(format!(
+                "{what} must be an integer, got {}",
+                type_name(value)
+            ))
+        }
+    })?;
+    i64::try_from(v).map_err(|_| invalid(format!("{what} must fit in int64, got {v}")))
+}
+
+/// `"first"` or `"random"` (the default; with `seed`, else [`DEFAULT_SEED`]) as a core
+/// truncation rule.
+pub fn truncation(
+    strategy: Option<&Bound<'_, PyAny>>,
+    seed_arg: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Truncation> {
+    let seed = seed_arg
+        .filter(|s| !s.is_none())
+        .map(seed)
+        .transpose()?
+        .unwrap_or(DEFAULT_SEED);
+    let strategy = match strategy.filter(|s| !s.is_none()) {
+        None => std::borrow::Cow::Borrowed("random"),
+        Some(s) => text(s, "truncation_strategy")?,
+    };
+    match strategy.as_ref() {
         "first" => Ok(Truncation::First),
         "random" => Ok(Truncation::Random { seed }),
         other => Err(invalid(format!(
@@ -72,9 +124,82 @@ pub fn truncation(strategy: &str, seed_arg: Option<&Bound<'_, PyAny>>) -> PyResu
     }
 }
 
-/// Region input after conversion: borrowed set, a file to stream, or an owned set.
-pub enum Query<'py> {
-    Set(PyRef<'py, PyRegionSet>),
+/// How many items to reserve room for before reading `obj`: its length only when that
+/// is the true length (an exact `list` or `tuple`), otherwise nothing. A `__len__` is
+/// the object's own claim, and a claim of 10^11 must not become an allocation.
+pub fn size_hint(obj: &Bound<'_, PyAny>) -> usize {
+    if obj.is_exact_instance_of::<PyList>() || obj.is_exact_instance_of::<PyTuple>() {
+        obj.len().unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+/// The items of any iterable as a `Vec`, grown as they come (never reserved from a
+/// `__len__`, unlike pyo3's `Vec<T>` arguments); `what` names the argument in errors.
+pub fn collect<'py, T>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<Vec<T>>
+where
+    T: for<'a> FromPyObject<'a, 'py>,
+{
+    if obj.is_instance_of::<PyString>() {
+        return Err(wrong_type(format!(
+            "{what} must be a sequence, not a single string"
+        )));
+    }
+    let iter = obj
+        .try_iter()
+        .map_err(|_| wrong_type(format!("{what} must be a sequence, got {}", type_name(obj))))?;
+    let mut out = Vec::with_capacity(size_hint(obj));
+    for (i, item) in iter.enumerate() {
+        let item = item?;
+        out.push(item.extract::<T>().map_err(|_| {
+            wrong_type(format!(
+                "{what}[{i}] has the wrong type ({})",
+                type_name(&item)
+            ))
+        })?);
+    }
+    Ok(out)
+}
+
+/// The strings of any iterable, grown as they come; a non-string or a string that is not
+/// valid Unicode (a lone surrogate) is an error naming its position.
+pub fn strings(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
+    if obj.is_instance_of::<PyString>() {
+        return Err(wrong_type(format!(
+            "{what} must be a sequence of strings, not a single string"
+        )));
+    }
+    let iter = obj.try_iter().map_err(|_| {
+        wrong_type(format!(
+            "{what} must be a sequence of strings, got {}",
+            type_name(obj)
+        ))
+    })?;
+    let mut out = Vec::with_capacity(size_hint(obj));
+    for (i, item) in iter.enumerate() {
+        out.push(text(&item?, &format!("{what}[{i}]"))?.into_owned());
+    }
+    Ok(out)
+}
+
+/// A `str` argument as Rust text: another type is an `AtacformerTypeError`, a string that
+/// is not valid Unicode (a lone surrogate such as `'\ud800'`) an `InvalidInputError`.
+pub fn text<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<std::borrow::Cow<'a, str>> {
+    let s = obj
+        .cast::<PyString>()
+        .map_err(|_| wrong_type(format!("{what} must be a string, got {}", type_name(obj))))?;
+    s.to_cow().map_err(|_| {
+        invalid(format!(
+            "{what} is not valid Unicode (it holds a lone surrogate): {}",
+            obj.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))
+    })
+}
+
+/// Region input after conversion: a snapshot of a set, a file to stream, or an owned set.
+pub enum Query {
+    Set(std::sync::Arc<RegionSet>),
     Path(PathBuf),
     Owned(RegionSet),
 }
@@ -89,16 +214,16 @@ pub fn is_dataframe(obj: &Bound<'_, PyAny>) -> bool {
     obj.hasattr("columns").unwrap_or(false) && obj.hasattr("iloc").unwrap_or(false)
 }
 
-pub fn extract_query<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Query<'py>> {
+pub fn extract_query(obj: &Bound<'_, PyAny>) -> PyResult<Query> {
     if let Ok(set) = obj.cast::<PyRegionSet>() {
-        return Ok(Query::Set(set.borrow()));
+        return Ok(Query::Set(set.get().snapshot()));
     }
     // Lists and tuples first: the common small-input case skips the attribute probes.
     if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
         return Ok(Query::Owned(from_iterable(obj)?));
     }
     if is_path_like(obj) {
-        return Ok(Query::Path(obj.extract::<PathBuf>()?));
+        return Ok(Query::Path(path_arg(obj)?));
     }
     if is_dataframe(obj) {
         return Ok(Query::Owned(from_pandas(obj).map_err(PyErr::from)?));
@@ -106,10 +231,24 @@ pub fn extract_query<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Query<'py>> {
     Ok(Query::Owned(from_iterable(obj)?))
 }
 
-/// A path argument (`str` or `os.PathLike`).
+/// A path argument (`str` or `os.PathLike`); `os.fspath` errors (a `__fspath__` that
+/// returns bytes or raises) and paths with NUL are `InvalidInputError`s.
 pub fn path_arg(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
     if is_path_like(obj) {
-        obj.extract()
+        let path: PathBuf = obj.extract().map_err(|e: PyErr| {
+            invalid(format!(
+                "not a usable path ({}): {}",
+                type_name(obj),
+                e.value(obj.py())
+            ))
+        })?;
+        if path.as_os_str().as_encoded_bytes().contains(&0) {
+            return Err(invalid(format!(
+                "a path cannot contain NUL: {:?}",
+                path.display().to_string()
+            )));
+        }
+        Ok(path)
     } else {
         Err(wrong_type(format!(
             "expected a path (str or os.PathLike), got {}",
@@ -119,7 +258,7 @@ pub fn path_arg(obj: &Bound<'_, PyAny>) -> PyResult<PathBuf> {
 }
 
 /// One coordinate from a Python object: an integer, or a float with an integral value.
-fn coord_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u32> {
+pub fn coord_of(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<u32> {
     if obj.is_instance_of::<PyBool>() {
         return Err(wrong_type(format!("{what} must be an integer, got a bool")));
     }
@@ -167,9 +306,11 @@ fn push_object(set: &mut RegionSet, item: &Bound<'_, PyAny>, i: usize) -> PyResu
                 let start = s.extract::<u32>();
                 let end = e.extract::<u32>();
                 if let (Ok(c), Ok(start), Ok(end)) = (c.cast::<PyString>(), start, end) {
-                    return set
-                        .push(&c.to_cow()?, start, end, None)
-                        .map_err(|p| invalid(format!("region {i}: {p}")));
+                    if let Ok(c) = c.to_cow() {
+                        return set
+                            .push(&c, start, end, None)
+                            .map_err(|p| invalid(format!("region {i}: {p}")));
+                    }
                 }
             }
         }
@@ -193,12 +334,7 @@ fn push_object(set: &mut RegionSet, item: &Bound<'_, PyAny>, i: usize) -> PyResu
         };
         (attr("chr")?, attr("start")?, attr("end")?)
     };
-    let chr: String = chr.extract().map_err(|_| {
-        wrong_type(format!(
-            "region {i}: chr must be a string, got {}",
-            type_name(&chr)
-        ))
-    })?;
+    let chr = text(&chr, &format!("region {i}: chr"))?;
     let start = coord_of(&start, &format!("region {i}: start"))?;
     let end = coord_of(&end, &format!("region {i}: end"))?;
     set.push(&chr, start, end, None)
@@ -214,9 +350,7 @@ pub fn from_iterable(obj: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
         ))
     })?;
     let mut set = RegionSet::new();
-    if let Ok(n) = obj.len() {
-        set.reserve(n);
-    }
+    set.reserve(size_hint(obj));
     for (i, item) in iter.enumerate() {
         push_object(&mut set, &item?, i)?;
     }
@@ -225,7 +359,16 @@ pub fn from_iterable(obj: &Bound<'_, PyAny>) -> PyResult<RegionSet> {
 
 /// `obj` as a one-dimensional NumPy array and its dtype kind (`"i"`, `"f"`, `"O"`, ...).
 fn array_1d<'py>(obj: &Bound<'py, PyAny>, what: &str) -> PyResult<(Bound<'py, PyAny>, String)> {
-    let arr = obj.py().import("numpy")?.call_method1("asarray", (obj,))?;
+    let arr = obj
+        .py()
+        .import("numpy")?
+        .call_method1("asarray", (obj,))
+        .map_err(|e| {
+            invalid(format!(
+                "{what} must be a flat array: {}",
+                e.value(obj.py())
+            ))
+        })?;
     let ndim: usize = arr.getattr("ndim")?.extract()?;
     if ndim != 1 {
         return Err(invalid(format!(
@@ -288,18 +431,32 @@ fn chrom_names(obj: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
         return Ok(Vec::new()); // `np.asarray([])` is a float array
     }
     match kind.as_str() {
-        "U" | "S" | "i" | "u" => arr
-            .call_method1("astype", ("str",))?
+        "U" => strings(&arr.call_method0("tolist")?, "chroms"),
+        "i" | "u" => strings(
+            &arr.call_method1("astype", ("str",))?
+                .call_method0("tolist")?,
+            "chroms",
+        ),
+        "S" => arr
             .call_method0("tolist")?
-            .extract(),
+            .try_iter()?
+            .enumerate()
+            .map(|(i, x)| {
+                let x = x?;
+                let bytes: &[u8] = x.cast::<pyo3::types::PyBytes>()?.as_bytes();
+                std::str::from_utf8(bytes)
+                    .map(str::to_owned)
+                    .map_err(|_| invalid(format!("chroms[{i}] is not UTF-8: {bytes:?}")))
+            })
+            .collect(),
         "O" => arr
             .call_method0("tolist")?
             .try_iter()?
             .enumerate()
             .map(|(i, x)| {
                 let x = x?;
-                if let Ok(s) = x.cast::<PyString>() {
-                    return Ok(s.to_cow()?.into_owned());
+                if x.is_instance_of::<PyString>() {
+                    return Ok(text(&x, &format!("chroms[{i}]"))?.into_owned());
                 }
                 if x.is_instance_of::<PyInt>() && !x.is_instance_of::<PyBool>() {
                     return Ok(x.str()?.to_cow()?.into_owned());
@@ -366,11 +523,16 @@ pub fn from_pandas(df: &Bound<'_, PyAny>) -> crate::errors::Result<RegionSet> {
 /// [`parse_peak_name`]); `Err(i)` names the first name that is not one.
 pub fn from_peak_names(names: &Bound<'_, PyList>) -> PyResult<Result<RegionSet, usize>> {
     let mut set = RegionSet::new();
-    set.reserve(names.len());
+    set.reserve(size_hint(names.as_any()));
     for (i, item) in names.iter().enumerate() {
         let text = match item.cast::<PyString>() {
-            Ok(s) => s.to_cow()?,
-            Err(_) => std::borrow::Cow::Owned(item.str()?.to_cow()?.into_owned()),
+            Ok(s) => s.to_cow(),
+            Err(_) => item
+                .str()
+                .and_then(|s| s.to_cow().map(|c| std::borrow::Cow::Owned(c.into_owned()))),
+        };
+        let Ok(text) = text else {
+            return Ok(Err(i));
         };
         let Some((chr, start, end)) = parse_peak_name(&text) else {
             return Ok(Err(i));
@@ -388,7 +550,7 @@ pub fn from_peak_names(names: &Bound<'_, PyList>) -> PyResult<Result<RegionSet, 
 pub fn intern_chroms(chroms: &Bound<'_, PyList>) -> PyResult<(Vec<String>, Vec<u32>)> {
     let mut names: Vec<String> = Vec::new();
     let mut index: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
-    let mut codes = Vec::with_capacity(chroms.len());
+    let mut codes = Vec::with_capacity(size_hint(chroms.as_any()));
     let mut last: Option<(*mut pyo3::ffi::PyObject, u32)> = None;
     for item in chroms.iter() {
         let ptr = item.as_ptr();
@@ -398,10 +560,10 @@ pub fn intern_chroms(chroms: &Bound<'_, PyList>) -> PyResult<(Vec<String>, Vec<u
                 continue;
             }
         }
-        let Ok(s) = item.cast::<PyString>() else {
+        if !item.is_instance_of::<PyString>() {
             return Err(invalid("var has peaks without a chromosome"));
-        };
-        let s = s.to_cow()?;
+        }
+        let s = text(&item, "a chromosome name in var")?;
         let c = match index.get(s.as_ref()) {
             Some(&c) => c,
             None => {

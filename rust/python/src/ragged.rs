@@ -14,7 +14,7 @@ use numpy::{
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::convert::{length, truncation};
+use crate::convert::{collect, length, signed, truncation};
 use crate::errors::{self, invalid};
 
 /// Token ids of many cells: int32 `ids`, int64 `offsets` (`n_cells + 1`, from 0).
@@ -97,7 +97,8 @@ impl PyRagged {
 
     /// The cells of `parts`, one part after another.
     #[staticmethod]
-    fn concat(py: Python<'_>, parts: Vec<Bound<'_, PyRagged>>) -> errors::Result<Self> {
+    fn concat(py: Python<'_>, parts: &Bound<'_, PyAny>) -> errors::Result<Self> {
+        let parts: Vec<Bound<'_, PyRagged>> = collect(parts, "parts")?;
         let guards = parts
             .iter()
             .map(|p| {
@@ -115,7 +116,8 @@ impl PyRagged {
 
     /// One cell per int32 array of `cells`, joined into one buffer.
     #[staticmethod]
-    fn from_cells(py: Python<'_>, cells: Vec<PyReadonlyArray1<'_, i32>>) -> errors::Result<Self> {
+    fn from_cells(py: Python<'_>, cells: &Bound<'_, PyAny>) -> errors::Result<Self> {
+        let cells: Vec<PyReadonlyArray1<'_, i32>> = collect(cells, "cells")?;
         let slices = cells
             .iter()
             .map(|c| c.as_slice())
@@ -132,12 +134,12 @@ impl PyRagged {
 
     /// Every cell cut to at most `max_length` ids: the first ones, or a seeded random
     /// subset in their original order.
-    #[pyo3(signature = (max_length, strategy = "random", seed = None))]
+    #[pyo3(signature = (max_length, strategy = None, seed = None))]
     fn truncate(
         &self,
         py: Python<'_>,
         max_length: &Bound<'_, PyAny>,
-        strategy: &str,
+        strategy: Option<&Bound<'_, PyAny>>,
         seed: Option<&Bound<'_, PyAny>>,
     ) -> errors::Result<Self> {
         let max_length = length(max_length, "max_length")?;
@@ -147,16 +149,17 @@ impl PyRagged {
     }
 
     /// `(input_ids, attention_mask)`, both `[n_cells, width]` int64, cells cut to `width`.
-    #[pyo3(signature = (width, pad_id, strategy = "random", seed = None))]
+    #[pyo3(signature = (width, pad_id, strategy = None, seed = None))]
     fn pad<'py>(
         &self,
         py: Python<'py>,
         width: &Bound<'py, PyAny>,
-        pad_id: i64,
-        strategy: &str,
+        pad_id: &Bound<'py, PyAny>,
+        strategy: Option<&Bound<'py, PyAny>>,
         seed: Option<&Bound<'py, PyAny>>,
     ) -> errors::Result<Padded<'py>> {
         let width = length(width, "max_length")?;
+        let pad_id = signed(pad_id, "pad_token_id")?;
         let how = truncation(strategy, seed)?;
         let (n, (out, mask)) = self.with_view(py, |r| {
             Ok((r.len(), py.detach(|| r.pad(width, pad_id, how))?))

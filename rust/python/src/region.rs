@@ -1,9 +1,11 @@
 //! `Region`: one interval, 0-based and half-open like BED.
 
+use atacformer_core::region::{check_chrom, check_rest};
 use atacformer_core::Region;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
+use crate::convert::{coord_of, text};
 use crate::errors::invalid;
 
 /// A genomic interval `[start, end)` on `chr` (0-based, half-open, bp).
@@ -27,13 +29,30 @@ pub fn coord(value: i128, what: &str) -> PyResult<u32> {
 
 #[pymethods]
 impl PyRegion {
+    /// Coordinates are integers or whole floats in `0..=2^32-1`; the name must survive a
+    /// round trip through a BED file (see `check_chrom`).
     #[new]
     #[pyo3(signature = (chr, start, end, rest = None))]
-    fn new(chr: String, start: i128, end: i128, rest: Option<String>) -> PyResult<Self> {
-        let (start, end) = (coord(start, "start")?, coord(end, "end")?);
+    fn new(
+        chr: &Bound<'_, PyAny>,
+        start: &Bound<'_, PyAny>,
+        end: &Bound<'_, PyAny>,
+        rest: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let chr = text(chr, "chr")?.into_owned();
+        check_chrom(&chr).map_err(|p| invalid(p.to_string()))?;
+        let (start, end) = (coord_of(start, "start")?, coord_of(end, "end")?);
         if start > end {
             return Err(invalid(format!("start > end ({start} > {end})")));
         }
+        let rest = match rest.filter(|r| !r.is_none()) {
+            None => None,
+            Some(r) => {
+                let r = text(r, "rest")?.into_owned();
+                check_rest(&r).map_err(|p| invalid(p.to_string()))?;
+                Some(r)
+            }
+        };
         Ok(PyRegion(Region {
             chr,
             start,

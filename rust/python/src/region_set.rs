@@ -1,6 +1,14 @@
 //! `RegionSet`: regions in file order, stored as columns in the core.
+//!
+//! The binding is frozen and safe to share between threads: it holds an `Arc` of an
+//! immutable core set behind a lock that is held only to clone or replace the `Arc`.
+//! Readers (tokenizing, indexing, iterating) work on such a snapshot with no lock held, and
+//! `sort()` sorts a copy and then swaps it in, so a reader sees the old order or the new
+//! one, never a half-sorted set or a borrow error.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 
 use atacformer_core::RegionSet;
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
@@ -12,43 +20,54 @@ use crate::errors::{self, invalid, out_of_range, wrong_type};
 use crate::region::PyRegion;
 
 /// An ordered set of regions (0-based, half-open). Keeps file order until `sort()`.
-#[pyclass(name = "RegionSet", module = "atacformer._core")]
+#[pyclass(name = "RegionSet", module = "atacformer._core", frozen)]
 pub struct PyRegionSet {
-    pub inner: RegionSet,
-    pub path: Option<PathBuf>,
+    inner: RwLock<Arc<RegionSet>>,
+    path: Option<PathBuf>,
 }
 
 impl PyRegionSet {
     pub fn new(inner: RegionSet) -> Self {
-        PyRegionSet { inner, path: None }
+        PyRegionSet {
+            inner: RwLock::new(Arc::new(inner)),
+            path: None,
+        }
+    }
+
+    /// The regions as they are now; a later `sort()` does not change this snapshot.
+    pub fn snapshot(&self) -> Arc<RegionSet> {
+        // The lock guards only the swap of an `Arc`, which cannot panic half-way, so a
+        // poisoned lock still holds a whole set.
+        Arc::clone(&self.inner.read().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn read(py: Python<'_>, path: PathBuf) -> errors::Result<Self> {
         let inner = py.detach(|| RegionSet::from_bed(&path))?;
         Ok(PyRegionSet {
-            inner,
+            inner: RwLock::new(Arc::new(inner)),
             path: Some(path),
         })
     }
+}
 
-    fn index(&self, i: isize) -> PyResult<usize> {
-        let n = self.inner.len() as isize;
-        let j = if i < 0 { i + n } else { i };
-        if (0..n).contains(&j) {
-            Ok(j as usize)
-        } else {
-            Err(out_of_range(format!(
-                "region index {i} out of range for a set of {n}"
-            )))
-        }
+/// Index `i` (negative counts from the end) of a set of `n` regions, checked.
+fn index(i: isize, n: usize) -> PyResult<usize> {
+    let n = n as isize;
+    let j = if i < 0 { i + n } else { i };
+    if (0..n).contains(&j) {
+        Ok(j as usize)
+    } else {
+        Err(out_of_range(format!(
+            "region index {i} out of range for a set of {n}"
+        )))
     }
+}
 
-    fn region(&self, i: usize) -> PyResult<PyRegion> {
-        self.inner
-            .get(i)
-            .map(PyRegion)
-            .ok_or_else(|| out_of_range("region index out of range"))
-    }
+/// Region `i` of `set` as a Python `Region`.
+fn region(set: &RegionSet, i: usize) -> PyResult<PyRegion> {
+    set.get(i)
+        .map(PyRegion)
+        .ok_or_else(|| out_of_range("region index out of range"))
 }
 
 fn u32s_to_i64(v: &[u32]) -> Vec<i64> {
@@ -77,7 +96,7 @@ impl PyRegionSet {
     #[classmethod]
     fn from_regions(_cls: &Bound<'_, PyType>, regions: &Bound<'_, PyAny>) -> PyResult<Self> {
         if let Ok(set) = regions.cast::<PyRegionSet>() {
-            return Ok(PyRegionSet::new(set.borrow().inner.clone()));
+            return Ok(PyRegionSet::new((*set.get().snapshot()).clone()));
         }
         Ok(PyRegionSet::new(convert::from_iterable(regions)?))
     }
@@ -135,7 +154,7 @@ impl PyRegionSet {
     }
 
     fn __len__(&self) -> usize {
-        self.inner.len()
+        self.snapshot().len()
     }
 
     fn __getitem__<'py>(
@@ -143,13 +162,20 @@ impl PyRegionSet {
         key: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = slf.py();
-        let this = slf.borrow();
+        let set = slf.get().snapshot();
         if let Ok(slice) = key.cast::<PySlice>() {
-            let ind = slice.indices(this.inner.len() as isize)?;
+            let step = slice.getattr("step")?;
+            if !step.is_none() && step.extract::<i128>().is_ok_and(|s| s == 0) {
+                return Err(invalid("slice step cannot be zero"));
+            }
+            let ind = slice
+                .indices(set.len() as isize)
+                .map_err(|_| wrong_type("slice indices must be integers or None"))?;
             let picked: Vec<usize> = (0..ind.slicelength)
                 .map(|k| (ind.start + k as isize * ind.step) as usize)
                 .collect();
-            return Ok(Bound::new(py, PyRegionSet::new(this.inner.select(&picked)))?.into_any());
+            let picked = py.detach(|| set.select(&picked));
+            return Ok(Bound::new(py, PyRegionSet::new(picked))?.into_any());
         }
         let i: isize = key.extract().map_err(|_| {
             if key.is_instance_of::<pyo3::types::PyInt>() {
@@ -158,100 +184,105 @@ impl PyRegionSet {
                 wrong_type("RegionSet indices must be integers or slices")
             }
         })?;
-        let i = this.index(i)?;
-        Ok(Bound::new(py, this.region(i)?)?.into_any())
+        let i = index(i, set.len())?;
+        Ok(Bound::new(py, region(&set, i)?)?.into_any())
     }
 
-    fn __iter__(slf: Bound<'_, Self>) -> RegionSetIter {
+    /// Iterates over the regions in the order they had when the iteration began.
+    fn __iter__(&self) -> RegionSetIter {
         RegionSetIter {
-            set: slf.unbind(),
-            next: 0,
+            set: self.snapshot(),
+            next: AtomicUsize::new(0),
         }
     }
 
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
         other
             .cast::<PyRegionSet>()
-            .is_ok_and(|o| self.inner.same_regions(&o.borrow().inner))
+            .is_ok_and(|o| self.snapshot().same_regions(&o.get().snapshot()))
     }
 
     fn __repr__(&self) -> String {
+        let n = self.snapshot().len();
         match &self.path {
-            Some(p) => format!(
-                "RegionSet({} regions from {:?})",
-                self.inner.len(),
-                p.display().to_string()
-            ),
-            None => format!("RegionSet({} regions)", self.inner.len()),
+            Some(p) => format!("RegionSet({n} regions from {:?})", p.display().to_string()),
+            None => format!("RegionSet({n} regions)"),
         }
     }
 
     /// Chromosome of each region, as a NumPy array of str.
     #[getter]
     fn chroms<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let set = self.snapshot();
         let np = py.import("numpy")?;
-        let names = np.call_method1("asarray", (self.inner.chrom_names().to_vec(), "str"))?;
-        let idx = self.inner.chrom_indices().to_vec().into_pyarray(py);
+        let names = np.call_method1("asarray", (set.chrom_names().to_vec(), "str"))?;
+        let idx = set.chrom_indices().to_vec().into_pyarray(py);
         names.call_method1("take", (idx,))
     }
 
     /// Starts (0-based, bp) as an int64 NumPy array.
     #[getter]
     fn starts<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        u32s_to_i64(self.inner.starts()).into_pyarray(py)
+        u32s_to_i64(self.snapshot().starts()).into_pyarray(py)
     }
 
     /// Ends (exclusive, bp) as an int64 NumPy array.
     #[getter]
     fn ends<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray1<i64>> {
-        u32s_to_i64(self.inner.ends()).into_pyarray(py)
+        u32s_to_i64(self.snapshot().ends()).into_pyarray(py)
     }
 
-    /// Sorts in place by chromosome name, then start, then end.
-    fn sort(&mut self, py: Python<'_>) {
-        let inner = &mut self.inner;
-        py.detach(|| inner.sort());
+    /// Sorts by chromosome name, then start, then end: a sorted copy replaces the regions,
+    /// so other threads reading the set meanwhile see the old order or the new one.
+    fn sort(&self, py: Python<'_>) {
+        let old = self.snapshot();
+        let sorted = py.detach(|| {
+            let mut set = (*old).clone();
+            set.sort();
+            Arc::new(set)
+        });
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = sorted;
     }
 
     /// Mean region width in bp (0.0 for an empty set).
     fn mean_region_width(&self) -> f64 {
-        self.inner.mean_region_width()
+        self.snapshot().mean_region_width()
     }
 
     /// MD5 digest of the chromosomes, starts and ends in the current order.
     #[getter]
     fn identifier(&self, py: Python<'_>) -> String {
-        let inner = &self.inner;
-        py.detach(|| inner.identifier())
+        let set = self.snapshot();
+        py.detach(|| set.identifier())
     }
 
     /// Writes BED; gzip when the path ends in `.gz`. Replaces the file atomically.
-    fn to_bed(&self, py: Python<'_>, path: PathBuf) -> errors::Result<()> {
-        let inner = &self.inner;
-        Ok(py.detach(|| inner.to_bed(&path))?)
+    fn to_bed(&self, py: Python<'_>, path: &Bound<'_, PyAny>) -> errors::Result<()> {
+        let path = convert::path_arg(path)?;
+        let set = self.snapshot();
+        Ok(py.detach(|| set.to_bed(&path))?)
     }
 
     /// A pandas DataFrame with columns `chr`, `start`, `end` (and `rest` when present).
-    fn to_pandas<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyAny>> {
-        let py = slf.py();
+    fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let set = self.snapshot();
         let pd = py.import("pandas")?;
         let cols = PyDict::new(py);
-        cols.set_item("chr", slf.getattr("chroms")?)?;
-        cols.set_item("start", slf.getattr("starts")?)?;
-        cols.set_item("end", slf.getattr("ends")?)?;
-        let this = slf.borrow();
-        if (0..this.inner.len()).any(|i| this.inner.rest(i).is_some()) {
-            let rest: Vec<Option<&str>> =
-                (0..this.inner.len()).map(|i| this.inner.rest(i)).collect();
+        let np = py.import("numpy")?;
+        let names = np.call_method1("asarray", (set.chrom_names().to_vec(), "str"))?;
+        let idx = set.chrom_indices().to_vec().into_pyarray(py);
+        cols.set_item("chr", names.call_method1("take", (idx,))?)?;
+        cols.set_item("start", u32s_to_i64(set.starts()).into_pyarray(py))?;
+        cols.set_item("end", u32s_to_i64(set.ends()).into_pyarray(py))?;
+        if (0..set.len()).any(|i| set.rest(i).is_some()) {
+            let rest: Vec<Option<&str>> = (0..set.len()).map(|i| set.rest(i)).collect();
             cols.set_item("rest", rest)?;
         }
         pd.getattr("DataFrame")?.call1((cols,))
     }
 
-    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<Bound<'py, PyTuple>> {
-        let py = slf.py();
-        let this = slf.borrow();
-        let s = &this.inner;
+    fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+        let s = self.snapshot();
         let rest: Option<Vec<Option<&str>>> = (0..s.len())
             .any(|i| s.rest(i).is_some())
             .then(|| (0..s.len()).map(|i| s.rest(i)).collect());
@@ -268,12 +299,28 @@ impl PyRegionSet {
 
     #[staticmethod]
     fn _from_state(
-        names: Vec<String>,
+        names: &Bound<'_, PyAny>,
         chroms: PyReadonlyArray1<'_, u32>,
         starts: PyReadonlyArray1<'_, u32>,
         ends: PyReadonlyArray1<'_, u32>,
-        rest: Option<Vec<Option<String>>>,
+        rest: Option<&Bound<'_, PyAny>>,
     ) -> errors::Result<Self> {
+        let names = convert::strings(names, "chromosome names")?;
+        let rest: Option<Vec<Option<String>>> = match rest.filter(|r| !r.is_none()) {
+            None => None,
+            Some(r) => Some(
+                convert::collect::<Option<Bound<'_, PyAny>>>(r, "rest")?
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| {
+                        x.as_ref()
+                            .filter(|x| !x.is_none())
+                            .map(|x| Ok(convert::text(x, &format!("rest[{i}]"))?.into_owned()))
+                            .transpose()
+                    })
+                    .collect::<PyResult<_>>()?,
+            ),
+        };
         let set = RegionSet::from_interned(
             names,
             chroms.as_array().to_vec(),
@@ -298,11 +345,12 @@ impl PyRegionSet {
     }
 }
 
-/// An independent cursor over a `RegionSet`; each `iter()` gets its own.
-#[pyclass(module = "atacformer._core")]
+/// An independent cursor over a snapshot of a `RegionSet`; each `iter()` gets its own.
+/// Frozen, with an atomic position, so even one cursor shared by threads never errors.
+#[pyclass(module = "atacformer._core", frozen)]
 pub struct RegionSetIter {
-    set: Py<PyRegionSet>,
-    next: usize,
+    set: Arc<RegionSet>,
+    next: AtomicUsize,
 }
 
 #[pymethods]
@@ -311,13 +359,15 @@ impl RegionSetIter {
         slf
     }
 
-    fn __next__(&mut self, py: Python<'_>) -> PyResult<Option<PyRegion>> {
-        let set = self.set.borrow(py);
-        if self.next >= set.inner.len() {
-            return Ok(None);
+    fn __next__(&self) -> PyResult<Option<PyRegion>> {
+        let n = self.set.len();
+        match self
+            .next
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |i| {
+                (i < n).then_some(i + 1)
+            }) {
+            Ok(i) => Ok(Some(region(&self.set, i)?)),
+            Err(_) => Ok(None),
         }
-        let r = set.region(self.next)?;
-        self.next += 1;
-        Ok(Some(r))
     }
 }

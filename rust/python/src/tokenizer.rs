@@ -36,21 +36,18 @@ impl PyTokenizer {
         let py = regions.py();
         let tok = &*self.0;
         match extract_query(regions)? {
-            Query::Set(set) => {
-                let set = &set.inner;
-                Ok(py.detach(|| tok.tokenize_set(set)))
-            }
+            Query::Set(set) => Ok(py.detach(|| tok.tokenize_set(&set))),
             Query::Owned(set) => Ok(py.detach(|| tok.tokenize_set(&set))),
             Query::Path(path) => Ok(py.detach(|| tok.tokenize_bed(&path))?),
         }
     }
 
     /// Tokenizes cells in parallel, with the GIL released, into one unnamed ragged buffer.
-    fn batch(&self, py: Python<'_>, queries: &[Query<'_>]) -> errors::Result<PyRagged> {
+    fn batch(&self, py: Python<'_>, queries: &[Query]) -> errors::Result<PyRagged> {
         let batch: Vec<Cell<'_>> = queries
             .iter()
             .map(|q| match q {
-                Query::Set(s) => Cell::Set(&s.inner),
+                Query::Set(s) => Cell::Set(s),
                 Query::Owned(s) => Cell::Set(s),
                 Query::Path(p) => Cell::Bed(p),
             })
@@ -58,6 +55,12 @@ impl PyTokenizer {
         let tok = &*self.0;
         let cells = py.detach(|| tokenize_batch(tok, &batch))?;
         Ok(PyRagged::from_core(py, cells))
+    }
+
+    fn id_of(&self, token: &str) -> u32 {
+        self.0
+            .token_to_id(token)
+            .unwrap_or_else(|| self.0.special_id(Special::Unk))
     }
 
     fn token_or_unk(&self, id: i64) -> String {
@@ -96,8 +99,8 @@ impl PyTokenizer {
     }
 
     #[staticmethod]
-    fn _from_state(py: Python<'_>, state: Vec<u8>) -> errors::Result<Self> {
-        Self::load(py, move || state::from_bytes(&state))
+    fn _from_state(py: Python<'_>, state: &[u8]) -> errors::Result<Self> {
+        Self::load(py, move || state::from_bytes(state))
     }
 
     /// Writes `universe.bed.gz` and `tokenizer.toml` into `directory`.
@@ -127,7 +130,13 @@ impl PyTokenizer {
     fn encode_batch(&self, cells: &Bound<'_, PyAny>) -> errors::Result<PyRagged> {
         let py = cells.py();
         let queries = cells
-            .try_iter()?
+            .try_iter()
+            .map_err(|_| {
+                errors::wrong_type(format!(
+                    "cells must be an iterable of region inputs, got {}",
+                    convert::type_name(cells)
+                ))
+            })?
             .enumerate()
             .map(|(i, c)| {
                 extract_query(&c?).map_err(|e| {
@@ -149,15 +158,16 @@ impl PyTokenizer {
     }
 
     /// Id of a token string, or the unk id.
-    fn token_to_id(&self, token: &str) -> u32 {
-        self.0
-            .token_to_id(token)
-            .unwrap_or_else(|| self.0.special_id(Special::Unk))
+    fn token_to_id(&self, token: &Bound<'_, PyAny>) -> PyResult<u32> {
+        Ok(self.id_of(&convert::text(token, "a token")?))
     }
 
     /// Ids of token strings (unk for unknown ones).
-    fn tokens_to_ids(&self, tokens: Vec<String>) -> Vec<u32> {
-        tokens.iter().map(|t| self.token_to_id(t)).collect()
+    fn tokens_to_ids(&self, tokens: &Bound<'_, PyAny>) -> PyResult<Vec<u32>> {
+        Ok(convert::strings(tokens, "tokens")?
+            .iter()
+            .map(|t| self.id_of(t))
+            .collect())
     }
 
     /// Token strings of ids (unk for unknown ones).
