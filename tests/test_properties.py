@@ -183,9 +183,10 @@ def test_region_sets_round_trip_through_bed(query):
 # --------------------------------------------------------------- TokenizedCells
 ids = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 cell_lists = st.lists(st.lists(ids, max_size=8), max_size=10)
-# Names are written one per line: no line breaks (save refuses them).
+# Names are written one per line: no newlines (save refuses them). Lone surrogates are left
+# out: they cannot be encoded, and today raise a built-in error (issue 12, section 4).
 names_for = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r"),
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"),
     max_size=6,
 )
 
@@ -225,11 +226,19 @@ def test_indexing_matches_a_list(data, i):
     data=cells_and_names(),
     start=st.none() | st.integers(-14, 14),
     stop=st.none() | st.integers(-14, 14),
-    step=st.none() | st.integers(-4, 4).filter(lambda s: s != 0),
+    step=st.none() | st.integers(-4, 4),
 )
 def test_slicing_matches_a_list(data, start, stop, step):
     cells, names = data
     tc = TokenizedCells.from_lists(cells, names=names, pad_token_id=3)
+    if step == 0:
+        try:
+            tc[start:stop:step]
+        except InvalidInputError as e:
+            assert isinstance(e, ValueError)
+        else:
+            raise AssertionError("a slice step of 0 did not raise")
+        return
     part = tc[start:stop:step]
     assert as_lists(part) == cells[start:stop:step]
     assert part.names == names[start:stop:step]
@@ -254,7 +263,9 @@ def test_take_and_masks_match_a_list(data, picks):
         else:
             raise AssertionError(f"take({picks}) of {n} cells did not raise")
     mask = [bool(p % 2) for p in range(n)]
-    assert as_lists(tc[np.array(mask, dtype=bool)]) == [c for c, m in zip(cells, mask) if m]
+    assert as_lists(tc[np.array(mask, dtype=bool)]) == [
+        c for c, m in zip(cells, mask, strict=True) if m
+    ]
 
 
 @given(
@@ -337,7 +348,7 @@ def test_random_truncation_keeps_an_ordered_subset_deterministically(cells, widt
     cut = tc.truncate(width, "random", seed)
     again = tc.truncate(width, "random", seed)
     assert as_lists(cut) == as_lists(again)
-    for c, got in zip(cells, as_lists(cut)):
+    for c, got in zip(cells, as_lists(cut), strict=True):
         assert len(got) == min(len(c), width)
         assert is_subsequence(got, c)
     assert as_lists(tc.truncate(width, "first")) == [c[:width] for c in cells]
@@ -358,10 +369,13 @@ def test_tokenizer_pad_matches_the_oracle(cells, max_length, multiple, as_rows):
         tok = tokenizer_for(d, [("chr1", i, i + 1) for i in range(61)])
         pad = tok.pad_token_id
         features = (
-            [{"input_ids": c} for c in cells] if as_rows else {"input_ids": [list(c) for c in cells]}
+            [{"input_ids": c} for c in cells]
+            if as_rows
+            else {"input_ids": [list(c) for c in cells]}
         )
-        enc = tok.pad(features, padding="max_length", max_length=max_length,
-                      pad_to_multiple_of=multiple)
+        enc = tok.pad(
+            features, padding="max_length", max_length=max_length, pad_to_multiple_of=multiple
+        )
         width = max(max(map(len, cells)), max_length or 0)
         if multiple:
             width = -(-width // multiple) * multiple
@@ -372,8 +386,11 @@ def test_tokenizer_pad_matches_the_oracle(cells, max_length, multiple, as_rows):
         assert longest["input_ids"].tolist() == padded_oracle(cells, max(map(len, cells)), pad)[0]
 
 
-@given(universe=universes(), cells=st.lists(regions(max_size=8), min_size=1, max_size=5),
-       max_length=st.integers(1, 6))
+@given(
+    universe=universes(),
+    cells=st.lists(regions(max_size=8), min_size=1, max_size=5),
+    max_length=st.integers(1, 6),
+)
 def test_call_padding_and_truncation_match_the_oracle(universe, cells, max_length):
     with Tmp() as d:
         tok = tokenizer_for(d, universe)
@@ -382,14 +399,21 @@ def test_call_padding_and_truncation_match_the_oracle(universe, cells, max_lengt
         longest = max(map(len, want))
         enc = tok(cells, padding=True)
         assert enc["input_ids"].tolist() == padded_oracle(want, longest, pad)[0]
-        enc = tok(cells, padding="max_length", truncation=True, max_length=max_length,
-                  truncation_strategy="first")
+        enc = tok(
+            cells,
+            padding="max_length",
+            truncation=True,
+            max_length=max_length,
+            truncation_strategy="first",
+        )
         rows, masks = padded_oracle(want, max_length, pad)
         assert enc["input_ids"].tolist() == rows
         assert enc["attention_mask"].tolist() == masks
         enc = tok(cells, padding=True, truncation=True, max_length=max_length)
         w = min(longest, max_length)
-        for c, row, m in zip(want, enc["input_ids"].tolist(), enc["attention_mask"].tolist()):
+        for c, row, m in zip(
+            want, enc["input_ids"].tolist(), enc["attention_mask"].tolist(), strict=True
+        ):
             k = min(len(c), w)
             assert m == [1] * k + [0] * (w - k)
             assert row[k:] == [pad] * (w - k) and is_subsequence(row[:k], c)
