@@ -47,7 +47,7 @@ for t in "${targets[@]}"; do
     echo "==== $t: ${seconds}s"
     status=0
     cargo +nightly fuzz run "${build[@]}" "$t" "work/$t" "corpus/$t" -- \
-        -max_total_time="$seconds" -jobs=1 -rss_limit_mb="$rss_mb" -max_len="$max_len" \
+        -max_total_time="$seconds" -rss_limit_mb="$rss_mb" -max_len="$max_len" \
         -timeout=10 -print_final_stats=1 -artifact_prefix="artifacts/$t/" "${extra[@]}" \
         >"$log" 2>&1 || status=$?
     execs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1 || true)

@@ -96,7 +96,7 @@ def main() -> None:
                 b"chr1\t10\t20\tA\t1\nchr1\t15\t16\tB\t2\nchr2\t55\t56\tA\t1\n",
                 b"# comment\nchr1 12 14 AAAC-1 1\nchr1\t0\t300\tC\t1\textra\n\n",
                 b"chr1\t10\t20\tA\nchr1\t20\t10\tA\t1\nchr1\t1\t2\tA\tx\n",
-                b"chrX\t5\t6\tB\t3\r\nc\t0\t9\tcell with space\t1\n",
+                b"chrX\t5\t6\tB\t3\r\nc 0 9 C 1\n",
             ],
             [0x01, 0x00, 0x83, 0x93, 0x8F, 0x02, 0x03],
             [0, 1, 2, 0, 3, 1, 0],

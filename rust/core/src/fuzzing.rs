@@ -334,8 +334,27 @@ fn check_cells(
         }
         if opts.barcodes.is_none() {
             assert!(!cell.is_empty(), "cells without tokens are dropped");
+        } else if cells.names[i].contains(' ') {
+            // No line can name it: a space separates columns.
+            assert_eq!(
+                cell,
+                [unk],
+                "listed barcode {:?} got tokens",
+                cells.names[i]
+            );
         }
     }
+    // Columns are separated by tabs or runs of spaces (the module docs and the README), so
+    // a barcode never holds either.
+    assert!(
+        cells
+            .names
+            .iter()
+            .all(|n| !n.is_empty() && !n.contains(['\t', ' ']))
+            || opts.barcodes.is_some(),
+        "a barcode read from the file holds a separator: {:?}",
+        cells.names
+    );
     let mut names = cells.names.clone();
     names.sort();
     names.dedup();
@@ -356,7 +375,8 @@ fn check_cells(
 /// Fragment files: the first byte picks the options, the second the compression (0: gzip,
 /// else BGZF with small blocks below 128 and large ones above); the rest is the text. The
 /// text tokenized from a plain file and from the compressed one must give the same cells,
-/// counts and errors (lines cut across BGZF blocks included).
+/// counts and errors (lines cut across BGZF blocks included); for an odd second byte, so
+/// must the text with spaces in place of its tabs.
 pub fn fragments(data: &[u8]) {
     let [flags, packing, text @ ..] = data else {
         return;
@@ -382,6 +402,17 @@ pub fn fragments(data: &[u8]) {
         let plain = Scratch::with("frag.tsv", text);
         let from_plain = run_fragments(&plain.0, &opts);
         assert_eq!(from_plain, from_packed, "plain and {what}");
+        // One separator rule: a tab and a space separate columns alike, so spaces in
+        // place of every tab must not change the cells, the counts or the errors.
+        if packing & 1 == 1 && text.contains(&b'\t') {
+            let spaced: Vec<u8> = text
+                .iter()
+                .map(|&b| if b == b'\t' { b' ' } else { b })
+                .collect();
+            let spaced = Scratch::with("frag-spaces.tsv", &spaced);
+            let from_spaced = run_fragments(&spaced.0, &opts);
+            assert_eq!(from_spaced, from_plain, "tabs replaced by spaces");
+        }
     }
 }
 
