@@ -14,6 +14,8 @@ pub mod config;
 pub mod digits;
 pub mod error;
 pub mod fragments;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod gather;
 mod hash;
 pub mod index;
