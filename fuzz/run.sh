@@ -7,8 +7,7 @@
 # starts from the committed seeds fuzz/corpus/<target>/ and grows a working corpus in
 # fuzz/work/<target>/ (not committed). Crashes are written to fuzz/artifacts/<target>/;
 # minimise one with `cargo +nightly fuzz tmin <target> <file>` and keep it as a regression
-# input in fuzz/corpus/<target>/ once the defect is fixed (fuzz/regressions/<target>/
-# until then). Executions and findings per target are summarised at the end.
+# input in fuzz/corpus/<target>/ once the defect is fixed. Executions and findings per target are summarised at the end.
 #
 # Environment: FUZZ_MAX_LEN (default 4096 bytes), FUZZ_RSS_MB (default 2048),
 # FUZZ_FORK=1 to keep going after a crash (libFuzzer -fork=1 -ignore_crashes=1).

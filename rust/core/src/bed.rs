@@ -48,13 +48,14 @@ pub enum Line<'a> {
     Data(Record<'a>),
 }
 
-/// Removes the line terminator (`\n` or `\r\n`).
+/// Removes the line terminator (`\n`, `\r\n`, or `\n` after several `\r`): a `\r` at
+/// the end of a line is never data, so what is written back reads back the same.
 #[inline]
 pub fn trim_eol(mut line: &[u8]) -> &[u8] {
     if let Some(rest) = line.strip_suffix(b"\n") {
         line = rest;
     }
-    if let Some(rest) = line.strip_suffix(b"\r") {
+    while let Some(rest) = line.strip_suffix(b"\r") {
         line = rest;
     }
     line
@@ -65,6 +66,13 @@ pub fn parse_line(line: &[u8]) -> std::result::Result<Line<'_>, LineProblem> {
     let (chrom, after) = next_field(line);
     if chrom.is_empty() || chrom[0] == b'#' || chrom == b"track" || chrom == b"browser" {
         return Ok(Line::Skip);
+    }
+    if chrom.starts_with(UTF8_BOM) {
+        // Only the file's first bytes may be a byte-order mark; a name starting with one
+        // could not be written back (the reader would strip it from a first line).
+        return Err(LineProblem::Other(
+            "the chromosome name starts with a byte-order mark".into(),
+        ));
     }
     let (start, after) = next_field(after);
     let (end, after) = next_field(after);
@@ -115,6 +123,7 @@ fn fast_line(s: &[u8]) -> Option<(Record<'_>, usize)> {
     match chrom.first() {
         None | Some(b'#') => return None,
         Some(b't' | b'b') if chrom == b"track" || chrom == b"browser" => return None,
+        Some(0xEF) if chrom.starts_with(UTF8_BOM) => return None,
         _ => {}
     }
     let (start, t2) = digits_until_tab(s, t1 + 1, false)?;
@@ -187,10 +196,11 @@ fn parse_other_line<'a>(
     line_no: u64,
     line: &'a [u8],
     seen_data: &mut bool,
+    bom_pending: bool,
 ) -> Result<Option<Record<'a>>> {
-    // A first line cut across reads keeps its byte-order mark until here.
+    // A first line whose first read was shorter than the mark keeps it until here.
     let line = match line.strip_prefix(UTF8_BOM) {
-        Some(rest) if line_no == 1 => rest,
+        Some(rest) if line_no == 1 && bom_pending => rest,
         _ => line,
     };
     let line = trim_eol(line);
@@ -368,6 +378,8 @@ impl<R: BufRead> Reader<R> {
         carry.clear();
         // Inside a `#` line too long to hold: its bytes are read past up to its newline.
         let mut skipping = false;
+        // A byte-order mark is looked for once, at the very start of the input.
+        let mut bom_pending = *line_no == 0;
         loop {
             let chunk = match inner.fill_buf() {
                 Ok(c) => c,
@@ -379,11 +391,16 @@ impl<R: BufRead> Reader<R> {
             let len = chunk.len();
             // A UTF-8 byte-order mark, written by some editors, is not part of the first
             // name.
-            let mut pos = if *line_no == 0 && carry.is_empty() && chunk.starts_with(UTF8_BOM) {
-                UTF8_BOM.len()
-            } else {
-                0
-            };
+            let mut pos = 0;
+            if bom_pending && carry.is_empty() {
+                if chunk.starts_with(UTF8_BOM) {
+                    pos = UTF8_BOM.len();
+                    bom_pending = false;
+                } else {
+                    // A first read shorter than the mark leaves it to `parse_other_line`.
+                    bom_pending = chunk.len() < UTF8_BOM.len() && UTF8_BOM.starts_with(chunk);
+                }
+            }
             if skipping || !carry.is_empty() {
                 let Some(i) = memchr::memchr(b'\n', chunk) else {
                     if !skipping {
@@ -397,7 +414,9 @@ impl<R: BufRead> Reader<R> {
                 // A skipped comment ends here; `skipping` is set again below.
                 if !skipping {
                     carry.extend_from_slice(&chunk[..=i]);
-                    if let Some(rec) = parse_other_line(path, *line_no, carry, seen_data)? {
+                    if let Some(rec) =
+                        parse_other_line(path, *line_no, carry, seen_data, bom_pending)?
+                    {
                         f(*line_no, rec)?;
                     }
                 }
@@ -419,7 +438,7 @@ impl<R: BufRead> Reader<R> {
                 };
                 *line_no += 1;
                 let line = &chunk[pos..pos + i + 1];
-                if let Some(rec) = parse_other_line(path, *line_no, line, seen_data)? {
+                if let Some(rec) = parse_other_line(path, *line_no, line, seen_data, bom_pending)? {
                     f(*line_no, rec)?;
                 }
                 pos += i + 1;
@@ -432,7 +451,7 @@ impl<R: BufRead> Reader<R> {
             *line_no += 1;
         } else if !carry.is_empty() {
             *line_no += 1;
-            if let Some(rec) = parse_other_line(path, *line_no, carry, seen_data)? {
+            if let Some(rec) = parse_other_line(path, *line_no, carry, seen_data, bom_pending)? {
                 f(*line_no, rec)?;
             }
             carry.clear();

@@ -422,7 +422,7 @@ pub fn fragments(data: &[u8]) {
 /// fragment pipeline does; the text, or the first error.
 fn inflate_blocks(raw: &[u8]) -> Result<Vec<u8>, String> {
     let mut reader = BlockReader::new(raw);
-    let mut d = libdeflater::Decompressor::new();
+    let mut d = bgzf::Inflater::new().expect("a decompressor can be allocated");
     let mut blocks = Vec::new();
     let mut out = Vec::new();
     while let Some(span) = reader.read_block(&mut blocks)? {
@@ -433,6 +433,7 @@ fn inflate_blocks(raw: &[u8]) -> Result<Vec<u8>, String> {
         bgzf::inflate_block(
             &mut d,
             &blocks[span.start..span.start + span.len],
+            &span,
             &mut out[at..],
         )?;
         blocks.clear();
@@ -485,7 +486,12 @@ pub fn gzip(data: &[u8]) {
     {
         let plain = Scratch::with("raw.txt", &via_flate2);
         let from_plain = run_fragments(&plain.0, &opts);
-        if let Ok(cells) = &from_raw {
+        // Unless the pipeline skipped a BGZF block that flate2 (which ignores BSIZE) reads.
+        if let Some(cells) = from_raw
+            .as_ref()
+            .ok()
+            .filter(|(_, stats)| stats.lost_blocks == 0)
+        {
             assert_eq!(Ok(cells), from_plain.as_ref(), "compressed and plain");
         }
     }
