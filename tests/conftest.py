@@ -7,8 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 DATA = Path(__file__).parent / "data"
+
+# One fixed, derandomised profile for every property test, so CI runs are repeatable.
+settings.register_profile(
+    "atacformer-ci",
+    derandomize=True,
+    max_examples=60,
+    deadline=None,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("atacformer-ci")
 
 
 def write_bed(path: Path, rows, gz: bool = False) -> Path:

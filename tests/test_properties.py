@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from atacformer import (
@@ -31,17 +31,6 @@ from atacformer import (
     TokenizedCells,
     Tokenizer,
 )
-
-settings.register_profile(
-    "atacformer-ci",
-    derandomize=True,
-    max_examples=60,
-    deadline=None,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.load_profile("atacformer-ci")
 
 CHROMS = ["chr1", "chr2", "chrX"]
 

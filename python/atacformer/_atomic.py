@@ -47,6 +47,8 @@ def atomic_path(path: PathLike, *, directory: bool = False) -> Iterator[Path]:
         ) from e
     try:
         yield tmp
+        # mkstemp makes files only the owner can read; outputs get the usual permissions.
+        tmp.chmod((0o777 if directory else 0o666) & ~_UMASK)
         if directory and path.is_dir() and not path.is_symlink():
             # Folders cannot be swapped in one rename; the old one goes only after the new
             # one is complete, so an interruption leaves one of the two whole.
@@ -66,6 +68,17 @@ def atomic_path(path: PathLike, *, directory: bool = False) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def _read_umask() -> int:
+    """The process's umask, read once at import (setting it is the only portable way to
+    read it, so it is not done per write, where other threads may be creating files)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 def _remove(tmp: Path) -> None:

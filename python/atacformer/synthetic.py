@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from ._atomic import atomic_path
+
 __all__ = [
     "CellSpec",
     "DesignSpec",
@@ -309,7 +311,8 @@ class SyntheticCells:
         if bgzf:
             write_bgzf(path, data, level)
         else:
-            path.write_bytes(data)
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(data)
         return path
 
     def count_matrix(self) -> Any:
@@ -495,8 +498,9 @@ def _barcodes(rng: np.random.Generator, n: int) -> list[str]:
 
 def write_bgzf(path: PathLike, data: bytes, level: int = 6) -> None:
     """Writes ``data`` as BGZF: gzip members of at most 64 KiB with the ``BC`` extra field,
-    then the standard empty end-of-file block. Any gzip reader reads it as one stream."""
-    with open(path, "wb") as out:
+    then the standard empty end-of-file block. Any gzip reader reads it as one stream.
+    Written atomically (see :func:`atacformer._atomic.atomic_path`)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
         for at in range(0, len(data), _BGZF_BLOCK):
             chunk = data[at : at + _BGZF_BLOCK]
             comp = zlib.compressobj(level, zlib.DEFLATED, -15)

@@ -373,8 +373,7 @@ class TokenizedCells:
         path = _path_arg(path, "path")
         if not isinstance(mmap, (bool, np.bool_)):
             raise AtacformerTypeError(f"mmap must be True or False, got {type(mmap).__name__}")
-        if not path.is_file():
-            raise MissingFileError(2, "No such file or directory", str(path))
+        _check_regular_file(path)
         try:
             with open(path, "rb") as f:
                 return cls._read(path, f, bool(mmap))
@@ -494,8 +493,7 @@ def _as_int_array(values: np.ndarray, dtype: type, what: str) -> np.ndarray:
 def read_gtok(path: str | os.PathLike[str]) -> np.ndarray:
     """Ids of a peer ``.gtok`` file as int32."""
     path = _path_arg(path, "path")
-    if not path.is_file():
-        raise MissingFileError(2, "No such file or directory", str(path))
+    _check_regular_file(path)
     data = path.read_bytes()
     if len(data) < 5 or data[:4] != b"GTOK":
         raise ParseError(f"{path}: not a .gtok file (missing GTOK magic)")
@@ -546,6 +544,17 @@ def _path_arg(path: Any, what: str) -> Path:
         return Path(path)
     except TypeError as e:  # an os.PathLike whose __fspath__ gives bytes
         raise AtacformerTypeError(f"{what} is not a usable path: {e}") from e
+
+
+def _check_regular_file(path: Path) -> None:
+    """A missing path is a :class:`MissingFileError`; a folder, device or pipe (which
+    could hold no such file, or never end) is an :class:`InvalidInputError`."""
+    if path.is_file():
+        return
+    if not path.exists():
+        raise MissingFileError(2, "No such file or directory", str(path))
+    kind = "a folder" if path.is_dir() else "not a regular file"
+    raise InvalidInputError(f"{path} is {kind}; give the path of a file")
 
 
 def _length_arg(value: Any, what: str) -> int | None:
