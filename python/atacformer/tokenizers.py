@@ -246,7 +246,13 @@ class Tokenizer:
         return cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))
 
     def save_pretrained(self, save_directory: PathLike) -> None:
-        """Writes ``universe.bed.gz`` and ``tokenizer.toml`` into ``save_directory``."""
+        """Writes ``universe.bed.gz`` and ``tokenizer.toml`` into ``save_directory``.
+
+        All or nothing: after any failure the folder loads as before or as this tokenizer,
+        and the error names ``universe.bed.gz`` or ``tokenizer.toml``. Saves of one
+        tokenizer may run at once on a folder, and loads racing a save succeed; saves of
+        different tokenizers racing on one folder are not ordered (serialise them).
+        """
         self._tok.save_pretrained(save_directory)
 
     # ------------------------------------------------------------------ tokenizing

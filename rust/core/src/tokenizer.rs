@@ -177,6 +177,30 @@ enum SaveStep {
     Renamed,
 }
 
+/// How many times [`Tokenizer::from_config`] reads a config again when the universe it
+/// names is missing (a save in progress replaced the config in between).
+pub const CONFIG_REREADS: usize = 5;
+
+/// How old (by modification time) a fresh-named universe left by another save must be
+/// before a save removes it: a save in progress is never that slow between writing its
+/// universe and publishing it, while a save that died leaves its file behind for good.
+const STALE_FRESH_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Whether `path` is a fresh-named universe of an earlier save that died: older than
+/// [`STALE_FRESH_AGE`] and not the universe `config` names now.
+fn is_stale_fresh_universe(path: &Path, config: &Path) -> bool {
+    if !is_fresh_universe_name(path) {
+        return false;
+    }
+    let old = fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age >= STALE_FRESH_AGE);
+    // A config that cannot be read counts as naming the file: it is then kept.
+    old && Config::from_file(config).is_ok_and(|c| c.universe.file_name() != path.file_name())
+}
+
 /// The start of the fresh names [`Tokenizer::save_pretrained`] writes a universe under
 /// (`universe.saving-XXXXXX.bed.gz`).
 const FRESH_UNIVERSE_PREFIX: &str = "universe.saving-";
@@ -237,9 +261,28 @@ impl Tokenizer {
     }
 
     /// A tokenizer described by a TOML config.
+    ///
+    /// A universe the config names that is missing is taken for a concurrent
+    /// [`Tokenizer::save_pretrained`] having moved on: the config is read again, up to
+    /// [`CONFIG_REREADS`] times, for as long as it names another universe.
     pub fn from_config(path: &Path) -> Result<Self> {
-        let config = Config::from_file(path)?;
-        let universe = Universe::from_bed(&config.universe)?;
+        let mut config = Config::from_file(path)?;
+        let mut rereads = 0;
+        let universe = loop {
+            match Universe::from_bed(&config.universe) {
+                Err(Error::NotFound { path: missing })
+                    if rereads < CONFIG_REREADS && missing == config.universe =>
+                {
+                    rereads += 1;
+                    let again = Config::from_file(path)?;
+                    if again.universe == config.universe {
+                        return Err(Error::NotFound { path: missing });
+                    }
+                    config = again;
+                }
+                other => break other?,
+            }
+        };
         if let Some(((a, b), message)) = special_token_clash(&universe, &config.special_tokens) {
             // The later of the lines that set the two tokens (a default one has none).
             let line = config.special_lines[a].max(config.special_lines[b]).max(1);
@@ -293,6 +336,13 @@ impl Tokenizer {
     /// config names is never overwritten: the new universe goes to a fresh name first, a
     /// config naming it replaces the old config, and only then does it become
     /// `universe.bed.gz`, named by the final config.
+    ///
+    /// Saves may run at once on one folder (threads or processes): each removes only the
+    /// fresh name it wrote itself, plus fresh names of earlier saves that died (older than
+    /// an hour and named by no config). Errors name `universe.bed.gz` or `tokenizer.toml`,
+    /// never a temporary name. Saves of *different* tokenizers racing on one folder are not
+    /// ordered: the folder then holds one of them, or, if they interleave exactly, one's
+    /// universe with the other's special tokens; serialise such saves yourself.
     pub fn save_pretrained(&self, dir: &Path) -> Result<()> {
         self.save_pretrained_with(dir, &mut |_| Ok(()))
     }
@@ -306,13 +356,17 @@ impl Tokenizer {
     ) -> Result<()> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let final_universe = dir.join(UNIVERSE_FILES[0]);
-        // Fresh-named universes left by earlier interrupted saves (the current config may
-        // name one); they go once the new config names `universe.bed.gz`.
-        let stale: Vec<_> = fs::read_dir(dir)
-            .map_err(|e| Error::io(dir, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| is_fresh_universe_name(p))
-            .collect();
+        // An error on the fresh name (a full disk, say) names the file the save makes.
+        let on_final = |e: Error| match e {
+            Error::Io { source, .. } => Error::Io {
+                path: final_universe.clone(),
+                source,
+            },
+            Error::NotFound { .. } => Error::NotFound {
+                path: final_universe.clone(),
+            },
+            other => other,
+        };
         // 1. The new universe under a fresh name, removed again on any failure until a
         //    config names it.
         let fresh = tempfile::Builder::new()
@@ -321,7 +375,7 @@ impl Tokenizer {
             .tempfile_in(dir)
             .map_err(|e| Error::io(&final_universe, e))?
             .into_temp_path();
-        self.universe.regions().to_bed(&fresh)?;
+        self.universe.regions().to_bed(&fresh).map_err(on_final)?;
         checkpoint(SaveStep::UniverseWritten)?;
         let fresh_name = fresh
             .file_name()
@@ -335,15 +389,23 @@ impl Tokenizer {
         checkpoint(SaveStep::Committed)?;
         // 3. The published name: no config names `universe.bed.gz` now, so it may be
         //    replaced (by a link to the new universe, or a copy where links fail).
-        publish_copy(&fresh, &final_universe)?;
+        publish_copy(&fresh, &final_universe).map_err(on_final)?;
         checkpoint(SaveStep::Published)?;
-        // 4. The final config names `universe.bed.gz`; the fresh name is then unused.
+        // 4. The final config names `universe.bed.gz`; the fresh name is then unused (a
+        //    later config names `universe.bed.gz` or another save's own fresh name).
         self.write_config(dir, UNIVERSE_FILES[0])?;
         checkpoint(SaveStep::Renamed)?;
-        for p in stale {
-            let _ = fs::remove_file(p);
+        // Only this save's fresh name, and those of saves that died long ago: another
+        // save's fresh name may be what the config names right now.
+        let config = dir.join(CONFIG_FILE);
+        if let Ok(entries) = fs::read_dir(dir) {
+            for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+                if p != fresh && is_stale_fresh_universe(&p, &config) {
+                    let _ = fs::remove_file(p);
+                }
+            }
         }
-        fs::remove_file(&fresh).map_err(|e| Error::io(&fresh, e))
+        fs::remove_file(&fresh).map_err(|e| on_final(Error::io(&fresh, e)))
     }
 
     /// Writes `tokenizer.toml` naming `universe_name`, atomically.
@@ -624,7 +686,23 @@ mod tests {
                 let loaded = Tokenizer::from_dir(dir.path()).expect("loads");
                 let want = if k == 0 { &old } else { &new };
                 assert_eq!(&loaded, want, "failure after {fail_at:?}");
-                // A later save completes and leaves the published layout only.
+                // A later save completes and, once the failed save's leftovers are old
+                // enough to be its for good, leaves the published layout only.
+                let young: Vec<_> = fs::read_dir(dir.path())
+                    .expect("readable")
+                    .map(|e| e.expect("entry").path())
+                    .filter(|p| is_fresh_universe_name(p))
+                    .collect();
+                new.save_pretrained(dir.path()).expect("writable");
+                for p in &young {
+                    assert!(p.is_file(), "a young fresh name stays: {p:?} ({fail_at:?})");
+                    let old_time = std::time::SystemTime::now() - 2 * STALE_FRESH_AGE;
+                    fs::File::options()
+                        .write(true)
+                        .open(p)
+                        .and_then(|f| f.set_modified(old_time))
+                        .expect("settable");
+                }
                 new.save_pretrained(dir.path()).expect("writable");
                 assert_eq!(Tokenizer::from_dir(dir.path()).expect("new"), new);
                 let mut names: Vec<String> = fs::read_dir(dir.path())
@@ -637,5 +715,45 @@ mod tests {
                 assert!(toml.starts_with("universe = \"universe.bed.gz\""), "{toml}");
             }
         }
+    }
+
+    #[test]
+    fn save_pretrained_leaves_other_saves_fresh_names() {
+        use crate::testing::tokenizer;
+        let t = tokenizer(&[("chr1", 0, 10), ("chr2", 5, 9)]);
+        let dir = tempfile::tempdir().expect("temp dir");
+        t.save_pretrained(dir.path()).expect("writable");
+        // Another save's file, just committed: the config names it.
+        let theirs = dir.path().join("universe.saving-other1.bed.gz");
+        fs::copy(dir.path().join(UNIVERSE_FILES[0]), &theirs).expect("copied");
+        t.write_config(dir.path(), "universe.saving-other1.bed.gz")
+            .expect("writable");
+        // One of a save that died long ago, named by no config.
+        let dead = dir.path().join("universe.saving-dead01.bed.gz");
+        fs::copy(&theirs, &dead).expect("copied");
+        let two_hours_ago = std::time::SystemTime::now() - 2 * STALE_FRESH_AGE;
+        fs::File::options()
+            .write(true)
+            .open(&dead)
+            .and_then(|f| f.set_modified(two_hours_ago))
+            .expect("settable");
+        // A reader between the other save's commit and ours still loads.
+        assert_eq!(Tokenizer::from_dir(dir.path()).expect("loads"), t);
+        t.save_pretrained(dir.path()).expect("writable");
+        assert!(theirs.is_file(), "another save's fresh name is kept");
+        assert!(!dead.exists(), "a dead save's fresh name goes");
+        assert_eq!(Tokenizer::from_dir(dir.path()).expect("loads"), t);
+    }
+
+    #[test]
+    fn from_config_names_a_missing_universe_that_stays_missing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = dir.path().join(CONFIG_FILE);
+        fs::write(&config, "universe = \"gone.bed.gz\"\n").expect("writable");
+        let err = Tokenizer::from_config(&config).expect_err("missing universe");
+        assert!(
+            matches!(&err, Error::NotFound { path } if path.ends_with("gone.bed.gz")),
+            "{err}"
+        );
     }
 }
