@@ -120,6 +120,9 @@ pub struct FragmentStats {
     pub lost_blocks: u64,
     /// What was wrong with the first lost block, naming its byte offset.
     pub first_lost_block: Option<String>,
+    /// The BGZF file ended, after this many bytes, without its end-of-file block (it may
+    /// have been truncated at a block boundary). Read anyway, as htslib does.
+    pub missing_eof: Option<u64>,
 }
 
 /// Tokenizes a fragment file into one cell per barcode; see the module docs for the rules.
