@@ -457,8 +457,8 @@ class Tokenizer:
             )
         if stats["lost_blocks"]:
             warnings.warn(
-                f"{os.fspath(path)}: lost {stats['lost_blocks']} corrupt BGZF block(s) with "
-                f"the lines they held, and skipped {stats['skipped_lines']} line(s) in all "
+                f"{os.fspath(path)}: skipped {stats['lost_blocks']} corrupt BGZF block(s) "
+                f"and their lines, and {stats['skipped_lines']} skipped line(s) in all "
                 "(lines cut by a lost block included); the first bad block: "
                 f"{stats['first_lost_block']}",
                 stacklevel=2,
