@@ -416,7 +416,13 @@ class Tokenizer:
         ``max_fragments`` bound the number of fragment lines per barcode.
         ``on_error="skip"`` skips malformed lines and warns with their count; it also skips
         corrupt BGZF blocks (a block is checked against its size, CRC32 and ``ISIZE``) with
-        their lines, and warns with the number of blocks lost.
+        their lines, and warns with the number of blocks lost (a block whose size swallows
+        the next counts the blocks it holds) and of lines skipped: a line that a lost block
+        cuts (the text between the newlines around it) is skipped and counted too. A block
+        that cannot be read at all (a size too small, a truncated last block) loses the rest
+        of the file, with a warning. A BGZF file without its end-of-file block is read
+        whole, with a warning, as htslib does. ``barcodes`` given as a list must be
+        non-empty strings without whitespace.
         """
         if on_error not in ("raise", "skip"):
             raise _core.InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -425,7 +431,20 @@ class Tokenizer:
         if isinstance(barcodes, (str, os.PathLike)):
             listed_path = barcodes
         elif barcodes is not None:
-            listed = [str(b) for b in _items(barcodes, "barcodes")]
+            listed = []
+            for b in _items(barcodes, "barcodes"):
+                if not isinstance(b, str):
+                    raise _core.AtacformerTypeError(
+                        f"barcodes must be strings, got {type(b).__name__} {b!r}"
+                    )
+                # Fragment fields are separated by tabs or spaces (README), so a barcode
+                # holding whitespace, or an empty one, could never match a line.
+                if not b or any(c.isspace() for c in b):
+                    raise _core.InvalidInputError(
+                        f"barcode {b!r} can never match a fragment line: barcodes are "
+                        "non-empty and hold no whitespace (fields are tab or space separated)"
+                    )
+                listed.append(b)
         ragged, names, stats = _core.tokenize_fragments(
             self._tok,
             path,
@@ -444,8 +463,16 @@ class Tokenizer:
             )
         if stats["lost_blocks"]:
             warnings.warn(
-                f"{os.fspath(path)}: skipped {stats['lost_blocks']} corrupt BGZF block(s) and "
-                f"their lines; the first: {stats['first_lost_block']}",
+                f"{os.fspath(path)}: skipped {stats['lost_blocks']} corrupt BGZF block(s) "
+                f"and their lines, and {stats['skipped_lines']} skipped line(s) in all "
+                "(lines cut by a lost block included); the first bad block: "
+                f"{stats['first_lost_block']}",
+                stacklevel=2,
+            )
+        if "missing_eof_at" in stats:
+            warnings.warn(
+                f"{os.fspath(path)}: the BGZF file ends at byte {stats['missing_eof_at']} "
+                "without its end-of-file block; it may be truncated",
                 stacklevel=2,
             )
         return TokenizedCells._wrap(ragged, names, self.pad_token_id)

@@ -73,6 +73,7 @@ pub struct BlockReader<R> {
     offset: u64,
     last_was_empty: bool,
     started: bool,
+    missing_eof: bool,
 }
 
 impl<R: Read> BlockReader<R> {
@@ -82,7 +83,20 @@ impl<R: Read> BlockReader<R> {
             offset: 0,
             last_was_empty: false,
             started: false,
+            missing_eof: false,
         }
+    }
+
+    /// True once the stream ended after a block that was not the empty end-of-file block:
+    /// the file may be truncated at a block boundary. As htslib does, this is not an error
+    /// (the caller may warn).
+    pub fn missing_eof(&self) -> bool {
+        self.missing_eof
+    }
+
+    /// Offset of the next block in the file.
+    pub fn offset(&self) -> u64 {
+        self.offset
     }
 
     /// Appends the next block to `raw` and says where it is; `Ok(None)` at the end of the
@@ -92,12 +106,7 @@ impl<R: Read> BlockReader<R> {
         let mut header = [0u8; FIXED_HEADER];
         let got = read_full(&mut self.inner, &mut header).map_err(|e| e.to_string())?;
         if got == 0 {
-            if self.started && !self.last_was_empty {
-                return Err(format!(
-                    "the file ends at byte {} without the BGZF end-of-file marker (truncated?)",
-                    self.offset
-                ));
-            }
+            self.missing_eof = self.started && !self.last_was_empty;
             return Ok(None);
         }
         self.started = true;
@@ -215,6 +224,16 @@ impl Drop for Inflater {
         // SAFETY: allocated by `libdeflate_alloc_decompressor`, freed once, here.
         unsafe { libdeflate_sys::libdeflate_free_decompressor(self.0.as_ptr()) }
     }
+}
+
+/// How many other BGZF blocks a corrupt raw block seems to hold: the gzip member headers
+/// (`1f 8b 08 04`) inside it after its own. A `BSIZE` that is too large swallows the
+/// blocks that follow it, and their lines are lost with it; this counts them (random
+/// deflate data holds these four bytes rarely, so the count is at worst slightly high).
+pub fn members_inside(block: &[u8]) -> u64 {
+    block.get(1..).map_or(0, |rest| {
+        memchr::memmem::find_iter(rest, &[0x1f, 0x8b, 0x08, 0x04]).count()
+    }) as u64
 }
 
 /// Inflates one raw block (as [`BlockReader`] read it, `span` saying where it came from)
@@ -440,8 +459,18 @@ mod tests {
     fn truncation_and_corruption_are_errors() {
         let data = b"chr1\t10\t20\tAAAC-1\t1\n".repeat(5000);
         let file = write_bgzf(&data, 1000);
-        // Cut inside a block, at a block boundary (no EOF marker), and in the header.
-        for cut in [file.len() / 2, file.len() - EOF_MARKER.len(), 5] {
+        // A file cut at a block boundary (no EOF marker) is read whole, and says so.
+        let cut = &file[..file.len() - EOF_MARKER.len()];
+        assert_eq!(read_all(cut).as_deref(), Ok(&data[..]));
+        let mut r = BlockReader::new(cut);
+        let mut raw = Vec::new();
+        while r.read_block(&mut raw).expect("whole blocks").is_some() {}
+        assert!(r.missing_eof());
+        let mut r = BlockReader::new(&file[..]);
+        while r.read_block(&mut raw).expect("whole blocks").is_some() {}
+        assert!(!r.missing_eof());
+        // Cut inside a block, and in the header.
+        for cut in [file.len() / 2, 5] {
             assert!(read_all(&file[..cut]).is_err(), "cut at {cut}");
         }
         let mut bad = file.clone();

@@ -78,6 +78,9 @@ pub fn tokenize_fragments<'py>(
     if let Some(problem) = stats.first_lost_block {
         d.set_item("first_lost_block", problem)?;
     }
+    if let Some(at) = stats.missing_eof {
+        d.set_item("missing_eof_at", at)?;
+    }
     let names = std::mem::take(&mut ragged.names);
     Ok((PyRagged::from_core(py, ragged), names, d))
 }

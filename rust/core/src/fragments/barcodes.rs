@@ -15,11 +15,15 @@ use crate::hash::{FastHasher, FastMap};
 pub(super) const BATCH: usize = 32;
 
 /// Reads a barcode list: the first tab-separated column of each line, skipping blank and
-/// `#` lines (plain or gzip).
+/// `#` lines (plain or gzip); a byte-order mark at the very start is dropped.
 pub fn read_barcodes(path: &Path) -> Result<Vec<String>> {
     let mut reader = bed::Reader::from_path(path)?;
     let mut out = Vec::new();
-    while let Some((_, line)) = reader.next_line()? {
+    while let Some((line_no, mut line)) = reader.next_line()? {
+        if line_no == 1 {
+            // A UTF-8 byte-order mark at the very start of the file is not a barcode's.
+            line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
+        }
         let first = line.split(|&b| b == b'\t').next().unwrap_or_default();
         let first = first.trim_ascii();
         if first.is_empty() || first[0] == b'#' {

@@ -25,6 +25,11 @@ pub(super) enum Chunk {
     },
     /// Reading stopped here.
     Failed(ReadFailure),
+    /// With `skip_bad`, a BGZF block could not be read (the message says why and where):
+    /// where the next block starts is unknown, so the rest of the file is lost.
+    Lost(String),
+    /// The BGZF file ended without its end-of-file block, after this many bytes.
+    MissingEof(u64),
 }
 
 /// Why reading stopped.
@@ -44,8 +49,10 @@ enum Input {
 /// Produces chunks from a file in order.
 pub(super) struct ChunkReader {
     input: Input,
-    /// A failure found after some good blocks, returned by the next call.
-    deferred: Option<ReadFailure>,
+    /// A failure or note found after some good blocks, returned by the next call.
+    deferred: Option<Chunk>,
+    /// Turn BGZF read errors into [`Chunk::Lost`].
+    skip_bad: bool,
     done: bool,
     chunk_bytes: usize,
     buffers: Arc<BufferPool>,
@@ -53,7 +60,12 @@ pub(super) struct ChunkReader {
 
 impl ChunkReader {
     /// Opens `path` (see [`crate::io::open`]); chunks hold about `chunk_bytes` of text.
-    pub(super) fn open(path: &Path, chunk_bytes: usize, buffers: Arc<BufferPool>) -> Result<Self> {
+    pub(super) fn open(
+        path: &Path,
+        chunk_bytes: usize,
+        skip_bad: bool,
+        buffers: Arc<BufferPool>,
+    ) -> Result<Self> {
         // Plain and gzip chunks are read in large requests that bypass this buffer; BGZF
         // blocks are read from it, at most 64 KiB each.
         let opened = input::open_with_capacity(path, 1 << 16)?;
@@ -66,6 +78,7 @@ impl ChunkReader {
         Ok(ChunkReader {
             input,
             deferred: None,
+            skip_bad,
             done: false,
             chunk_bytes: chunk_bytes.max(1),
             buffers,
@@ -78,7 +91,7 @@ impl ChunkReader {
         while out.len() < n && !self.done {
             match self.next_chunk() {
                 Some(c) => {
-                    if matches!(c, Chunk::Failed(_)) {
+                    if matches!(c, Chunk::Failed(_) | Chunk::Lost(_) | Chunk::MissingEof(_)) {
                         self.done = true;
                     }
                     out.push(c);
@@ -90,8 +103,8 @@ impl ChunkReader {
     }
 
     fn next_chunk(&mut self) -> Option<Chunk> {
-        if let Some(f) = self.deferred.take() {
-            return Some(Chunk::Failed(f));
+        if let Some(c) = self.deferred.take() {
+            return Some(c);
         }
         let want = self.chunk_bytes;
         match &mut self.input {
@@ -115,19 +128,33 @@ impl ChunkReader {
                             data_len += span.data_len;
                             spans.push(span);
                         }
-                        Ok(None) => break,
-                        Err(msg) if spans.is_empty() => {
-                            return Some(Chunk::Failed(ReadFailure::Compression(msg)))
+                        Ok(None) => {
+                            if r.missing_eof() {
+                                self.deferred = Some(Chunk::MissingEof(r.offset()));
+                            }
+                            break;
                         }
                         Err(msg) => {
+                            let c = if self.skip_bad {
+                                Chunk::Lost(msg)
+                            } else {
+                                Chunk::Failed(ReadFailure::Compression(msg))
+                            };
+                            if spans.is_empty() {
+                                return Some(c);
+                            }
                             // Hand over the good blocks first, so the error's line number
                             // counts their lines; the failure comes with the next call.
-                            self.deferred = Some(ReadFailure::Compression(msg));
+                            self.deferred = Some(c);
                             break;
                         }
                     }
                 }
-                (!spans.is_empty()).then_some(Chunk::Blocks {
+                if spans.is_empty() {
+                    self.buffers.give(raw);
+                    return self.deferred.take();
+                }
+                Some(Chunk::Blocks {
                     raw,
                     spans,
                     data_len,
@@ -142,7 +169,7 @@ impl ChunkReader {
     fn text_chunk(&mut self, text: Option<Vec<u8>>, failure: Option<ReadFailure>) -> Option<Chunk> {
         match (text, failure) {
             (Some(t), f) => {
-                self.deferred = f;
+                self.deferred = f.map(Chunk::Failed);
                 Some(Chunk::Text(t))
             }
             (None, Some(f)) => Some(Chunk::Failed(f)),

@@ -11,9 +11,14 @@ use std::hash::Hasher;
 
 use super::barcodes::BarcodeMap;
 use super::chunks::ReadFailure;
-use super::worker::{parse_lines, ChunkOutput, ParsedLines, WorkerContext, IGNORE, LOCAL};
+use super::worker::{
+    cut_by_lost_block, parse_lines, ChunkOutput, ParsedLines, WorkerContext, IGNORE, LOCAL,
+};
 use super::{FragmentOptions, FragmentStats};
 use crate::bed::{is_comment, too_long};
+
+/// A UTF-8 byte-order mark.
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
 use crate::error::{Error, Result};
 use crate::hash::FastHasher;
 use crate::io::MAX_LINE_BYTES;
@@ -167,6 +172,10 @@ pub(super) struct Merger {
     pending: Vec<u8>,
     /// Inside a `#` line too long to hold, whose end is in a later chunk.
     skipping: bool,
+    /// A lost BGZF block cut the held line: it is dropped (and counted) when it ends.
+    pending_cut: bool,
+    /// The start of the file was looked at for a UTF-8 byte-order mark.
+    bom_checked: bool,
     local_to_global: Vec<u32>,
 }
 
@@ -201,6 +210,8 @@ impl Merger {
             stats: FragmentStats::default(),
             pending: Vec::new(),
             skipping: false,
+            pending_cut: false,
+            bom_checked: false,
             local_to_global: Vec::new(),
         })
     }
@@ -239,6 +250,9 @@ impl Merger {
                 },
             });
         }
+        if let Some(at) = t.missing_eof {
+            self.stats.missing_eof = Some(at);
+        }
         if t.lost.count > 0 {
             self.stats.lost_blocks += t.lost.count;
             if self.stats.first_lost_block.is_none() {
@@ -248,12 +262,24 @@ impl Merger {
         if !self.skipping {
             self.pending.extend_from_slice(&t.head);
         }
+        self.pending_cut |= t.head_cut;
+        if !self.bom_checked && (self.pending.len() >= UTF8_BOM.len() || t.has_newline) {
+            // A byte-order mark at the very start of the file is not part of its first
+            // line (as in the BED reader); the file's first bytes are always in `pending`.
+            self.bom_checked = true;
+            if self.pending.starts_with(UTF8_BOM) {
+                self.pending.drain(..UTF8_BOM.len());
+            }
+        }
         if !t.has_newline {
             return self.check_pending(ctx.skip_bad);
         }
         if std::mem::take(&mut self.skipping) {
             // The end of a comment line too long to hold.
             self.stats.lines += 1;
+            self.pending_cut = false;
+        } else if std::mem::take(&mut self.pending_cut) {
+            self.drop_cut_line();
         } else {
             self.pending.push(b'\n');
             let straddling = parse_lines(ctx, &self.known, &self.pending);
@@ -262,7 +288,20 @@ impl Merger {
         }
         self.apply(t.parsed)?;
         self.pending.extend_from_slice(&t.tail);
+        self.pending_cut = t.tail_cut;
         Ok(())
+    }
+
+    /// Drops the held line, which a lost BGZF block cut; counts it unless it is empty.
+    fn drop_cut_line(&mut self) {
+        if !self.pending.is_empty() {
+            self.stats.lines += 1;
+            self.stats.skipped_lines += 1;
+            if self.stats.first_skipped.is_none() {
+                self.stats.first_skipped = Some((self.stats.lines, cut_by_lost_block()));
+            }
+        }
+        self.pending.clear();
     }
 
     /// A line held across chunks may not grow past [`MAX_LINE_BYTES`]: past it, it is an
@@ -296,6 +335,13 @@ impl Merger {
         if std::mem::take(&mut self.skipping) {
             self.stats.lines += 1;
             return Ok(());
+        }
+        if std::mem::take(&mut self.pending_cut) {
+            self.drop_cut_line();
+            return Ok(());
+        }
+        if !self.bom_checked && self.pending.starts_with(UTF8_BOM) {
+            self.pending.drain(..UTF8_BOM.len());
         }
         if self.pending.is_empty() {
             return Ok(());

@@ -31,12 +31,18 @@
 //! A malformed line (fewer than five non-empty columns, a coordinate or count that is not a
 //! non-negative integer, `start > end`, a barcode that is not UTF-8) is an [`Error::Parse`] naming the file and 1-based line; with `skip_bad_lines` it
 //! is skipped and counted in [`FragmentStats`]. With a barcode list, a barcode that is not
-//! UTF-8 simply matches no listed barcode. Corrupt or truncated gzip or BGZF (including a
-//! BGZF file without its end-of-file marker) is an [`Error::Compression`]. Every BGZF block
+//! UTF-8 simply matches no listed barcode. Corrupt or truncated gzip or BGZF is an
+//! [`Error::Compression`]; a BGZF file without its end-of-file block is read whole (as
+//! htslib does) and noted in [`FragmentStats::missing_eof`]. Every BGZF block
 //! is checked against itself (its deflate stream ends where its `BSIZE` says, its data
 //! matches its CRC32 and `ISIZE`); a block that fails is an [`Error::Compression`] naming its
-//! byte offset, or with `skip_bad_lines` is skipped with its lines (a line it cuts is lost
-//! too) and counted in [`FragmentStats::lost_blocks`]; line numbers after it are approximate.
+//! byte offset, or with `skip_bad_lines` is skipped with its lines and counted in
+//! [`FragmentStats::lost_blocks`] (with the blocks a too-large `BSIZE` swallowed, counted by
+//! their gzip member headers). What a lost block held is unknown, so the text between the
+//! newlines around it (a line it cuts) is dropped too, and counted as one skipped line
+//! unless empty. A block that cannot be read at all (a `BSIZE` too small, a truncated last
+//! block) loses the rest of the file, counted as one lost block. Line numbers after a lost
+//! block are approximate. A UTF-8 byte-order mark at the very start of the file is dropped.
 //!
 //! # How it runs (one file per stage)
 //! The file is read in chunks of about 1 MiB (for BGZF, runs of whole raw blocks, inflated
@@ -120,6 +126,9 @@ pub struct FragmentStats {
     pub lost_blocks: u64,
     /// What was wrong with the first lost block, naming its byte offset.
     pub first_lost_block: Option<String>,
+    /// The BGZF file ended, after this many bytes, without its end-of-file block (it may
+    /// have been truncated at a block boundary). Read anyway, as htslib does.
+    pub missing_eof: Option<u64>,
 }
 
 /// Tokenizes a fragment file into one cell per barcode; see the module docs for the rules.

@@ -120,7 +120,12 @@ pub(super) fn run(
         }
     }
     let buffers = Arc::new(BufferPool::default());
-    let mut reader = ChunkReader::open(path, tuning.chunk_bytes, Arc::clone(&buffers))?;
+    let mut reader = ChunkReader::open(
+        path,
+        tuning.chunk_bytes,
+        opts.skip_bad_lines,
+        Arc::clone(&buffers),
+    )?;
     let mut merger = Merger::new(path, opts)?;
     let universe = tok.universe();
     let threads = if tuning.serial {

@@ -129,6 +129,7 @@ fn hand_checked_unique_and_all() {
             first_skipped: None,
             lost_blocks: 0,
             first_lost_block: None,
+            missing_eof: None,
         }
     );
     let all = FragmentOptions {
@@ -337,10 +338,17 @@ fn truncated_or_corrupt_compression_is_an_error() {
     ));
     let bg = bgzf_bytes(text.as_bytes(), 4000);
     check(&bg[..bg.len() / 2], "BGZF cut in half");
-    check(
-        &bg[..bg.len() - bgzf::EOF_MARKER.len()],
-        "BGZF without EOF marker",
-    );
+    // Without its EOF marker a BGZF file is read whole (as htslib does) and says so.
+    let f = temp_file("no-eof.gz", &bg[..bg.len() - bgzf::EOF_MARKER.len()]);
+    let whole = run_everywhere(&tok, text.as_bytes(), &opts).expect("valid");
+    for t in &TUNINGS[..3] {
+        let (r, stats) = run(&tok, &f.0, &opts, t).expect("read without its EOF marker");
+        assert_eq!((&r, stats.lines), (&whole.0, whole.1.lines));
+        assert_eq!(
+            stats.missing_eof,
+            Some((bg.len() - bgzf::EOF_MARKER.len()) as u64)
+        );
+    }
     // Corrupt the deflate data of the second block (header bytes such as MTIME are
     // not checked by anyone).
     let second = usize::from(u16::from_le_bytes([bg[16], bg[17]])) + 1;
@@ -634,7 +642,10 @@ fn a_bgzf_block_that_swallows_the_next_is_an_error_or_lost_with_a_count() {
         let (r, stats) = run(&tok, &f.0, &skip, t).expect("the block is skipped");
         // The swallowing block went with what it swallowed; C is intact.
         assert_eq!(cells(&r), owned(&[("C", &[0, 1])]), "{t:?}");
-        assert_eq!(stats.lost_blocks, 1);
+        // Two blocks are lost (the swallowed one is counted), and the first line after
+        // the gap, which may continue a line of the lost blocks, is skipped and counted.
+        assert_eq!((stats.lost_blocks, stats.skipped_lines), (2, 1));
+        assert_eq!(stats.fragments, 3);
         assert!(stats
             .first_lost_block
             .is_some_and(|m| m.contains("block at byte 0")));
@@ -655,7 +666,10 @@ fn a_bgzf_block_that_swallows_the_next_is_an_error_or_lost_with_a_count() {
         );
         let (r, stats) = run(&tok, &f.0, &skip, t).expect("skipped");
         assert_eq!(cells(&r), owned(&[("A", &[0, 1]), ("C", &[0, 1])]), "{t:?}");
-        assert_eq!(stats.lost_blocks, 1);
+        assert_eq!(
+            (stats.lost_blocks, stats.skipped_lines, stats.fragments),
+            (1, 1, 7)
+        );
     }
     // Blocks that cut lines: block 1 holds the end of line 2 and the start of line 3, so
     // losing it loses both (the halves left around it are not glued into a line).
@@ -669,6 +683,9 @@ fn a_bgzf_block_that_swallows_the_next_is_an_error_or_lost_with_a_count() {
         let (r, stats) = run(&tok, &f.0, &skip, t).expect("skipped");
         assert_eq!(cells(&r), owned(&[("A", &[0, 1])]), "{t:?} {stats:?}");
         assert_eq!((stats.lost_blocks, stats.fragments), (1, 1));
+        // The piece of line 2 before the gap and the piece of line 3 after it: one run of
+        // text between two newlines, one skipped line.
+        assert_eq!(stats.skipped_lines, 1, "{t:?}");
     }
 }
 

@@ -74,9 +74,10 @@ impl ParsedLines {
     }
 }
 
-/// What stands in for the data of a BGZF block lost with `skip_bad`: a newline and the
-/// start of a comment.
-const LOST_BLOCK: &[u8] = b"\n#";
+/// What a line cut by a lost BGZF block is reported as (with `skip_bad`).
+pub(super) fn cut_by_lost_block() -> LineProblem {
+    LineProblem::Other("part of a line next to a corrupt BGZF block that was skipped".into())
+}
 
 /// BGZF blocks that failed their checks and were skipped (with `skip_bad`).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -87,8 +88,8 @@ pub(super) struct LostBlocks {
 }
 
 impl LostBlocks {
-    fn add(&mut self, problem: String) {
-        self.count += 1;
+    fn add(&mut self, problem: String, blocks: u64) {
+        self.count += blocks;
         self.first.get_or_insert(problem);
     }
 }
@@ -105,6 +106,12 @@ pub(super) struct ChunkOutput {
     /// Text after the last newline.
     pub(super) tail: Vec<u8>,
     pub(super) has_newline: bool,
+    /// A lost block lies before the first newline: the line that `head` ends is cut.
+    pub(super) head_cut: bool,
+    /// A lost block lies after the last newline: the line that `tail` begins is cut.
+    pub(super) tail_cut: bool,
+    /// The BGZF file ended here without its end-of-file block.
+    pub(super) missing_eof: Option<u64>,
     /// The complete lines between `head` and `tail`.
     pub(super) parsed: ParsedLines,
 }
@@ -121,6 +128,19 @@ pub(super) fn parse_chunk(
             failure: Some(f),
             ..ChunkOutput::default()
         },
+        Chunk::Lost(m) => ChunkOutput {
+            lost: LostBlocks {
+                count: 1,
+                first: Some(format!("{m}; the rest of the file is not read")),
+            },
+            // The line that was being read is cut.
+            head_cut: true,
+            ..ChunkOutput::default()
+        },
+        Chunk::MissingEof(at) => ChunkOutput {
+            missing_eof: Some(at),
+            ..ChunkOutput::default()
+        },
         Chunk::Text(text) => {
             let out = split_and_parse(ctx, known, &text);
             ctx.buffers.give(text);
@@ -132,11 +152,12 @@ pub(super) fn parse_chunk(
             data_len,
         } => {
             let mut text = ctx.buffers.take();
-            // Room for what stands in for lost blocks too (see `LOST_BLOCK`).
-            text.resize(data_len + LOST_BLOCK.len() * spans.len(), 0);
+            text.resize(data_len, 0);
             let mut at = 0;
             let mut failure = None;
             let mut lost = LostBlocks::default();
+            // Where the data of lost blocks would have been (offsets into `text`).
+            let mut gaps: Vec<usize> = Vec::new();
             match bgzf::Inflater::new() {
                 None => failure = Some(ReadFailure::Compression("out of memory".into())),
                 Some(mut d) => {
@@ -146,12 +167,12 @@ pub(super) fn parse_chunk(
                         match bgzf::inflate_block(&mut d, block, s, out) {
                             Ok(()) => at += s.data_len,
                             Err(m) if ctx.skip_bad => {
-                                // The block's data is lost; what stands in for it ends the
-                                // line before it and makes the rest of the line after it a
-                                // comment, so no line is glued across the gap.
-                                text[at..at + LOST_BLOCK.len()].copy_from_slice(LOST_BLOCK);
-                                at += LOST_BLOCK.len();
-                                lost.add(m);
+                                // The block's data is lost, and with it any part of the
+                                // lines on both sides of the gap (see `split_with_gaps`).
+                                if gaps.last() != Some(&at) {
+                                    gaps.push(at);
+                                }
+                                lost.add(m, 1 + bgzf::members_inside(block));
                             }
                             Err(m) => {
                                 failure = Some(ReadFailure::Compression(m));
@@ -168,12 +189,83 @@ pub(super) fn parse_chunk(
                     failure: Some(f),
                     ..ChunkOutput::default()
                 },
-                None => split_and_parse(ctx, known, &text),
+                None if gaps.is_empty() => split_and_parse(ctx, known, &text),
+                None => split_with_gaps(ctx, known, &text, &gaps),
             };
             out.lost = lost;
             ctx.buffers.give(text);
             out
         }
+    }
+}
+
+/// Splits and parses a chunk in which BGZF blocks were lost, `gaps` (increasing) saying
+/// where their data would have been. What a lost block held is unknown, so every line
+/// that touches a gap is dropped: the text before a gap back to its last newline, and the
+/// text after it up to its first newline. Each dropped piece of a line that is not empty
+/// counts as a skipped line. The lines that `head` ends and `tail` begins are dropped by
+/// the merger (which sees the neighbouring chunks) when `head_cut` / `tail_cut` say so.
+fn split_with_gaps(
+    ctx: &WorkerContext<'_>,
+    known: &BarcodeMap,
+    text: &[u8],
+    gaps: &[usize],
+) -> ChunkOutput {
+    let (Some(first), Some(last)) = (memchr(b'\n', text), memchr::memrchr(b'\n', text)) else {
+        // No newline: the whole chunk continues one cut line.
+        return ChunkOutput {
+            head: text.to_vec(),
+            head_cut: true,
+            ..ChunkOutput::default()
+        };
+    };
+    let head_cut = gaps.iter().any(|&g| g <= first);
+    let tail_cut = gaps.iter().any(|&g| g > last);
+    // The complete lines run from `first + 1` to `last` (inclusive); a line from `s` to
+    // its newline at `e` is cut by a gap `g` with `s <= g <= e`.
+    let body = first + 1..last + 1;
+    let mut kept: Vec<u8> = Vec::with_capacity(body.len());
+    let mut from = body.start;
+    let mut pieces = 0u64;
+    let mut first_cut_line: Option<u64> = None;
+    let mut i = 0;
+    let inner: Vec<usize> = gaps.iter().copied().filter(|g| body.contains(g)).collect();
+    while i < inner.len() {
+        let g = inner[i];
+        let s = memchr::memrchr(b'\n', &text[from..g]).map_or(from, |k| from + k + 1);
+        // The cut span runs to the newline at or after the last gap it holds.
+        let mut e = memchr(b'\n', &text[g..]).map_or(last, |k| g + k);
+        i += 1;
+        while i < inner.len() && inner[i] <= e {
+            e = memchr(b'\n', &text[inner[i]..]).map_or(last, |k| inner[i] + k);
+            i += 1;
+        }
+        pieces += u64::from(e > s);
+        kept.extend_from_slice(&text[from..s]);
+        if first_cut_line.is_none() {
+            first_cut_line = Some(memchr::memchr_iter(b'\n', &kept).count() as u64 + 1);
+        }
+        from = e + 1;
+    }
+    kept.extend_from_slice(&text[from..body.end]);
+    let mut parsed = parse_lines(ctx, known, &kept);
+    if pieces > 0 {
+        parsed.lines += pieces;
+        let line = first_cut_line.unwrap_or(1);
+        for _ in 0..pieces {
+            parsed.bad(true, line, cut_by_lost_block());
+        }
+    }
+    ChunkOutput {
+        failure: None,
+        lost: LostBlocks::default(),
+        head: text[..first].to_vec(),
+        tail: text[last + 1..].to_vec(),
+        has_newline: true,
+        head_cut,
+        tail_cut,
+        missing_eof: None,
+        parsed,
     }
 }
 
@@ -189,6 +281,9 @@ pub(super) fn split_and_parse(
             head: text[..first].to_vec(),
             tail: text[last + 1..].to_vec(),
             has_newline: true,
+            head_cut: false,
+            tail_cut: false,
+            missing_eof: None,
             parsed: parse_lines(ctx, known, &text[first + 1..=last]),
         },
         _ => ChunkOutput {
