@@ -29,19 +29,25 @@ pub fn type_name(obj: &Bound<'_, PyAny>) -> String {
         .unwrap_or_default()
 }
 
-/// A Python integer argument that must not be negative (any size, so a huge value is
-/// reported rather than overflowing).
-pub fn non_negative(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
-    let v: i128 = value.extract().map_err(|_| {
+/// A Python integer as an `i128`: an int too wide for that is `{what} {too_large} {value}`
+/// (an InvalidInputError), anything else a type error.
+fn wide_int(value: &Bound<'_, PyAny>, what: &str, too_large: &str) -> PyResult<i128> {
+    value.extract().map_err(|_| {
         if value.is_instance_of::<PyInt>() {
-            invalid(format!("{what} is too large: {value}"))
+            invalid(format!("{what} {too_large} {value}"))
         } else {
             wrong_type(format!(
                 "{what} must be an integer, got {}",
                 type_name(value)
             ))
         }
-    })?;
+    })
+}
+
+/// A Python integer argument that must not be negative (any size, so a huge value is
+/// reported rather than overflowing).
+pub fn non_negative(value: &Bound<'_, PyAny>, what: &str) -> PyResult<u64> {
+    let v = wide_int(value, what, "is too large:")?;
     u64::try_from(v).map_err(|_| invalid(format!("{what} must be 0 or more, got {v}")))
 }
 
@@ -87,16 +93,7 @@ pub fn signed(value: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
     if value.is_instance_of::<PyBool>() {
         return Err(wrong_type(format!("{what} must be an integer, got a bool")));
     }
-    let v: i128 = value.extract().map_err(|_| {
-        if value.is_instance_of::<PyInt>() {
-            invalid(format!("{what} must fit in int64, got {value}"))
-        } else {
-            wrong_type(format!(
-                "{what} must be an integer, got {}",
-                type_name(value)
-            ))
-        }
-    })?;
+    let v = wide_int(value, what, "must fit in int64, got")?;
     i64::try_from(v).map_err(|_| invalid(format!("{what} must fit in int64, got {v}")))
 }
 
