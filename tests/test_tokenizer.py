@@ -250,3 +250,17 @@ def test_memory_per_region_within_budget(tmp_path: Path):
     rs.to_bed(tmp_path / "big.bed")
     tok = Tokenizer(tmp_path / "big.bed")
     assert tok._tok.heap_bytes / n <= 48
+
+
+def test_universe_id_names_the_regions_in_id_order(tmp_path: Path):
+    import hashlib
+
+    a = write_bed(tmp_path / "a.bed", [("chr1", 10, 20), ("chr2", 5, 9)])
+    b = write_bed(tmp_path / "b.bed", [("chr2", 5, 9), ("chr1", 10, 20)])
+    tok_a, tok_b = Tokenizer.from_bed(a), Tokenizer.from_bed(b)
+    # RegionSet.identifier: md5 of the md5s of the comma-joined chroms, starts and ends.
+    parts = [b"chr1,chr2", b"10,5", b"20,9"]
+    expected = hashlib.md5(",".join(hashlib.md5(p).hexdigest() for p in parts).encode()).hexdigest()
+    assert tok_a.universe_id == expected
+    assert Tokenizer.from_bed(a).universe_id == expected
+    assert tok_b.universe_id != expected

@@ -637,6 +637,18 @@ class Tokenizer:
         return self._tok.universe()
 
     @property
+    def universe_id(self) -> str:
+        """The universe's identifier: :attr:`RegionSet.identifier` of :attr:`universe`, an MD5
+        digest of its chromosomes, starts and ends in id order. Two tokenizers with the same
+        ``universe_id`` give the same ids; atlases and embeddings record it in
+        ``uns["atacformer"]["universe_id"]``."""
+        cached = self.__dict__.get("_universe_id")
+        if cached is None:
+            cached = self._tok.universe().identifier
+            self.__dict__["_universe_id"] = cached
+        return cached
+
+    @property
     def vocab_size(self) -> int:
         """Universe regions plus the seven special tokens."""
         return self._tok.vocab_size
