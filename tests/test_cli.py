@@ -340,7 +340,7 @@ def test_unknown_model_offline(capsys, demo_sample, tmp_path):
 
 def test_missing_local_model_folder(capsys, demo_sample, tmp_path):
     code, _, err = run(capsys, "info", "./not_here/model")
-    assert_one_line_error(code, err, "info", "no such folder")
+    assert_one_line_error(code, err, "info", "no such file or directory")
 
 
 def test_model_needs_its_own_vocabulary(capsys, pbmc_tokenizer_dir, tmp_path):

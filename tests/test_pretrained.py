@@ -115,7 +115,7 @@ def test_resolver_errors_are_atacformer_errors(tmp_path: Path, peaks_dir: Path):
     from atacformer import AtacformerModel, InvalidInputError, MissingFileError
     from atacformer.hub import resolve_pretrained
 
-    with pytest.raises(MissingFileError, match="no such folder") as info:
+    with pytest.raises(MissingFileError, match="no such file or directory") as info:
         resolve_pretrained("./not_here/model")
     assert info.value.filename.endswith("not_here/model")
     with pytest.raises(InvalidInputError, match="is a file"):

@@ -23,6 +23,8 @@ from .exceptions import (
 
 PathLike = Union[str, "os.PathLike[str]"]
 
+NO_SUCH_PATH = "no such file or directory"
+
 DEMO_NAME = "demo"
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "demo_model"
 """The small model that ships inside the package (the name ``"demo"``)."""
@@ -33,11 +35,34 @@ WEIGHT_PATTERNS = ("*.safetensors",)
 """Files fetched in addition for a model's weights."""
 
 
+FILE_SUFFIXES = (
+    ".bed",
+    ".gz",
+    ".bgz",
+    ".toml",
+    ".json",
+    ".tsv",
+    ".txt",
+    ".csv",
+    ".h5ad",
+    ".atok",
+    ".safetensors",
+    ".zarr",
+    ".npy",
+    ".parquet",
+)
+"""Endings that make a name a file path rather than a Hub repo id."""
+
+
 def _looks_like_path(name: str) -> bool:
-    """True for names that can only be paths (``./x``, ``/x``, ``~/x``, ``a/b/c``)."""
-    return (
-        name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep in name.replace("/", "")
-    )
+    """True for names that can only be paths: ``./x``, ``/x``, ``~/x``, ``a/b/c``, a name
+    without a ``/`` (a Hub repo id is ``org/name``) and one ending like a file
+    (``peaks.bedd`` aside, ``data/peaks.bed``)."""
+    if name.startswith((".", "/", "~")) or name.count("/") != 1:
+        return True
+    if os.sep != "/" and os.sep in name:
+        return True
+    return name.lower().endswith(FILE_SUFFIXES)
 
 
 def _offline(local_files_only: bool) -> bool:
@@ -62,9 +87,16 @@ def resolve_pretrained(
       ``HF_HUB_OFFLINE=1``, ``HF_HUB_CACHE``, ``cache_dir``, ``revision`` and
       ``local_files_only``, and returns the snapshot folder in the cache.
 
-    Raises :class:`~atacformer.MissingFileError` when there is no such folder or repo (or it
-    is not in the cache while offline), :class:`~atacformer.InvalidInputError` for a file,
-    and :class:`~atacformer.AtacformerIOError` when the Hub answers with another HTTP error.
+    A repo already in the local cache loads from it without touching the network (even
+    when ``HF_HUB_OFFLINE`` is unset); ``hf download`` refreshes a cached repo.
+
+    Raises :class:`~atacformer.MissingFileError` for a path that does not exist ("no such
+    file or directory"; a name without exactly one ``/``, or ending like a file, is a
+    path), a repo or revision the Hub does not have, or a repo not in the cache while
+    offline; :class:`~atacformer.InvalidInputError` for a file; and
+    :class:`~atacformer.AtacformerIOError` when the Hub cannot be reached and the repo is
+    not cached (the message says how to bring it over), or answers with another HTTP
+    error.
     """
     if not isinstance(name, (str, os.PathLike)):
         raise AtacformerTypeError(
@@ -90,8 +122,65 @@ def resolve_pretrained(
             "universe.bed.gz), a Hugging Face Hub repo id or 'demo'"
         )
     if _looks_like_path(text):
-        raise MissingFileError(errno.ENOENT, "no such folder", str(path))
+        raise MissingFileError(errno.ENOENT, NO_SUCH_PATH, str(path))
     return _snapshot(text, revision, cache_dir, local_files_only, token, weights)
+
+
+def _cache_folder(cache_dir: PathLike | None) -> str:
+    from huggingface_hub import constants
+
+    return os.fspath(cache_dir) if cache_dir is not None else constants.HF_HUB_CACHE
+
+
+HUB_TIMEOUT_S = 3.0
+"""Seconds to wait for the Hub's first answer (``ATACFORMER_HUB_TIMEOUT`` overrides it)
+before deciding it cannot be reached: a network that drops packets would otherwise hang
+``huggingface_hub``'s calls, which have no timeout."""
+
+
+def _hub_timeout() -> float:
+    raw = os.environ.get("ATACFORMER_HUB_TIMEOUT", "")
+    try:
+        value = float(raw) if raw else HUB_TIMEOUT_S
+    except ValueError:
+        value = HUB_TIMEOUT_S
+    return value if value > 0 else HUB_TIMEOUT_S
+
+
+def _unreachable(repo_id: str, revision: str | None, token: str | bool | None) -> str | None:
+    """Why the Hub cannot be reached (None when it answers, with any HTTP status): asks it
+    for the repo's info on a daemon thread and waits at most :func:`_hub_timeout` s, so a
+    dead DNS resolver or a dropped connection cannot hang the caller."""
+    import threading
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.utils import HfHubHTTPError
+
+    outcome: list[BaseException | None] = []
+
+    def ask() -> None:
+        try:
+            HfApi().repo_info(repo_id, revision=revision, token=token, timeout=_hub_timeout())
+            outcome.append(None)
+        except BaseException as e:  # reported to the caller, never raised on the thread
+            outcome.append(e)
+
+    thread = threading.Thread(target=ask, name="atacformer-hub-probe", daemon=True)
+    thread.start()
+    thread.join(_hub_timeout())
+    if not outcome:
+        return f"no answer within {_hub_timeout():g} s"
+    error = outcome[0]
+    if error is None or isinstance(error, HfHubHTTPError):  # an answer, if a refusal
+        return None
+    return type(error).__name__
+
+
+def _offline_advice(repo_id: str, cache: str) -> str:
+    return (
+        f"to work offline, download it on a connected machine (`hf download {repo_id}`), "
+        f"set HF_HUB_OFFLINE=1 and copy the Hugging Face cache to {cache} (HF_HUB_CACHE)"
+    )
 
 
 def _snapshot(
@@ -102,6 +191,9 @@ def _snapshot(
     token: str | bool | None,
     weights: bool,
 ) -> Path:
+    """The snapshot folder of a Hub repo: from the local cache when it holds the files,
+    without touching the network; otherwise downloaded. Cached repos are used as they are
+    (``hf download`` refreshes them)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.utils import (  # re-exported here by every supported version
         HfHubHTTPError,
@@ -112,30 +204,57 @@ def _snapshot(
     )
 
     patterns = list(TOKENIZER_PATTERNS + (WEIGHT_PATTERNS if weights else ()))
+    options: dict[str, Any] = dict(
+        revision=revision,
+        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
+        token=token,
+        allow_patterns=patterns,
+    )
+    offline = _offline(local_files_only)
+    cached: Path | None = None
     try:
-        folder = snapshot_download(
-            repo_id,
-            revision=revision,
-            cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-            local_files_only=local_files_only,
-            token=token,
-            allow_patterns=patterns,
-        )
+        cached = Path(snapshot_download(repo_id, local_files_only=True, **options))
     except HFValidationError as e:
         raise MissingFileError(
-            errno.ENOENT, "neither a local folder nor a valid Hugging Face Hub repo id", repo_id
+            errno.ENOENT, f"{NO_SUCH_PATH}, nor a valid Hugging Face Hub repo id", repo_id
         ) from e
+    except LocalEntryNotFoundError:  # not cached, or cached in part
+        pass
+    # A cache filled for a tokenizer alone lacks the weights a model needs: fetch them.
+    if cached is not None and (offline or not weights or any(cached.glob("*.safetensors"))):
+        return cached
+    cache = _cache_folder(cache_dir)
+    if offline:
+        why = "local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set"
+        raise MissingFileError(
+            errno.ENOENT,
+            f"not in the local Hugging Face cache, and offline mode is on ({why}); "
+            + _offline_advice(repo_id, cache),
+            repo_id,
+        )
+    why_not = _unreachable(repo_id, revision, token)
+    if why_not is not None:
+        if cached is not None:  # the weights cannot be fetched: load what there is
+            return cached
+        raise AtacformerIOError(
+            f"{repo_id}: the Hugging Face Hub could not be reached ({why_not}) and the repo "
+            "is not in the local cache; " + _offline_advice(repo_id, cache)
+        )
+    try:
+        folder = snapshot_download(repo_id, **options)
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
         what = f"revision {revision!r}" if isinstance(e, RevisionNotFoundError) else "model"
         raise MissingFileError(
             errno.ENOENT, f"no such {what} on the Hugging Face Hub", repo_id
         ) from e
     except LocalEntryNotFoundError as e:
-        how = "offline mode is on" if _offline(local_files_only) else "the Hub cannot be reached"
-        raise MissingFileError(
-            errno.ENOENT,
-            f"neither a local folder nor in the Hugging Face cache, and {how}",
-            repo_id,
+        if cached is not None:  # the weights could not be fetched: load what there is
+            return cached
+        cause = e.__cause__ or e.__context__
+        detail = f" ({type(cause).__name__})" if cause is not None else ""
+        raise AtacformerIOError(
+            f"{repo_id}: the Hugging Face Hub could not be reached{detail} and the repo is "
+            "not in the local cache; " + _offline_advice(repo_id, cache)
         ) from e
     except HfHubHTTPError as e:
         raise AtacformerIOError(f"{repo_id}: the Hugging Face Hub answered: {e}") from e
