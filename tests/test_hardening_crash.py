@@ -75,7 +75,7 @@ SEQUENCE_CALLS = {
     "Tokenizer.tokenize_files": "tok.tokenize_files(Liar([]))",
     "Tokenizer.tokenize_fragments barcodes": (
         f"tok.tokenize_fragments({str(DATA / 'fragments' / 'fragments1.bed.gz')!r}, "
-        "barcodes=Liar(['AAAC-1']))"
+        "barcodes=Liar(['AAACGCAAGCAAAGGGATGCCA']))"  # a barcode of the file: none is an error
     ),
     "core tokenize_fragments barcodes": (
         f"_core.tokenize_fragments(tok._tok, {str(DATA / 'fragments' / 'fragments1.bed.gz')!r},"

@@ -20,6 +20,7 @@ from ._core import (  # noqa: I001 - the extension imports .exceptions, so it co
     set_num_threads,
 )
 from ._encoding import BatchEncoding
+from .barcodes import BarcodeWarning
 from .exceptions import (
     AtacformerError,
     AtacformerIndexError,
@@ -67,6 +68,7 @@ __all__ = [
     "AtacformerIOError",
     "AtacformerIndexError",
     "AtacformerTypeError",
+    "BarcodeWarning",
     "BatchEncoding",
     "ConfigError",
     "InvalidInputError",

@@ -55,6 +55,7 @@ def tokenize_fragments(
     unique: bool | None = None,
     skip_bad_lines: bool | None = None,
 ) -> tuple[Ragged, list[str], dict[str, Any]]: ...
+def read_barcode_file(path: str | os.PathLike[str]) -> list[str]: ...
 
 @final
 class Ragged:

@@ -392,10 +392,9 @@ def load_model(
     lacks encoder weights (an :class:`~atacformer.InvalidInputError` naming them: embedding
     with randomly initialised weights would give noise).
     """
-    from ._deps import require
+    from ._deps import require_all
 
-    require("torch", "loading a model", "atacformer[model]")
-    require("transformers", "loading a model", "atacformer[model]")
+    require_all(["torch", "transformers", "safetensors"], "loading a model", "atacformer[model]")
     folder = resolve_pretrained(
         name,
         revision=revision,

@@ -19,7 +19,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from . import _core
+from . import _core, _stdin
 from ._sources import Source, detect_source, is_path_list, sample_names
 from .tokenized_cells import TokenizedCells
 from .tokenizers import Tokenizer
@@ -34,6 +34,7 @@ def tokenize(
     tokenizer: Tokenizer | PathLike | None,
     *,
     barcodes: Sequence[str] | PathLike | None = None,
+    barcode_suffix: str = "auto",
     min_fragments: int = 0,
     max_fragments: int | None = None,
     on_error: str = "raise",
@@ -56,14 +57,19 @@ def tokenize(
     A path's kind comes from its name unless ``format`` (``"fragments"``, ``"bed"``,
     ``"h5ad"``, ``"atok"``) says otherwise. ``tokenizer`` is a :class:`Tokenizer` or a name
     for :meth:`Tokenizer.from_pretrained` (``"demo"``, a folder, a universe file, a Hub repo
-    id). ``barcodes``, ``min_fragments``, ``max_fragments`` and ``on_error`` apply to
-    fragment files (see :meth:`Tokenizer.tokenize_fragments`); ``threads`` sets the number of
-    tokenizer threads for this call.
+    id). ``barcodes`` (a sequence, a plain list file, cellranger's ``barcodes.tsv(.gz)`` or
+    cellranger-atac's ``singlecell.csv``), ``barcode_suffix``, ``min_fragments``,
+    ``max_fragments`` and ``on_error`` apply to fragment files (see
+    :meth:`Tokenizer.tokenize_fragments` and :mod:`atacformer.barcodes`); ``threads`` sets
+    the number of tokenizer threads for this call. ``data="-"`` reads standard input (a
+    fragment file or a BED file, told apart by its first line unless ``format`` says; see
+    :mod:`atacformer._stdin`).
     """
     return _tokenize(
         data,
         tokenizer,
         barcodes=barcodes,
+        barcode_suffix=barcode_suffix,
         min_fragments=min_fragments,
         max_fragments=max_fragments,
         on_error=on_error,
@@ -108,6 +114,7 @@ def _tokenize(
     tokenizer: Tokenizer | PathLike | None,
     *,
     barcodes: Sequence[str] | PathLike | None = None,
+    barcode_suffix: str = "auto",
     min_fragments: int = 0,
     max_fragments: int | None = None,
     on_error: str = "raise",
@@ -117,11 +124,26 @@ def _tokenize(
 ) -> tuple[TokenizedCells, Any]:
     """:func:`tokenize`, plus the ``obs`` table of an ``.h5ad`` path (else None), in the
     cells' order."""
+    if _stdin.is_stdin(data):  # "-": standard input, spooled to a file
+        with _stdin.stdin_input(data, format) as (spooled, spooled_format):
+            return _tokenize(
+                spooled,
+                tokenizer,
+                barcodes=barcodes,
+                barcode_suffix=barcode_suffix,
+                min_fragments=min_fragments,
+                max_fragments=max_fragments,
+                on_error=on_error,
+                threads=threads,
+                layer=layer,
+                format=spooled_format,
+            )
     if max_fragments is not None and not isinstance(max_fragments, bool):
         if isinstance(max_fragments, int) and max_fragments < 1:
             raise _core.InvalidInputError(f"max_fragments must be at least 1, got {max_fragments}")
     fragment_options = {
         "barcodes": barcodes is not None,
+        "barcode_suffix": barcode_suffix != "auto",
         "min_fragments": min_fragments != 0,
         "max_fragments": max_fragments is not None,
         "on_error": on_error != "raise",
@@ -157,6 +179,7 @@ def _tokenize(
         if source.kind == "fragments":
             options = dict(
                 barcodes=barcodes,
+                barcode_suffix=barcode_suffix,
                 min_fragments=min_fragments,
                 max_fragments=max_fragments,
                 on_error=on_error,

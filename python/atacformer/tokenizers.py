@@ -16,6 +16,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import _core
+from . import barcodes as _barcodes
 from ._core import CONFIG_FILE, DEFAULT_SEED, UNIVERSE_FILES
 from ._encoding import BatchEncoding
 from .tokenized_cells import TokenizedCells, _items, _length_arg
@@ -405,14 +406,22 @@ class Tokenizer:
         max_fragments: int | None = None,
         unique: bool = True,
         on_error: str = "raise",
+        barcode_suffix: str = "auto",
     ) -> TokenizedCells:
         """Tokenizes a 10x fragment file (plain, gzip or BGZF), one cell per barcode.
 
         Streams the file on several threads with memory bounded by the output. A fragment
         that overlaps nothing contributes nothing. ``unique`` keeps each id once per cell in
-        genomic order. ``barcodes`` (a list, or a file with one per line) selects cells and
-        fixes their order, and a listed cell with no tokens gets ``[unk]``; otherwise cells
-        come in first-seen order and empty ones are dropped. ``min_fragments`` and
+        genomic order. ``barcodes`` (a sequence, a file with one per line, cellranger's
+        ``barcodes.tsv(.gz)`` or cellranger-atac's ``singlecell.csv``; see
+        :mod:`atacformer.barcodes`) selects cells and fixes their order, and a listed cell
+        with no tokens gets ``[unk]``; otherwise cells come in first-seen order and empty ones
+        are dropped. ``barcode_suffix="auto"`` matches ``AAAC-1`` to ``AAAC`` when only one
+        side carries ``-1``-style suffixes (the cells keep the listed names; ``"exact"``
+        turns this off). Listed barcodes the file lacks are counted in a
+        :class:`~atacformer.BarcodeWarning`, and a list none of which is in the file is an
+        :class:`~atacformer.InvalidInputError` showing examples of both. ``path`` ``"-"``
+        reads standard input. ``min_fragments`` and
         ``max_fragments`` bound the number of fragment lines per barcode.
         ``on_error="skip"`` skips malformed lines and warns with their count; it also skips
         corrupt BGZF blocks (a block is checked against its size, CRC32 and ``ISIZE``) with
@@ -426,31 +435,12 @@ class Tokenizer:
         """
         if on_error not in ("raise", "skip"):
             raise _core.InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        listed: list[str] | None = None
-        listed_path: PathLike | None = None
-        if isinstance(barcodes, (str, os.PathLike)):
-            listed_path = barcodes
-        elif barcodes is not None:
-            listed = []
-            for b in _items(barcodes, "barcodes"):
-                if not isinstance(b, str):
-                    raise _core.AtacformerTypeError(
-                        f"barcodes must be strings, got {type(b).__name__} {b!r}"
-                    )
-                # Fragment fields are separated by tabs or spaces (README), so a barcode
-                # holding whitespace, or an empty one, could never match a line.
-                if not b or any(c.isspace() for c in b):
-                    raise _core.InvalidInputError(
-                        f"barcode {b!r} can never match a fragment line: barcodes are "
-                        "non-empty and hold no whitespace (fields are tab or space separated)"
-                    )
-                listed.append(b)
+        listing = _barcodes.Listing.of(path, barcodes, barcode_suffix, min_fragments)
         ragged, names, stats = _core.tokenize_fragments(
             self._tok,
             path,
-            barcodes=listed,
-            barcodes_path=listed_path,
-            min_fragments=min_fragments,
+            barcodes=None if listing is None else listing.query,
+            min_fragments=min_fragments if listing is None else listing.core_min_fragments(),
             max_fragments=max_fragments,
             unique=unique,
             skip_bad_lines=on_error == "skip",
@@ -475,7 +465,8 @@ class Tokenizer:
                 "without its end-of-file block; it may be truncated",
                 stacklevel=2,
             )
-        return TokenizedCells._wrap(ragged, names, self.pad_token_id)
+        cells = TokenizedCells._wrap(ragged, names, self.pad_token_id)
+        return cells if listing is None else listing.finish(cells, self.unk_token_id)
 
     def tokenize_anndata(
         self, adata: Any, layer: str | None = None, chunk_size: int = 10_000
@@ -594,11 +585,25 @@ class Tokenizer:
             return [self._tok.token_to_id(tokens)]
         return self._tok.tokens_to_ids(_token_strings(tokens))
 
-    def decode(self, ids: Any) -> list[str]:
+    def decode(self, ids: Any, strict: bool = False) -> list[str]:
         """Token strings of an int, list, NumPy array or torch tensor of ids (one cell;
         a rectangle is read row after row). Rows of different lengths are refused with an
-        :class:`~atacformer.InvalidInputError`: :meth:`batch_decode` decodes a batch."""
-        return self._tok.ids_to_tokens(_as_id_array(ids))
+        :class:`~atacformer.InvalidInputError`: :meth:`batch_decode` decodes a batch.
+
+        An id outside the vocabulary (negative, or ``vocab_size`` and above) decodes to the
+        unk token, as in Hugging Face tokenizers; with ``strict=True`` it is an
+        :class:`~atacformer.InvalidInputError` naming the id and its position."""
+        array = _as_id_array(ids)
+        if strict:
+            bad = np.flatnonzero((array < 0) | (array >= self.vocab_size))
+            if bad.size:
+                i = int(bad[0])
+                raise _core.InvalidInputError(
+                    f"id {int(array[i])} (at position {i}) is not in the vocabulary of "
+                    f"{self.vocab_size} ids (0 to {self.vocab_size - 1})"
+                    + (f", nor are {bad.size - 1} more" if bad.size > 1 else "")
+                )
+        return self._tok.ids_to_tokens(array)
 
     def batch_decode(self, sequences: Any) -> list[list[str]]:
         """Token strings of each cell of a batch: a list of id sequences (of any

@@ -71,7 +71,7 @@ def hub_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-FRAGMENT_OPTIONS = ("barcodes", "min_fragments", "max_fragments", "on_error")
+FRAGMENT_OPTIONS = ("barcodes", "barcode_suffix", "min_fragments", "max_fragments", "on_error")
 
 
 def add_input_options(p: argparse.ArgumentParser) -> None:
@@ -80,7 +80,8 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="INPUT",
         help="a 10x fragment file (.tsv.gz, .bgz) or several (one sample each), a BED file, a "
-        "directory or list of BED files (one cell or sample each), or an .h5ad (cells x peaks)",
+        "directory or list of BED files (one cell or sample each), or an .h5ad (cells x peaks); "
+        "'-' reads a fragment or BED file from standard input",
     )
     g = p.add_argument_group("reading the input")
     g.add_argument(
@@ -92,7 +93,15 @@ def add_input_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--barcodes",
         metavar="FILE",
-        help="fragments: keep these barcodes (one per line), in this order",
+        help="fragments: keep these barcodes, in this order: one per line, cellranger's "
+        "barcodes.tsv(.gz) or cellranger-atac's singlecell.csv (its cell rows)",
+    )
+    g.add_argument(
+        "--barcode-suffix",
+        choices=["auto", "exact"],
+        default="auto",
+        help="fragments: 'auto' (default) matches AAAC-1 to AAAC when only one side has "
+        "-1-style suffixes; 'exact' compares barcodes as written",
     )
     g.add_argument(
         "--min-fragments",
@@ -130,7 +139,13 @@ def check_input_options(args: argparse.Namespace) -> None:
 
 def check_input_kind(args: argparse.Namespace, kind: str) -> None:
     """Refuses fragment options for other inputs, and ``--layer`` for non-``.h5ad`` ones."""
-    defaults = {"barcodes": None, "min_fragments": 0, "max_fragments": None, "on_error": "raise"}
+    defaults = {
+        "barcodes": None,
+        "barcode_suffix": "auto",
+        "min_fragments": 0,
+        "max_fragments": None,
+        "on_error": "raise",
+    }
     given = [option(d) for d in FRAGMENT_OPTIONS if getattr(args, d) != defaults[d]]
     if given and kind != "fragments":
         raise CommandLineError(f"{', '.join(given)} apply to fragment files, not to {kind} input")
@@ -142,6 +157,7 @@ def tokenize_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keywords of :func:`atacformer.pp.tokenize` the input options give."""
     return {
         "barcodes": args.barcodes,
+        "barcode_suffix": args.barcode_suffix,
         "min_fragments": args.min_fragments,
         "max_fragments": args.max_fragments,
         "on_error": args.on_error,

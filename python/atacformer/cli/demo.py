@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import pl, pp, tl
 from .._atomic import refuse_overwriting_inputs
-from .._deps import importable, require
+from .._deps import importable, require_all
 from ..exceptions import AtacformerIOError
 from ..hub import DEMO_NAME, load_model, resolve_pretrained
 from ..tokenizers import Tokenizer
@@ -36,6 +36,8 @@ from ._common import (
 DEMO_FRAGMENTS = "demo_fragments.tsv.gz"
 DEMO_EMBEDDINGS = "demo_embeddings.h5ad"
 DEMO_PLOT = "demo_cells.png"
+DEFAULT_OUT = "atacformer-demo"
+"""The folder the demo writes into when --out is not given."""
 
 EXAMPLES = """\
 examples:
@@ -50,12 +52,17 @@ def add_parser(sub: Any) -> None:
         "synthetic cells (types with their own accessible peaks over hg38), write their 10x\n"
         "fragment file, tokenize it, embed the cells, cluster them with KMeans (k = number of\n"
         "types), print the adjusted Rand index against the true types and the time of each\n"
-        "step, and draw a PNG. Files go into --out (default: the current directory):\n"
+        "step, and draw a PNG. Files go into --out (default: a new folder ./atacformer-demo):\n"
         f"{DEMO_FRAGMENTS}, {DEMO_EMBEDDINGS} and {DEMO_PLOT}.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--out", default=".", metavar="DIR", help="output folder (default: .)")
+    p.add_argument(
+        "--out",
+        default=DEFAULT_OUT,
+        metavar="DIR",
+        help=f"output folder, made if needed (default: ./{DEFAULT_OUT})",
+    )
     p.add_argument("--model", default=DEMO_NAME, help="a model trained on atacformer.synthetic")
     p.add_argument("--cells", type=int, default=600, help="number of cells (default 600)")
     p.add_argument("--seed", type=int, default=2024, help="seed of the held-out cells")
@@ -122,8 +129,7 @@ def run(args: argparse.Namespace) -> int:
     at_least(args, "seed", 0)
     at_least(args, "threads", 1)
     at_most(args, "threads", MAX_THREADS)
-    require("sklearn", "the demo's clustering", "scikit-learn")
-    torch = require("torch", "the demo", "atacformer[model]")
+    torch, _, _ = require_all(["torch", "transformers", "sklearn"], "the demo", "atacformer[cli]")
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         raise CommandLineError(f"--out {out}: a file, not a folder")

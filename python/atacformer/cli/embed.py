@@ -14,6 +14,7 @@ from .. import pl, pp, tl
 from .._atomic import atomic_path
 from .._deps import require
 from .._sources import detect_source
+from .._stdin import spool_for_command
 from ..hub import load_model
 from ._common import (
     CommandLineError,
@@ -105,6 +106,7 @@ def add_parser(sub: Any) -> None:
 def check_options(args: argparse.Namespace) -> None:
     """Every numeric option, before anything heavy is imported."""
     check_input_options(args)
+    args.inputs, args.format = spool_for_command(args.inputs, args.format)  # "-": stdin
     at_least(args, "batch_size", 1)
     at_least(args, "max_tokens", 1)
     at_least(args, "n_clusters", 2)
@@ -139,7 +141,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{config.max_position_embeddings} positions"
             )
     tokenizer = None
-    if source.kind != "atok":
+    # .atok holds ids already: a --tokenizer given with one is checked against the model.
+    if source.kind != "atok" or args.tokenizer:
         tokenizer = load_tokenizer(args.tokenizer or args.model, args)
         tl.check_compatible(model, tokenizer)
     with activity(f"Reading {source.describe()}", args.quiet):

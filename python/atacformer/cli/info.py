@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import math
 import os
@@ -66,6 +67,13 @@ def run(args: argparse.Namespace) -> int:
             ),
         ]
     config_path = folder / "config.json"
+    if tokenizer is None and not config_path.is_file():
+        raise _core.MissingFileError(
+            errno.ENOENT,
+            "holds neither a tokenizer (tokenizer.toml, universe.bed.gz, universe.bed) "
+            "nor a model (config.json)",
+            str(folder),
+        )
     if not config_path.is_file():
         lines.append(("model", "none (no config.json)"))
     else:

@@ -9,6 +9,7 @@ from typing import Any
 
 from .. import pp
 from .._sources import detect_source
+from .._stdin import spool_for_command
 from ._common import (
     CommandLineError,
     activity,
@@ -64,6 +65,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     check_input_options(args)
+    args.inputs, args.format = spool_for_command(args.inputs, args.format)  # "-": stdin
     source = detect_source(args.inputs, args.format)
     if source.kind == "atok":
         raise CommandLineError(f"{source.paths[0]} is already tokenized")

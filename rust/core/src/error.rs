@@ -61,6 +61,16 @@ fn show_path(path: &Path) -> String {
     path.display().to_string()
 }
 
+/// "corrupt ... after line N", or "at the start of the file" when no line was read.
+fn show_compression(path: &Path, line: u64, message: &str) -> String {
+    let path = show_path(path);
+    if line == 0 {
+        format!("{path}: corrupt or truncated compressed data at the start of the file: {message}")
+    } else {
+        format!("{path}:{line}: corrupt or truncated compressed data after line {line}: {message}")
+    }
+}
+
 /// Errors of the atacformer core.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -84,11 +94,9 @@ pub enum Error {
         problem: LineProblem,
     },
 
-    /// Corrupt or truncated compressed data; `line` is the last line read intact.
-    #[error(
-        "{}:{line}: corrupt or truncated compressed data after line {line}: {message}",
-        show_path(.path)
-    )]
+    /// Corrupt or truncated compressed data; `line` is the last line read intact (0: the
+    /// data is bad from the very start of the file).
+    #[error("{}", show_compression(.path, *.line, .message))]
     Compression {
         path: PathBuf,
         line: u64,
@@ -135,3 +143,25 @@ impl Error {
 
 /// Result alias of the core.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_errors_say_where() {
+        let at = |line| Error::Compression {
+            path: PathBuf::from("f.gz"),
+            line,
+            message: "invalid gzip header".into(),
+        };
+        assert_eq!(
+            at(0).to_string(),
+            "f.gz: corrupt or truncated compressed data at the start of the file: invalid gzip header"
+        );
+        assert_eq!(
+            at(7).to_string(),
+            "f.gz:7: corrupt or truncated compressed data after line 7: invalid gzip header"
+        );
+    }
+}

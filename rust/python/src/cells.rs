@@ -189,3 +189,11 @@ impl PyPeakTable {
         )
     }
 }
+
+/// The barcodes a barcode file lists: a plain list, cellranger's `barcodes.tsv(.gz)` or a
+/// CSV table such as cellranger-atac's `singlecell.csv` (its cell rows).
+#[pyfunction]
+pub fn read_barcode_file(py: Python<'_>, path: &Bound<'_, PyAny>) -> errors::Result<Vec<String>> {
+    let path: PathBuf = path_arg(path)?;
+    Ok(py.detach(|| read_barcodes(&path))?)
+}

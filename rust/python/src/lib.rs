@@ -55,6 +55,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ragged::PyRagged>()?;
     m.add_class::<cells::PyPeakTable>()?;
     m.add_function(wrap_pyfunction!(cells::tokenize_fragments, m)?)?;
+    m.add_function(wrap_pyfunction!(cells::read_barcode_file, m)?)?;
     m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     m.add_function(wrap_pyfunction!(get_num_threads, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

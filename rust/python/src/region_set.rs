@@ -263,10 +263,14 @@ impl PyRegionSet {
         Ok(py.detach(|| set.to_bed(&path))?)
     }
 
-    /// A pandas DataFrame with columns `chr`, `start`, `end` (and `rest` when present).
+    /// A pandas DataFrame with columns `chr`, `start`, `end` (and `rest` when present);
+    /// without pandas, a `MissingDependencyError` (an `ImportError`) naming the extra.
     fn to_pandas<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let set = self.snapshot();
-        let pd = py.import("pandas")?;
+        let pd = py.import("atacformer._deps")?.call_method1(
+            "require",
+            ("pandas", "RegionSet.to_pandas()", "atacformer[pandas]"),
+        )?;
         let cols = PyDict::new(py);
         let np = py.import("numpy")?;
         let names = np.call_method1("asarray", (set.chrom_names().to_vec(), "str"))?;

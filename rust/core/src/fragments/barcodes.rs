@@ -14,27 +14,110 @@ use crate::hash::{FastHasher, FastMap};
 /// lets the CPU overlap their cache misses, which otherwise dominate.
 pub(super) const BATCH: usize = 32;
 
-/// Reads a barcode list: the first tab-separated column of each line, skipping blank and
-/// `#` lines (plain or gzip); a byte-order mark at the very start is dropped.
+/// Reads a barcode list (plain or gzip; a byte-order mark at the very start is dropped):
+///
+/// - one barcode per line, or cellranger's `barcodes.tsv(.gz)`: the first tab-separated
+///   column of each line, skipping blank and `#` lines;
+/// - a CSV table whose first line is a header naming a `barcode` column (cellranger-atac's
+///   `singlecell.csv`, cellranger-arc's `per_barcode_metrics.csv`): its barcodes, keeping
+///   only the rows whose `is__cell_barcode` (or `is_cell`) column is `1` when the table has
+///   one, and skipping cellranger's `NO_BARCODE` row.
 pub fn read_barcodes(path: &Path) -> Result<Vec<String>> {
     let mut reader = bed::Reader::from_path(path)?;
     let mut out = Vec::new();
+    let mut table: Option<CsvColumns> = None;
+    let mut first_content = true;
     while let Some((line_no, mut line)) = reader.next_line()? {
         if line_no == 1 {
             // A UTF-8 byte-order mark at the very start of the file is not a barcode's.
             line = line.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(line);
         }
-        let first = line.split(|&b| b == b'\t').next().unwrap_or_default();
-        let first = first.trim_ascii();
-        if first.is_empty() || first[0] == b'#' {
+        let trimmed = line.trim_ascii();
+        if trimmed.is_empty() || trimmed[0] == b'#' {
             continue;
         }
-        match std::str::from_utf8(first) {
-            Ok(s) => out.push(s.to_owned()),
+        if std::mem::take(&mut first_content) {
+            table = CsvColumns::from_header(trimmed);
+            if table.is_some() {
+                continue;
+            }
+        }
+        let barcode = match &table {
+            Some(columns) => columns.cell_barcode(trimmed),
+            None => Ok(line.split(|&b| b == b'\t').next().map(<[u8]>::trim_ascii)),
+        };
+        let barcode = match barcode {
+            Ok(Some(b)) if !b.is_empty() => std::str::from_utf8(b).map(str::to_owned),
+            Ok(_) => continue,
+            Err(problem) => return Err(reader.parse_error(problem)),
+        };
+        match barcode {
+            Ok(s) => out.push(s),
             Err(_) => return Err(reader.parse_error(LineProblem::NotUtf8)),
         }
     }
     Ok(out)
+}
+
+/// The columns of a barcode CSV table, found in its header line.
+#[derive(Debug, Clone, Copy)]
+struct CsvColumns {
+    barcode: usize,
+    /// `is__cell_barcode` (cellranger-atac) or `is_cell` (cellranger-arc), when present.
+    is_cell: Option<usize>,
+}
+
+/// A CSV field without surrounding blanks and double quotes.
+fn csv_field(field: &[u8]) -> &[u8] {
+    let field = field.trim_ascii();
+    field
+        .strip_prefix(b"\"")
+        .and_then(|f| f.strip_suffix(b"\""))
+        .unwrap_or(field)
+}
+
+impl CsvColumns {
+    /// The columns of a header line such as `barcode,total,...,is__cell_barcode,...`;
+    /// None for a line that is not a CSV header naming a `barcode` column.
+    fn from_header(line: &[u8]) -> Option<Self> {
+        if !line.contains(&b',') || line.contains(&b'\t') {
+            return None;
+        }
+        let names: Vec<&[u8]> = line.split(|&b| b == b',').map(csv_field).collect();
+        let find = |name: &[u8]| names.iter().position(|n| n.eq_ignore_ascii_case(name));
+        Some(CsvColumns {
+            barcode: find(b"barcode")?,
+            is_cell: find(b"is__cell_barcode").or_else(|| find(b"is_cell")),
+        })
+    }
+
+    /// The barcode of a row when it names a cell (None for a non-cell row and for
+    /// `NO_BARCODE`).
+    fn cell_barcode<'a>(
+        &self,
+        line: &'a [u8],
+    ) -> std::result::Result<Option<&'a [u8]>, LineProblem> {
+        let fields: Vec<&[u8]> = line.split(|&b| b == b',').map(csv_field).collect();
+        let needed = 1 + self.barcode.max(self.is_cell.unwrap_or(0));
+        if fields.len() < needed {
+            return Err(LineProblem::TooFewColumns {
+                found: fields.len(),
+                needed,
+            });
+        }
+        let barcode = fields[self.barcode];
+        if barcode == b"NO_BARCODE" {
+            return Ok(None);
+        }
+        match self.is_cell.map(|i| fields[i]) {
+            None | Some([b'1']) => Ok(Some(barcode)),
+            Some([b'0']) => Ok(None),
+            Some(other) => Err(LineProblem::Other(format!(
+                "the cell column is {:?}, not 0 or 1",
+                String::from_utf8_lossy(other)
+            ))),
+        }
+    }
 }
 
 /// A barcode of at most 23 bytes held inline (little-endian bytes, zero padding, length in
@@ -264,6 +347,54 @@ mod tests {
         assert_eq!(
             read_barcodes(&f.0).expect("valid"),
             vec!["AAAC-1", "CCCG-1", "TTTA-1"]
+        );
+    }
+
+    #[test]
+    fn reads_cellranger_atac_singlecell_csv() {
+        let f = temp_file(
+            "singlecell.csv",
+            b"barcode,total,duplicate,is__cell_barcode,excluded_reason\n\
+              NO_BARCODE,9,1,0,0\n\
+              AAAC-1,40,3,1,0\n\
+              CCCG-1,2,0,0,1\n\
+              \"TTTA-1\",55,5,1,0\n",
+        );
+        assert_eq!(
+            read_barcodes(&f.0).expect("valid"),
+            vec!["AAAC-1", "TTTA-1"]
+        );
+        // Without a cell column every row is a barcode (NO_BARCODE aside).
+        let f = temp_file(
+            "bcs.csv",
+            b"\xEF\xBB\xBFgex,barcode\nx,AAAC-1\ny,NO_BARCODE\nz,CCCG-1\n",
+        );
+        assert_eq!(
+            read_barcodes(&f.0).expect("valid"),
+            vec!["AAAC-1", "CCCG-1"]
+        );
+        // cellranger-arc names the column is_cell.
+        let f = temp_file(
+            "per_barcode_metrics.csv",
+            b"barcode,is_cell\nAAAC-1,0\nCCCG-1,1\n",
+        );
+        assert_eq!(read_barcodes(&f.0).expect("valid"), vec!["CCCG-1"]);
+    }
+
+    #[test]
+    fn bad_singlecell_rows_name_the_line() {
+        let f = temp_file(
+            "short.csv",
+            b"barcode,total,is__cell_barcode\nAAAC-1,4,1\nCCCG-1\n",
+        );
+        let e = read_barcodes(&f.0).expect_err("a short row");
+        assert!(matches!(e, crate::Error::Parse { line: 3, .. }), "{e}");
+        assert!(e.to_string().contains("too few columns"), "{e}");
+        let f = temp_file("yes.csv", b"barcode,is__cell_barcode\nAAAC-1,yes\n");
+        let e = read_barcodes(&f.0).expect_err("not 0 or 1");
+        assert!(
+            e.to_string().contains(":2:") && e.to_string().contains("\"yes\""),
+            "{e}"
         );
     }
 }

@@ -1,0 +1,284 @@
+"""Barcode lists for fragment files: reading them, matching ``-1`` suffixes, reporting misses.
+
+A list of barcodes (``barcodes=`` of :meth:`Tokenizer.tokenize_fragments` and
+:func:`atacformer.pp.tokenize`, ``--barcodes`` on the command line) is one of:
+
+- a Python sequence of strings;
+- a file with one barcode per line, or cellranger's ``barcodes.tsv(.gz)`` (its first
+  column);
+- cellranger-atac's ``singlecell.csv`` (the rows whose ``is__cell_barcode`` is 1; the
+  ``NO_BARCODE`` row is skipped), or any CSV table with a ``barcode`` column
+  (cellranger-arc's ``per_barcode_metrics.csv``: the rows whose ``is_cell`` is 1).
+
+Suffixes (``barcode_suffix="auto"``, the default): cellranger writes ``AAACGAAAGACACTTC-1``
+while other tools strip the ``-1``. When the listed barcodes all carry a ``-<digits>``
+suffix and the fragment file's do not (judged from its first lines), or the other way
+round, the list is matched with the suffix removed (or the file's one suffix added); the
+cells keep the listed names. ``"exact"`` matches the strings as they are.
+
+Reporting: listed barcodes that are not in the file stay as cells (``[unk]``,
+``qc["n_fragments"] == 0``), and a :class:`BarcodeWarning` gives their number and a few
+examples (the command line prints it as one line). If none is in the file, an
+:class:`~atacformer.InvalidInputError` shows three examples from each side.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Union
+
+from . import _core
+
+__all__ = [
+    "BARCODE_SUFFIX_MODES",
+    "BarcodeWarning",
+    "read_barcodes",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+BARCODE_SUFFIX_MODES = ("auto", "exact")
+"""The values of ``barcode_suffix``."""
+SUFFIX = re.compile(r"-\d+$")
+"""A cellranger-style barcode suffix (``-1``, ``-12``)."""
+PEEK_BARCODES = 1000
+"""Distinct barcodes read from the start of a fragment file to judge its suffixes."""
+PEEK_BYTES = 4 << 20
+"""At most this many (decompressed) bytes are read for that."""
+EXAMPLES = 3
+"""Examples shown from each side when barcodes do not match."""
+
+
+class BarcodeWarning(UserWarning):
+    """Listed barcodes that the fragment file does not have (their number and examples)."""
+
+    __module__ = "atacformer"
+
+
+def read_barcodes(path: PathLike) -> list[str]:
+    """The barcodes a file lists, in its order: one per line (the first tab-separated
+    column; blank and ``#`` lines skipped), cellranger's ``barcodes.tsv(.gz)``, or a CSV
+    table with a header naming a ``barcode`` column (cellranger-atac's ``singlecell.csv``:
+    the rows whose ``is__cell_barcode`` is 1, or ``is_cell`` for cellranger-arc; the
+    ``NO_BARCODE`` row skipped). Plain or gzip. Errors name the file and line."""
+    return _core.read_barcode_file(path)
+
+
+def listed_barcodes(barcodes: Sequence[str] | PathLike | None) -> list[str] | None:
+    """The barcodes of a ``barcodes=`` argument (a file is read with :func:`read_barcodes`;
+    a sequence must hold non-empty strings without whitespace)."""
+    from .tokenized_cells import _items
+
+    if barcodes is None:
+        return None
+    if isinstance(barcodes, (str, os.PathLike)):
+        return read_barcodes(barcodes)
+    listed = []
+    for b in _items(barcodes, "barcodes"):
+        if not isinstance(b, str):
+            raise _core.AtacformerTypeError(
+                f"barcodes must be strings, got {type(b).__name__} {b!r}"
+            )
+        # Fragment fields are separated by tabs or spaces (README), so a barcode holding
+        # whitespace, or an empty one, could never match a line.
+        if not b or any(c.isspace() for c in b):
+            raise _core.InvalidInputError(
+                f"barcode {b!r} can never match a fragment line: barcodes are "
+                "non-empty and hold no whitespace (fields are tab or space separated)"
+            )
+        listed.append(b)
+    return listed
+
+
+def peek_fragment_barcodes(path: PathLike, limit: int = PEEK_BARCODES) -> list[str]:
+    """The first ``limit`` distinct barcodes (4th column) of a fragment file, read from its
+    start (plain, gzip or BGZF); damage is left for the real reader to report."""
+    seen: dict[str, None] = {}
+    try:
+        with open(path, "rb") as raw:
+            magic = raw.read(2)
+            raw.seek(0)
+            stream: Any = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
+            read = 0
+            while len(seen) < limit and read < PEEK_BYTES:
+                line = stream.readline(1 << 16)
+                if not line:
+                    break
+                read += len(line)
+                if line.startswith(b"#"):
+                    continue
+                fields = line.split()
+                if len(fields) >= 4:
+                    seen.setdefault(fields[3].decode("utf-8", "replace"), None)
+    except (OSError, EOFError, zlib.error, ValueError):
+        pass
+    return list(seen)
+
+
+@dataclass(frozen=True)
+class SuffixMatch:
+    """How listed barcodes are looked up: ``query[i]`` stands for ``listed[i]``."""
+
+    query: list[str]
+    renamed: bool
+    note: str = ""
+
+
+def _all_suffixed(barcodes: Sequence[str]) -> bool:
+    return bool(barcodes) and all(SUFFIX.search(b) for b in barcodes)
+
+
+def _none_suffixed(barcodes: Sequence[str]) -> bool:
+    return bool(barcodes) and not any(SUFFIX.search(b) for b in barcodes)
+
+
+def match_suffixes(listed: list[str], seen: Sequence[str], mode: str) -> SuffixMatch:
+    """The barcodes to look up for ``listed``, given the first barcodes ``seen`` in the
+    file: under ``"auto"`` a suffix on one side only is removed or added (when that keeps
+    the barcodes distinct and the file has one suffix), otherwise they are exact."""
+    exact = SuffixMatch(listed, renamed=False)
+    if mode == "exact" or not listed or not seen:
+        return exact
+    if not set(seen).isdisjoint(listed):
+        return exact
+    if _all_suffixed(listed) and _none_suffixed(seen):
+        query = [SUFFIX.sub("", b) for b in listed]
+        if len(set(query)) == len(query):
+            return SuffixMatch(query, True, "matched without their -N suffix")
+        return exact
+    if _none_suffixed(listed) and _all_suffixed(seen):
+        suffixes = {m.group() for m in map(SUFFIX.search, seen) if m}
+        if len(suffixes) == 1:
+            (suffix,) = suffixes
+            return SuffixMatch([b + suffix for b in listed], True, f"matched as {suffix!r}")
+    return exact
+
+
+def check_mode(barcode_suffix: str) -> None:
+    if barcode_suffix not in BARCODE_SUFFIX_MODES:
+        raise _core.InvalidInputError(
+            f"barcode_suffix must be 'auto' or 'exact', got {barcode_suffix!r}"
+        )
+
+
+def _examples(items: Sequence[str]) -> str:
+    shown = ", ".join(items[:EXAMPLES])
+    return shown + (", ..." if len(items) > EXAMPLES else "")
+
+
+def _n_fragments(cells: Any) -> Any:
+    """The per-cell fragment-line counts of a tokenization, when it carries them."""
+    qc = getattr(cells, "qc", None)
+    return None if not qc else qc.get("n_fragments")
+
+
+@dataclass
+class Listing:
+    """A ``barcodes=`` list being matched against one fragment file."""
+
+    path: PathLike
+    listed: list[str]
+    seen: list[str]
+    match: SuffixMatch
+    min_fragments: int
+
+    @classmethod
+    def of(
+        cls,
+        path: PathLike,
+        barcodes: Sequence[str] | PathLike | None,
+        barcode_suffix: str,
+        min_fragments: int,
+    ) -> Listing | None:
+        """The listing for ``barcodes`` (None without a list)."""
+        check_mode(barcode_suffix)
+        listed = listed_barcodes(barcodes)
+        if listed is None:
+            return None
+        seen = peek_fragment_barcodes(path)
+        return cls(path, listed, seen, match_suffixes(listed, seen, barcode_suffix), min_fragments)
+
+    @property
+    def query(self) -> list[str]:
+        return self.match.query
+
+    @staticmethod
+    def _counts_come_back() -> bool:
+        from .tokenized_cells import TokenizedCells
+
+        return hasattr(TokenizedCells, "qc")
+
+    def core_min_fragments(self) -> int:
+        """The ``min_fragments`` the core applies. With per-cell counts, none: listed
+        barcodes absent from the file come back with ``n_fragments`` 0 and :meth:`finish`
+        drops the cells below ``min_fragments``. Without them, at least 1: the cells that
+        come back are then exactly the listed barcodes the file has."""
+        if self._counts_come_back():
+            return 0
+        return max(1, self.min_fragments)
+
+    def finish(self, cells: Any, unk_token_id: int) -> Any:
+        """The cells under their listed names, below ``min_fragments`` dropped (a listed
+        barcode the file lacks is a ``[unk]`` cell when ``min_fragments`` is 0); warns about
+        listed barcodes the file lacks and refuses a list none of which it has."""
+        import warnings
+
+        import numpy as np
+
+        n_fragments = _n_fragments(cells)
+        if n_fragments is not None:
+            n_fragments = np.asarray(n_fragments)
+            found = n_fragments > 0
+            absent = [self.listed[i] for i in np.flatnonzero(~found).tolist()]
+        else:  # cells came back for the listed barcodes in the file, in listed order
+            have = set(cells.names)
+            absent = [b for b, q in zip(self.listed, self.query, strict=True) if q not in have]
+        if len(absent) == len(self.listed):
+            raise none_found_error(self.path, self.listed, self.seen)
+        if absent:
+            warnings.warn(missing_warning(self.path, absent, len(self.listed)), stacklevel=3)
+        if n_fragments is None and self.min_fragments == 0 and absent:
+            cells = self._with_absent(cells, unk_token_id)
+        if self.match.renamed or n_fragments is None:
+            back = dict(zip(self.query, self.listed, strict=True))
+            cells.names = [back.get(n, n) for n in cells.names]
+        if n_fragments is not None and self.min_fragments > 0:
+            cells = cells.take(np.flatnonzero(n_fragments >= self.min_fragments))
+        return cells
+
+    def _with_absent(self, cells: Any, unk_token_id: int) -> Any:
+        """``cells`` (the listed barcodes found) with a ``[unk]`` cell for each one absent,
+        all in listed order."""
+        from .tokenized_cells import TokenizedCells
+
+        position = {name: i for i, name in enumerate(cells.names)}
+        missing = [q for q in self.query if q not in position]
+        filler = TokenizedCells.from_lists(
+            [[unk_token_id]] * len(missing), names=missing, pad_token_id=cells.pad_token_id
+        )
+        position.update({q: len(cells) + k for k, q in enumerate(missing)})
+        joined = TokenizedCells.concat([cells, filler])
+        return joined.take([position[q] for q in self.query])
+
+
+def none_found_error(path: PathLike, listed: Sequence[str], seen: Sequence[str]) -> Exception:
+    """The error for a list none of whose barcodes is in the file."""
+    file_side = _examples(list(seen)) if seen else "no barcodes"
+    return _core.InvalidInputError(
+        f"{os.fspath(path)}: none of the {len(listed)} listed barcodes is in the file; "
+        f"listed: {_examples(list(listed))}; in the file: {file_side} "
+        "(another sample's list, or barcodes written differently?)"
+    )
+
+
+def missing_warning(path: PathLike, missing: Sequence[str], n_listed: int) -> BarcodeWarning:
+    """The warning for listed barcodes that the file does not have."""
+    return BarcodeWarning(
+        f"{os.fspath(path)}: {len(missing)} of {n_listed} listed barcodes are not in the file "
+        f"({_examples(list(missing))}); they are kept as cells with no fragments ([unk])"
+    )
