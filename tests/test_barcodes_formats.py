@@ -167,9 +167,7 @@ def test_min_fragments_still_applies_to_listed_barcodes(tok, tmp_path):
     frags = fragment_file(tmp_path, suffix="-1")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", BarcodeWarning)
-        cells = tok.tokenize_fragments(
-            frags, barcodes=["TTTA", "AAAC", "ZZZZ"], min_fragments=2
-        )
+        cells = tok.tokenize_fragments(frags, barcodes=["TTTA", "AAAC", "ZZZZ"], min_fragments=2)
     assert cells.names == ["AAAC"]  # 2 lines; TTTA has 1, ZZZZ none
     assert cells[0].tolist() == [0, 2]
 
@@ -209,7 +207,8 @@ def test_cli_reads_singlecell_csv_and_reports_missing_barcodes(tok, tmp_path, ca
 
     frags = fragment_file(tmp_path, suffix="")
     listing = tmp_path / "singlecell.csv"
-    listing.write_text(SINGLECELL.replace("GGGT-1,5,0,0,0,0,0,5,None,0", "ZZZZ-1,5,0,0,0,0,0,5,x,1"))
+    not_in_file = "ZZZZ-1,5,0,0,0,0,0,5,x,1"
+    listing.write_text(SINGLECELL.replace("GGGT-1,5,0,0,0,0,0,5,None,0", not_in_file))
     out = tmp_path / "cells.atok"
     code = main(
         ["tokenize", str(frags), "--tokenizer", str(tmp_path / "universe.bed"),
