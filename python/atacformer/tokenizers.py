@@ -412,16 +412,20 @@ class Tokenizer:
 
         Streams the file on several threads with memory bounded by the output. A fragment
         that overlaps nothing contributes nothing. ``unique`` keeps each id once per cell in
-        genomic order. ``barcodes`` (a sequence, a file with one per line, cellranger's
-        ``barcodes.tsv(.gz)`` or cellranger-atac's ``singlecell.csv``; see
-        :mod:`atacformer.barcodes`) selects cells and fixes their order, and a listed cell
-        with no tokens gets ``[unk]``; otherwise cells come in first-seen order and empty ones
-        are dropped. ``barcode_suffix="auto"`` matches ``AAAC-1`` to ``AAAC`` when only one
-        side carries ``-1``-style suffixes (the cells keep the listed names; ``"exact"``
-        turns this off). Listed barcodes the file lacks are counted in a
-        :class:`~atacformer.BarcodeWarning`, and a list none of which is in the file is an
-        :class:`~atacformer.InvalidInputError` showing examples of both. ``path`` ``"-"``
-        reads standard input. ``min_fragments`` and
+        genomic order, with :attr:`TokenizedCells.counts` saying how many of the cell's
+        fragments overlap each region (without ``unique`` there are no counts). The result's
+        :attr:`TokenizedCells.qc` gives per cell ``n_fragments`` (its fragment lines),
+        ``n_fragments_in_universe``, ``frac_in_universe`` and ``n_tokens``. ``barcodes`` (a
+        sequence, a file with one per line, cellranger's ``barcodes.tsv(.gz)`` or
+        cellranger-atac's ``singlecell.csv``; see :mod:`atacformer.barcodes`) selects cells
+        and fixes their order, and a listed cell with no tokens gets ``[unk]`` (count 0,
+        ``n_tokens`` 0; ``n_fragments`` 0 when it is absent from the file); otherwise cells
+        come in first-seen order and empty ones are dropped. ``barcode_suffix="auto"``
+        matches ``AAAC-1`` to ``AAAC`` when only one side carries ``-1``-style suffixes (the
+        cells keep the listed names; ``"exact"`` turns this off). Listed barcodes the file
+        lacks are counted in a :class:`~atacformer.BarcodeWarning`, and a list none of which
+        is in the file is an :class:`~atacformer.InvalidInputError` showing examples of
+        both. ``min_fragments`` and
         ``max_fragments`` bound the number of fragment lines per barcode.
         ``on_error="skip"`` skips malformed lines and warns with their count; it also skips
         corrupt BGZF blocks (a block is checked against its size, CRC32 and ``ISIZE``) with
