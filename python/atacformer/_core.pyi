@@ -39,6 +39,7 @@ __all__ = [
     "Tokenizer",
     "__version__",
     "get_num_threads",
+    "read_barcode_file",
     "set_num_threads",
     "tokenize_fragments",
 ]
