@@ -46,9 +46,9 @@ BARCODE_SUFFIX_MODES = ("auto", "exact")
 """The values of ``barcode_suffix``."""
 SUFFIX = re.compile(r"-\d+$")
 """A cellranger-style barcode suffix (``-1``, ``-12``)."""
-PEEK_BARCODES = 1000
+PEEK_BARCODES = 200
 """Distinct barcodes read from the start of a fragment file to judge its suffixes."""
-PEEK_BYTES = 4 << 20
+PEEK_BYTES = 256 << 10
 """At most this many (decompressed) bytes are read for that."""
 EXAMPLES = 3
 """Examples shown from each side when barcodes do not match."""
@@ -96,27 +96,29 @@ def listed_barcodes(barcodes: Sequence[str] | PathLike | None) -> list[str] | No
 
 
 def peek_fragment_barcodes(path: PathLike, limit: int = PEEK_BARCODES) -> list[str]:
-    """The first ``limit`` distinct barcodes (4th column) of a fragment file, read from its
-    start (plain, gzip or BGZF); damage is left for the real reader to report."""
+    """The first ``limit`` distinct barcodes (4th column) of a fragment file, read from the
+    first :data:`PEEK_BYTES` of its text (plain, gzip or BGZF); damage is left for the real
+    reader to report."""
     seen: dict[str, None] = {}
     try:
         with open(path, "rb") as raw:
             magic = raw.read(2)
             raw.seek(0)
             stream: Any = gzip.GzipFile(fileobj=raw) if magic == b"\x1f\x8b" else raw
-            read = 0
-            while len(seen) < limit and read < PEEK_BYTES:
-                line = stream.readline(1 << 16)
-                if not line:
-                    break
-                read += len(line)
-                if line.startswith(b"#"):
-                    continue
-                fields = line.split()
-                if len(fields) >= 4:
-                    seen.setdefault(fields[3].decode("utf-8", "replace"), None)
+            head = stream.read(PEEK_BYTES)
     except (OSError, EOFError, zlib.error, ValueError):
-        pass
+        return []
+    lines = head.split(b"\n")
+    if len(head) == PEEK_BYTES:
+        lines.pop()  # cut by the peek
+    for line in lines:
+        if line.startswith(b"#"):
+            continue
+        fields = line.split(None, 4)
+        if len(fields) >= 4:
+            seen.setdefault(fields[3].decode("utf-8", "replace"), None)
+            if len(seen) >= limit:
+                break
     return list(seen)
 
 
