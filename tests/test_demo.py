@@ -46,18 +46,20 @@ def test_demo_model_is_small_complete_and_rebuilt_by_its_design():
 
 
 def test_demo_runs_offline_in_the_current_directory(tmp_path):
-    # What CI runs: `atacformer demo` with no network, writing into the working directory.
-    work = tmp_path / "work"
-    work.mkdir()
+    # What CI runs: `atacformer demo` with no network, writing into ./atacformer-demo/.
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    work = cwd / "atacformer-demo"  # the default --out: a new folder, not the cwd itself
     result = subprocess.run(
         [sys.executable, "-m", "atacformer", "demo", "--cells", "300"],
-        cwd=work,
+        cwd=cwd,
         env=offline_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
+    assert [p.name for p in cwd.iterdir()] == ["atacformer-demo"]
     out = result.stdout
     for n, step in enumerate(["generate", "write", "tokenize", "embed", "cluster", "save", "plot"]):
         assert re.search(rf"^  {n + 1}\. {step} +\d+\.\d\d s ", out, re.M), (step, out)
