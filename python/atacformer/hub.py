@@ -56,8 +56,8 @@ FILE_SUFFIXES = (
 
 def _looks_like_path(name: str) -> bool:
     """True for names that can only be paths: ``./x``, ``/x``, ``~/x``, ``a/b/c``, a name
-    without a ``/`` (a Hub repo id is ``org/name``) and one ending like a file
-    (``peaks.bedd`` aside, ``data/peaks.bed``)."""
+    without a ``/`` such as ``peaks.bedd`` (a Hub repo id is ``org/name``), and one ending
+    like a file (``data/peaks.bed``)."""
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
         return True
     if os.sep != "/" and os.sep in name:
