@@ -30,6 +30,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import index
 from typing import Any, Union
 
 from . import _core
@@ -52,6 +53,8 @@ PEEK_BYTES = 256 << 10
 """At most this many (decompressed) bytes are read for that."""
 EXAMPLES = 3
 """Examples shown from each side when barcodes do not match."""
+SAMPLE_LISTED = 200
+"""Listed barcodes read from a list file to judge their suffixes."""
 
 
 class BarcodeWarning(UserWarning):
@@ -126,9 +129,9 @@ def peek_fragment_barcodes(path: PathLike, limit: int = PEEK_BARCODES) -> list[s
 class SuffixMatch:
     """How listed barcodes are looked up: ``query[i]`` stands for ``listed[i]``."""
 
+    listed: list[str]
     query: list[str]
     renamed: bool
-    note: str = ""
 
 
 def _all_suffixed(barcodes: Sequence[str]) -> bool:
@@ -143,7 +146,7 @@ def match_suffixes(listed: list[str], seen: Sequence[str], mode: str) -> SuffixM
     """The barcodes to look up for ``listed``, given the first barcodes ``seen`` in the
     file: under ``"auto"`` a suffix on one side only is removed or added (when that keeps
     the barcodes distinct and the file has one suffix), otherwise they are exact."""
-    exact = SuffixMatch(listed, renamed=False)
+    exact = SuffixMatch(listed, listed, renamed=False)
     if mode == "exact" or not listed or not seen:
         return exact
     if not set(seen).isdisjoint(listed):
@@ -151,13 +154,13 @@ def match_suffixes(listed: list[str], seen: Sequence[str], mode: str) -> SuffixM
     if _all_suffixed(listed) and _none_suffixed(seen):
         query = [SUFFIX.sub("", b) for b in listed]
         if len(set(query)) == len(query):
-            return SuffixMatch(query, True, "matched without their -N suffix")
+            return SuffixMatch(listed, query, renamed=True)
         return exact
     if _none_suffixed(listed) and _all_suffixed(seen):
         suffixes = {m.group() for m in map(SUFFIX.search, seen) if m}
         if len(suffixes) == 1:
             (suffix,) = suffixes
-            return SuffixMatch([b + suffix for b in listed], True, f"matched as {suffix!r}")
+            return SuffixMatch(listed, [b + suffix for b in listed], renamed=True)
     return exact
 
 
@@ -173,21 +176,23 @@ def _examples(items: Sequence[str]) -> str:
     return shown + (", ..." if len(items) > EXAMPLES else "")
 
 
-def _n_fragments(cells: Any) -> Any:
-    """The per-cell fragment-line counts of a tokenization, when it carries them."""
-    qc = getattr(cells, "qc", None)
-    return None if not qc else qc.get("n_fragments")
-
-
 @dataclass
 class Listing:
-    """A ``barcodes=`` list being matched against one fragment file."""
+    """A ``barcodes=`` list being matched against one fragment file.
+
+    A list file whose barcodes need no suffix change goes to the core as a path (read
+    once, in Rust); otherwise the barcodes to look up go as a list. Either way the core
+    returns every listed barcode, those absent from the file with ``qc["n_fragments"]``
+    0, and :meth:`finish` reports them, renames and applies ``min_fragments``.
+    """
 
     path: PathLike
-    listed: list[str]
     seen: list[str]
-    match: SuffixMatch
     min_fragments: int
+    listed: list[str] | None = None
+    """The listed barcodes, when read in Python (None: the file goes to the core)."""
+    listed_path: PathLike | None = None
+    match: SuffixMatch | None = None
 
     @classmethod
     def of(
@@ -196,76 +201,58 @@ class Listing:
         barcodes: Sequence[str] | PathLike | None,
         barcode_suffix: str,
         min_fragments: int,
+        max_fragments: int | None = None,
     ) -> Listing | None:
         """The listing for ``barcodes`` (None without a list)."""
         check_mode(barcode_suffix)
-        listed = listed_barcodes(barcodes)
-        if listed is None:
+        if barcodes is None:
             return None
         seen = peek_fragment_barcodes(path)
-        return cls(path, listed, seen, match_suffixes(listed, seen, barcode_suffix), min_fragments)
+        if isinstance(barcodes, (str, os.PathLike)) and max_fragments is None:
+            sample = _core.read_barcode_file(barcodes, limit=SAMPLE_LISTED)
+            if not match_suffixes(sample, seen, barcode_suffix).renamed:
+                return cls(path, seen, min_fragments, listed_path=barcodes)
+        listed = listed_barcodes(barcodes)
+        assert listed is not None
+        match = match_suffixes(listed, seen, barcode_suffix)
+        return cls(path, seen, min_fragments, listed=listed, match=match)
 
-    @property
-    def query(self) -> list[str]:
-        return self.match.query
+    def core_arguments(self) -> dict[str, Any]:
+        """The ``barcodes``/``barcodes_path`` and ``min_fragments`` the core is called with
+        (no ``min_fragments``: listed barcodes absent from the file must come back to be
+        counted)."""
+        # A min_fragments that is not a count goes to the core as it is, to be refused there.
+        try:
+            valid = not isinstance(self.min_fragments, bool) and index(self.min_fragments) >= 0
+        except TypeError:
+            valid = False
+        core_min = 0 if valid else self.min_fragments
+        if self.listed_path is not None:
+            return {"barcodes_path": self.listed_path, "min_fragments": core_min}
+        assert self.match is not None
+        return {"barcodes": self.match.query, "min_fragments": core_min}
 
-    @staticmethod
-    def _counts_come_back() -> bool:
-        from .tokenized_cells import TokenizedCells
-
-        return hasattr(TokenizedCells, "qc")
-
-    def core_min_fragments(self) -> int:
-        """The ``min_fragments`` the core applies. With per-cell counts, none: listed
-        barcodes absent from the file come back with ``n_fragments`` 0 and :meth:`finish`
-        drops the cells below ``min_fragments``. Without them, at least 1: the cells that
-        come back are then exactly the listed barcodes the file has."""
-        if self._counts_come_back():
-            return 0
-        return max(1, self.min_fragments)
-
-    def finish(self, cells: Any, unk_token_id: int) -> Any:
-        """The cells under their listed names, below ``min_fragments`` dropped (a listed
-        barcode the file lacks is a ``[unk]`` cell when ``min_fragments`` is 0); warns about
+    def finish(self, cells: Any) -> Any:
+        """The cells under their listed names, below ``min_fragments`` dropped; warns about
         listed barcodes the file lacks and refuses a list none of which it has."""
         import warnings
 
         import numpy as np
 
-        n_fragments = _n_fragments(cells)
-        if n_fragments is not None:
-            n_fragments = np.asarray(n_fragments)
-            found = n_fragments > 0
-            absent = [self.listed[i] for i in np.flatnonzero(~found).tolist()]
-        else:  # cells came back for the listed barcodes in the file, in listed order
-            have = set(cells.names)
-            absent = [b for b, q in zip(self.listed, self.query, strict=True) if q not in have]
-        if len(absent) == len(self.listed):
-            raise none_found_error(self.path, self.listed, self.seen)
-        if absent:
-            warnings.warn(missing_warning(self.path, absent, len(self.listed)), stacklevel=3)
-        if n_fragments is None and self.min_fragments == 0 and absent:
-            cells = self._with_absent(cells, unk_token_id)
-        if self.match.renamed or n_fragments is None:
-            back = dict(zip(self.query, self.listed, strict=True))
+        if self.match is not None and self.match.renamed:
+            back = dict(zip(self.match.query, self.match.listed, strict=True))
             cells.names = [back.get(n, n) for n in cells.names]
-        if n_fragments is not None and self.min_fragments > 0:
-            cells = cells.take(np.flatnonzero(n_fragments >= self.min_fragments))
+        listed = self.listed if self.listed is not None else cells.names
+        n_fragments = np.asarray(cells.qc["n_fragments"])
+        absent = np.flatnonzero(n_fragments == 0)
+        if len(absent) == len(listed):  # every listed barcode came back, and none was seen
+            raise none_found_error(self.path, listed, self.seen)
+        if len(absent):
+            names = [cells.names[i] for i in absent[:EXAMPLES].tolist()]
+            warnings.warn(missing_warning(self.path, len(absent), names, len(listed)), stacklevel=3)
+        if index(self.min_fragments) > 0:
+            cells = cells.take(np.flatnonzero(n_fragments >= index(self.min_fragments)))
         return cells
-
-    def _with_absent(self, cells: Any, unk_token_id: int) -> Any:
-        """``cells`` (the listed barcodes found) with a ``[unk]`` cell for each one absent,
-        all in listed order."""
-        from .tokenized_cells import TokenizedCells
-
-        position = {name: i for i, name in enumerate(cells.names)}
-        missing = [q for q in self.query if q not in position]
-        filler = TokenizedCells.from_lists(
-            [[unk_token_id]] * len(missing), names=missing, pad_token_id=cells.pad_token_id
-        )
-        position.update({q: len(cells) + k for k, q in enumerate(missing)})
-        joined = TokenizedCells.concat([cells, filler])
-        return joined.take([position[q] for q in self.query])
 
 
 def none_found_error(path: PathLike, listed: Sequence[str], seen: Sequence[str]) -> Exception:
@@ -278,9 +265,12 @@ def none_found_error(path: PathLike, listed: Sequence[str], seen: Sequence[str])
     )
 
 
-def missing_warning(path: PathLike, missing: Sequence[str], n_listed: int) -> BarcodeWarning:
-    """The warning for listed barcodes that the file does not have."""
+def missing_warning(
+    path: PathLike, n_missing: int, examples: Sequence[str], n_listed: int
+) -> BarcodeWarning:
+    """The warning for the ``n_missing`` listed barcodes that the file does not have."""
+    shown = ", ".join(examples[:EXAMPLES]) + (", ..." if n_missing > EXAMPLES else "")
     return BarcodeWarning(
-        f"{os.fspath(path)}: {len(missing)} of {n_listed} listed barcodes are not in the file "
-        f"({_examples(list(missing))}); they are kept as cells with no fragments ([unk])"
+        f"{os.fspath(path)}: {n_missing} of {n_listed} listed barcodes are not in the file "
+        f"({shown}); they are kept as cells with no fragments ([unk], n_fragments 0)"
     )

@@ -439,12 +439,12 @@ class Tokenizer:
         """
         if on_error not in ("raise", "skip"):
             raise _core.InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        listing = _barcodes.Listing.of(path, barcodes, barcode_suffix, min_fragments)
+        listing = _barcodes.Listing.of(path, barcodes, barcode_suffix, min_fragments, max_fragments)
+        listed = {"min_fragments": min_fragments} if listing is None else listing.core_arguments()
         ragged, names, stats = _core.tokenize_fragments(
             self._tok,
             path,
-            barcodes=None if listing is None else listing.query,
-            min_fragments=min_fragments if listing is None else listing.core_min_fragments(),
+            **listed,
             max_fragments=max_fragments,
             unique=unique,
             skip_bad_lines=on_error == "skip",
@@ -470,7 +470,7 @@ class Tokenizer:
                 stacklevel=2,
             )
         cells = TokenizedCells._wrap(ragged, names, self.pad_token_id)
-        return cells if listing is None else listing.finish(cells, self.unk_token_id)
+        return cells if listing is None else listing.finish(cells)
 
     def tokenize_anndata(
         self, adata: Any, layer: str | None = None, chunk_size: int = 10_000

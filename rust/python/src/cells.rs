@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use atacformer_core::fragments::{read_barcodes, tokenize_fragments as core_fragments};
+use atacformer_core::fragments::{
+    read_barcodes, read_barcodes_up_to, tokenize_fragments as core_fragments,
+};
 use atacformer_core::gather::{Csr, CsrIndex, PeakTable, Stored};
 use atacformer_core::FragmentOptions;
 use numpy::{Element, PyReadonlyArray1, PyUntypedArrayMethods};
@@ -190,10 +192,21 @@ impl PyPeakTable {
     }
 }
 
-/// The barcodes a barcode file lists: a plain list, cellranger's `barcodes.tsv(.gz)` or a
-/// CSV table such as cellranger-atac's `singlecell.csv` (its cell rows).
+/// The barcodes a barcode file lists (the first `limit` when given): a plain list,
+/// cellranger's `barcodes.tsv(.gz)` or a CSV table such as cellranger-atac's
+/// `singlecell.csv` (its cell rows).
 #[pyfunction]
-pub fn read_barcode_file(py: Python<'_>, path: &Bound<'_, PyAny>) -> errors::Result<Vec<String>> {
+#[pyo3(signature = (path, limit = None))]
+pub fn read_barcode_file(
+    py: Python<'_>,
+    path: &Bound<'_, PyAny>,
+    limit: Option<&Bound<'_, PyAny>>,
+) -> errors::Result<Vec<String>> {
     let path: PathBuf = path_arg(path)?;
-    Ok(py.detach(|| read_barcodes(&path))?)
+    let limit = limit
+        .filter(|l| !l.is_none())
+        .map(|l| non_negative(l, "limit"))
+        .transpose()?;
+    let limit = limit.map_or(usize::MAX, |l| usize::try_from(l).unwrap_or(usize::MAX));
+    Ok(py.detach(|| read_barcodes_up_to(&path, limit))?)
 }

@@ -23,6 +23,12 @@ pub(super) const BATCH: usize = 32;
 ///   only the rows whose `is__cell_barcode` (or `is_cell`) column is `1` when the table has
 ///   one, and skipping cellranger's `NO_BARCODE` row.
 pub fn read_barcodes(path: &Path) -> Result<Vec<String>> {
+    read_barcodes_up_to(path, usize::MAX)
+}
+
+/// The first `limit` barcodes of a barcode list (see [`read_barcodes`]), read without the
+/// rest of the file: enough to judge how its barcodes are written.
+pub fn read_barcodes_up_to(path: &Path, limit: usize) -> Result<Vec<String>> {
     let mut reader = bed::Reader::from_path(path)?;
     let mut out = Vec::new();
     let mut table: Option<CsvColumns> = None;
@@ -54,6 +60,9 @@ pub fn read_barcodes(path: &Path) -> Result<Vec<String>> {
         match barcode {
             Ok(s) => out.push(s),
             Err(_) => return Err(reader.parse_error(LineProblem::NotUtf8)),
+        }
+        if out.len() >= limit {
+            break;
         }
     }
     Ok(out)

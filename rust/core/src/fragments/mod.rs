@@ -94,7 +94,7 @@ mod worker;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use barcodes::read_barcodes;
+pub use barcodes::{read_barcodes, read_barcodes_up_to};
 
 /// What to read from a fragment file and how to shape the cells.
 #[derive(Debug, Clone, PartialEq, Eq)]
