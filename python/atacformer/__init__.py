@@ -53,6 +53,7 @@ _MODEL_NAMES = {
     ),
     **dict.fromkeys(
         [
+            "AtlasDataset",
             "DataCollatorForBatchCorrection",
             "DataCollatorForReplacedTokenDetection",
             "DataCollatorForTripletLoss",

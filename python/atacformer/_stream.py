@@ -304,6 +304,7 @@ class BlockStore:
     def prepare(self, fingerprint: dict[str, Any]) -> str | None:
         """Makes the store ready for ``fingerprint``: kept when it matches, else emptied.
         Returns why it was emptied, or None."""
+        fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))  # as it reads back
         why = None
         if self.folder.exists():
             old = self.fingerprint()
@@ -608,13 +609,10 @@ def truncate_at(
     """``cells.truncate(max_tokens, "random", seed)`` as if ``cells`` began at row
     ``first_row`` of the whole set: the core seeds each cell's subset by its row, so the
     block is placed after ``first_row`` empty cells (which cost only their offsets)."""
-    if first_row == 0:
-        return cells.truncate(max_tokens, "random", seed)
     offsets = np.concatenate([np.zeros(first_row, dtype=np.int64), cells.offsets])
-    shifted = TokenizedCells(cells.ids, offsets)
-    cut = shifted.truncate(max_tokens, "random", seed)
+    cut = TokenizedCells(cells.ids, offsets).truncate(max_tokens, "random", seed)
     ends = cut.offsets[first_row:]
-    return TokenizedCells(cut.ids, ends - ends[0])
+    return TokenizedCells(cut.ids, ends - ends[0], cells.names, cells.pad_token_id)
 
 
 def _kill_after(rank: int) -> int | None:
