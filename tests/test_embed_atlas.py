@@ -271,3 +271,20 @@ def test_the_atlas_dataset_serves_rows_block_by_block_to_a_dataloader(atlas, dem
         data[N_CELLS]
     with pytest.raises(af.InvalidInputError, match="no column 'donor'"):
         AtlasDataset(atlas, batch_key="donor")
+
+
+def test_the_gpu_benchmark_runs_in_smoke_mode_and_its_methods_agree():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benches" / "bench_gpu.py"
+    argv = [sys.executable, str(script), "--smoke", "--n-cells", "8", "--reference-cells", "4"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| ")]
+    methods = [row.split("|")[1].split(":")[0].strip() for row in rows[2:]]
+    assert methods == ["reference", "bucketed", "packed", "library"]
+    diffs = [float(row.rstrip(" |").rsplit("|", 1)[1]) for row in rows[2:]]
+    assert diffs[0] == 0.0 and max(diffs) < 0.05  # bf16 against fp32: the same embeddings
+    assert "% of matmul" in rows[0] and "Best:" in run.stdout
