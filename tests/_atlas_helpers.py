@@ -49,9 +49,9 @@ def write_atlas(path: Path, tokenizer, rows, universe_id: str | None = None) -> 
         "vocab_size": tokenizer.vocab_size,
     }
     if str(path).endswith(".zarr"):
-        import scipy.sparse as sp
-
         import warnings
+
+        import scipy.sparse as sp
 
         adata.X = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_vars))
         with warnings.catch_warnings():

@@ -43,7 +43,6 @@ examples:
   atacformer embed fragments.tsv.gz --model demo -o cells.h5ad --plot cells.png
   atacformer embed cells.atok --model databio/atacformer-base-hg38 -o emb.npy
   atacformer embed pbmc.h5ad --model ./my_model -o out.h5ad --plot out.png --color-by cell_type
-  atacformer embed atlas.h5ad --model M -o embeddings.h5ad     (streamed; rerun to resume)
   torchrun --nproc-per-node 4 -m atacformer embed atlas.h5ad --model M --device cuda -o emb.h5ad"""
 
 OUTPUT_SUFFIXES = (".h5ad", ".npy", ".parquet")
@@ -66,7 +65,8 @@ def add_parser(sub: Any) -> None:
         "A tokenized atlas (.h5ad from `atacformer tokenize --manifest`) is read in blocks\n"
         "of cells and never loaded whole; with an .h5ad OUT each finished block is kept in\n"
         "OUT.partial/, so rerunning a killed command resumes. Under torchrun (or accelerate\n"
-        "launch) the blocks are shared among the processes and rank 0 writes OUT.",
+        "launch) the blocks are shared among the processes and rank 0 writes OUT:\n"
+        "  atacformer embed atlas.h5ad --model M -o embeddings.h5ad",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
