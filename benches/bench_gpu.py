@@ -274,8 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     ):
         seconds, emb, peak = timed(lambda fn=fn: fn(model, cells, device, budget), device)
         results.append((name, "bfloat16", n_cells, seconds, peak, emb))
-    model.load_state_dict(model_fp32_state)  # back to fp32 weights, bf16 under autocast
     model = model.float()
+    model.load_state_dict(model_fp32_state)  # the exact fp32 weights again, bf16 by autocast
     lib_layout = "padded" if device.type == "cuda" else "packed"
     model.encode_tokenized_cells(warm, progress=False, dtype=fast)
     seconds, emb, peak = timed(
