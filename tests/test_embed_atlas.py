@@ -244,6 +244,13 @@ def test_atlas_blocks_are_the_rows_and_a_non_atlas_is_refused(atlas, demo, rows,
     assert not _stream.is_atlas(plain) and _stream.is_atlas(atlas)
     with pytest.raises(af.InvalidInputError, match="universe_id is missing|not a CSR"):
         _stream.Atlas(plain)
+    import h5py
+
+    broken = write_atlas(tmp_path / "broken.h5ad", tok, rows[:5])
+    with h5py.File(broken, "a") as f:
+        del f["X"]["indptr"]
+    with pytest.raises(af.InvalidInputError, match="broken.h5ad: not a readable tokenized atlas"):
+        _stream.Atlas(broken)
 
 
 def test_the_atlas_dataset_serves_rows_block_by_block_to_a_dataloader(atlas, demo, rows):

@@ -149,6 +149,18 @@ class Atlas:
         self._root: Any = None
         self._pid = -1
         self._handle: Any = None
+        try:
+            self._read_header()
+        except (KeyError, ValueError, TypeError) as e:
+            self.close()
+            if isinstance(e, InvalidInputError):
+                raise
+            raise InvalidInputError(f"{self.path}: not a readable tokenized atlas ({e})") from e
+        except OSError as e:
+            self.close()
+            raise AtacformerIOError(f"{self.path}: cannot read the atlas ({e})") from e
+
+    def _read_header(self) -> None:
         root = self._group()
         if "X" not in root or _csr_encoding(root) != "csr_matrix":
             raise InvalidInputError(
