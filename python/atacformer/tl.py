@@ -18,7 +18,7 @@ from ._deps import require
 from .tokenized_cells import TokenizedCells
 from .tokenizers import SPECIAL_TOKEN_NAMES, Tokenizer
 
-__all__ = ["check_compatible", "cluster", "embed"]
+__all__ = ["check_compatible", "check_universe", "cluster", "embed"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
