@@ -54,6 +54,7 @@ _MODEL_NAMES = {
     ),
     **dict.fromkeys(
         [
+            "AtlasDataset",
             "DataCollatorForBatchCorrection",
             "DataCollatorForReplacedTokenDetection",
             "DataCollatorForTripletLoss",

@@ -18,7 +18,7 @@ from ._deps import require
 from .tokenized_cells import TokenizedCells
 from .tokenizers import SPECIAL_TOKEN_NAMES, Tokenizer
 
-__all__ = ["check_compatible", "cluster", "embed"]
+__all__ = ["check_compatible", "check_universe", "cluster", "embed"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -37,6 +37,8 @@ def embed(
     dtype: Any = None,
     max_tokens_per_cell: int | None = None,
     progress: bool = True,
+    out: PathLike | None = None,
+    block_size: int | None = None,
 ) -> Any:
     """Cell embeddings ``[n_cells, hidden]`` float32 in ``obsm[key_added]``.
 
@@ -59,8 +61,27 @@ def embed(
     token ids outside the model's vocabulary (negative ones included), a device without
     data (``"meta"``) and non-finite embeddings are refused with an
     :class:`~atacformer.InvalidInputError`.
+
+    **Atlases.** A tokenized atlas (an ``.h5ad``/``.zarr`` path or a backed ``AnnData``
+    whose ``uns["atacformer"]["universe_id"]`` names its universe, as ``atacformer tokenize
+    --manifest`` writes) is streamed: ``X`` is read in blocks of ``block_size`` cells
+    (default 4,096), never whole, and the result is a new ``AnnData`` with the atlas's ``obs``
+    (a backed ``AnnData`` gets ``obsm`` in place). An atlas of another universe than the
+    model's tokenizer is refused, naming both identifiers. With ``out`` (an ``.h5ad`` path)
+    each finished block is kept in ``{out}.partial/``, a rerun of the same call skips the
+    finished blocks (a changed model or setting starts over, saying so), and the output is
+    written atomically at the end. Under ``torch.distributed`` (a process group, or the
+    environment ``torchrun``/``accelerate launch`` set) the blocks are shared among the ranks
+    by token count, each rank on its own device (``cuda`` means ``cuda:LOCAL_RANK``); rank 0
+    returns the whole result and the other ranks return None.
+
+    ``out`` also writes the result of any other input to an ``.h5ad`` (atomically).
     """
     _positive("batch_size", batch_size)
+    if block_size is not None:
+        _positive("block_size", block_size)
+    if out is not None:
+        out = _check_out(out, data)
     if max_tokens_per_cell is not None:
         _positive("max_tokens_per_cell", max_tokens_per_cell)
     if not isinstance(key_added, str) or not key_added:
@@ -76,10 +97,29 @@ def embed(
             f"max_tokens_per_cell {max_tokens_per_cell} is more than the model's context of "
             f"{context} positions"
         )
+    from . import _stream
+
+    if _stream.is_atlas(data):
+        return _embed_atlas(
+            data,
+            net,
+            model,
+            tokenizer,
+            key_added=key_added,
+            batch_size=batch_size,
+            device=device,
+            dtype_name=dtype_name,
+            max_tokens_per_cell=context if max_tokens_per_cell is None else max_tokens_per_cell,
+            block_size=block_size or _stream.DEFAULT_BLOCK_SIZE,
+            progress=progress,
+            out=out,
+        )
     tok, tokenizer_name = _tokenizer_for(data, tokenizer, model, net)
     if tok is not None:
         check_compatible(net, tok)
     adata = data if pp.is_anndata(data) else None
+    if adata is not None and tok is not None:
+        check_universe(_recorded_universe(adata), tok, "the AnnData")
     if adata is not None:
         cells = pp.tokenize(adata, tok)
         obs = None
@@ -119,8 +159,143 @@ def embed(
     )
     if tokenizer_name is not None:
         record["tokenizer"] = tokenizer_name
+    if tok is not None:
+        record["universe_id"] = tok.universe_id
     adata.uns["atacformer"] = record
+    if out is not None:
+        _stream.write_h5ad(out, adata)
     return adata
+
+
+def check_universe(universe_id: str | None, tokenizer: Tokenizer, what: str) -> None:
+    """Raises :class:`~atacformer.InvalidInputError` when data tokenized with the universe
+    ``universe_id`` (None: not recorded, accepted) are not in ``tokenizer``'s universe,
+    naming both identifiers."""
+    if universe_id is not None and universe_id != tokenizer.universe_id:
+        raise _core.InvalidInputError(
+            f"{what} was tokenized with the universe {universe_id}, but the model's tokenizer "
+            f"has the universe {tokenizer.universe_id}: its token ids mean other regions; "
+            "tokenize the data again with the model's tokenizer"
+        )
+
+
+def _recorded_universe(adata: Any) -> str | None:
+    record = adata.uns.get("atacformer") if hasattr(adata, "uns") else None
+    if isinstance(record, dict) and record.get("universe_id") is not None:
+        return str(record["universe_id"])
+    return None
+
+
+def _check_out(out: PathLike, data: Any) -> Any:
+    from pathlib import Path
+
+    from ._atomic import refuse_overwriting_inputs
+
+    path = Path(out)
+    if path.suffix.lower() != ".h5ad":
+        raise _core.InvalidInputError(f"out must be an .h5ad path, got {path}")
+    inputs = [data] if isinstance(data, (str, os.PathLike)) else []
+    if pp.is_anndata(data) and getattr(data, "filename", None):
+        inputs.append(data.filename)
+    refuse_overwriting_inputs(path, inputs)
+    return path
+
+
+def _embed_atlas(
+    data: Any,
+    net: Any,
+    model: Any,
+    tokenizer: Any,
+    *,
+    key_added: str,
+    batch_size: int,
+    device: Any,
+    dtype_name: str,
+    max_tokens_per_cell: int | None,
+    block_size: int,
+    progress: bool,
+    out: Any,
+) -> Any:
+    """:func:`embed` of a tokenized atlas, streamed block by block (see there)."""
+    from pathlib import Path
+
+    from . import _stream
+
+    path = Path(data.filename) if pp.is_anndata(data) else Path(data)
+    atlas = _stream.Atlas(path)
+    try:
+        if tokenizer is not None:
+            tok, tokenizer_name = pp.as_tokenizer(tokenizer), _name(tokenizer)
+        else:
+            name = os.fspath(model) if isinstance(model, (str, os.PathLike)) else net.name_or_path
+            if not name:
+                raise _core.InvalidInputError(
+                    "checking the atlas's universe needs the model's tokenizer, and the model "
+                    "does not say where it was loaded from: pass tokenizer="
+                )
+            tok, tokenizer_name = Tokenizer.from_pretrained(name), str(name)
+        check_compatible(net, tok)
+        check_universe(atlas.universe_id, tok, f"the atlas {path}")
+        if device is not None:
+            run_type = device.type
+        else:
+            run_type = next(net.parameters()).device.type
+        settings = _stream.Settings(
+            batch_size=int(batch_size),
+            dtype=dtype_name,
+            max_tokens_per_cell=max_tokens_per_cell,
+            block_size=int(block_size),
+            device_type=run_type,
+        )
+        embeddings, group = _stream.embed_atlas(
+            atlas, net, tok, settings, device=device, out=out, progress=progress
+        )
+        if embeddings is None:
+            return None
+        n_empty = int(np.count_nonzero(atlas.lengths == 0))
+        if n_empty:
+            warnings.warn(
+                f"{n_empty} of {atlas.n_cells} cells of the atlas have no tokens (embedded as "
+                "<unk> alone); do the data and the model share a genome and peak set?",
+                stacklevel=3,
+            )
+        adata = data if pp.is_anndata(data) else None
+        if adata is None:
+            obs = atlas.obs()
+            obs.index = obs.index.astype(str)
+            ad = require("anndata", "building an AnnData", "atacformer[anndata]")
+            adata = ad.AnnData(obs=obs)
+        adata.obs["atacformer_n_tokens"] = np.maximum(atlas.lengths, 1)
+        adata.obsm[key_added] = embeddings
+        record = dict(adata.uns.get("atacformer", {})) if adata is data else {}
+        record.update(
+            model=str(net.name_or_path or type(net).__name__),
+            universe_id=tok.universe_id,
+            key_added=key_added,
+            n_cells=int(atlas.n_cells),
+            hidden_size=int(embeddings.shape[1]),
+            batch_size=int(batch_size),
+            dtype=dtype_name,
+            device=str(device) if device is not None else run_type,
+            max_tokens_per_cell=int(max_tokens_per_cell or 0),
+            block_size=int(block_size),
+            world_size=int(group.world_size),
+            atlas=str(path),
+            atacformer_version=_core.__version__,
+        )
+        if tokenizer_name is not None:
+            record["tokenizer"] = tokenizer_name
+        adata.uns["atacformer"] = record
+        if out is not None:
+            _stream.write_h5ad(out, adata)
+            _stream.remove_store(out)
+        return adata
+    finally:
+        atlas.close()
+
+
+def _name(tokenizer: Any) -> str | None:
+    return os.fspath(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else None
 
 
 def cluster(

@@ -17,10 +17,14 @@ An example is a 1-D sequence of token ids or a mapping holding one (``input_ids`
 ``input_ids_negative``). Use ``remove_unused_columns=False`` in ``TrainingArguments`` so that
 the Trainer hands the examples over untouched. Cells are truncated and padded by
 :class:`~atacformer.tokenized_cells.TokenizedCells`, as everywhere else.
+
+:class:`AtlasDataset` serves the cells of a tokenized atlas on disk as such examples, reading
+row blocks and never the whole matrix.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -28,11 +32,13 @@ import numpy as np
 import torch
 
 from .configuration_atacformer import AtacformerConfig
+from .exceptions import InvalidInputError
 from .inference import as_tokenized_cells, truncate
 from .modeling_atacformer import IGNORE_INDEX
 from .tokenizers import SPECIAL_TOKEN_NAMES
 
 __all__ = [
+    "AtlasDataset",
     "DataCollatorForBatchCorrection",
     "DataCollatorForReplacedTokenDetection",
     "DataCollatorForTripletLoss",
@@ -234,3 +240,75 @@ class DataCollatorForTripletLoss(DataCollatorForTriplets):
         self, tokenizer: Any, max_position_embeddings: int | None = None, **kwargs: Any
     ) -> None:
         super().__init__(tokenizer.pad_token_id, max_length=max_position_embeddings, **kwargs)
+
+
+class AtlasDataset(torch.utils.data.Dataset):
+    """The cells of a tokenized atlas (``atacformer tokenize --manifest``) for a ``DataLoader``,
+    read from disk in row blocks: ``X`` is never loaded whole.
+
+    Item ``i`` is ``{"input_ids": ids}`` (int64 token ids of atlas row ``i``, a cell without
+    tokens reading as ``[unk]``), plus ``"batch_label"`` (the integer code of
+    ``obs[batch_key]``, for :class:`DataCollatorForBatchCorrection`) when ``batch_key`` is
+    given. Rows are read ``block_size`` at a time and the last block is kept, so a sampler
+    that visits rows block by block (:meth:`block_order`) reads each block once. Each
+    ``DataLoader`` worker opens its own file handle.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        batch_key: str | None = None,
+        block_size: int = 1024,
+        unk_token_id: int | None = None,
+    ) -> None:
+        from ._stream import Atlas
+
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise InvalidInputError(f"block_size must be a positive integer, got {block_size!r}")
+        self.atlas = Atlas(path)
+        self.block_size = block_size
+        # The specials follow the universe ids, unk first (see atacformer.tokenizers).
+        self.unk_token_id = self.atlas.n_vars if unk_token_id is None else int(unk_token_id)
+        self.batch_labels: np.ndarray | None = None
+        if batch_key is not None:
+            obs = self.atlas.obs()
+            if batch_key not in obs.columns:
+                have = ", ".join(map(str, obs.columns)) or "none"
+                raise InvalidInputError(f"{path}: obs has no column {batch_key!r} (have: {have})")
+            codes = obs[batch_key].astype("category").cat.codes.to_numpy()
+            self.batch_labels = codes.astype(np.int64)
+        self._cached: tuple[int, Any] | None = None
+
+    def __len__(self) -> int:
+        return self.atlas.n_cells
+
+    def _block(self, b: int) -> Any:
+        if self._cached is None or self._cached[0] != b:
+            start = b * self.block_size
+            stop = min(start + self.block_size, self.atlas.n_cells)
+            self._cached = (b, self.atlas.block(start, stop, self.unk_token_id))
+        return self._cached[1]
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        i = int(index)
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"cell {index} of an atlas of {len(self)} cells")
+        cells = self._block(i // self.block_size)
+        item: dict[str, Any] = {"input_ids": cells[i % self.block_size].astype(np.int64)}
+        if self.batch_labels is not None:
+            item["batch_label"] = int(self.batch_labels[i])
+        return item
+
+    def block_order(self, seed: int | None = None) -> list[int]:
+        """All row indices, block after block: blocks in a seeded random order and rows
+        shuffled inside each block (``seed`` None: atlas order). Pass it as a ``DataLoader``
+        ``sampler`` to shuffle while reading each block once per epoch."""
+        n, size = len(self), self.block_size
+        starts = np.arange(0, n, size)
+        if seed is None:
+            return list(range(n))
+        rng = np.random.default_rng(seed)
+        order = [rng.permutation(np.arange(s, min(s + size, n))) for s in rng.permutation(starts)]
+        return np.concatenate(order).tolist() if order else []

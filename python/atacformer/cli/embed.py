@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from .._atomic import atomic_path
 from .._deps import require
 from .._sources import detect_source
 from .._stdin import spool_for_command
+from .._stream import is_atlas
 from ..hub import load_model
 from ._common import (
     CommandLineError,
@@ -41,7 +43,8 @@ EXAMPLES = """\
 examples:
   atacformer embed fragments.tsv.gz --model demo -o cells.h5ad --plot cells.png
   atacformer embed cells.atok --model databio/atacformer-base-hg38 -o emb.npy
-  atacformer embed pbmc.h5ad --model ./my_model -o out.h5ad --plot out.png --color-by cell_type"""
+  atacformer embed pbmc.h5ad --model ./my_model -o out.h5ad --plot out.png --color-by cell_type
+  torchrun --nproc-per-node 4 -m atacformer embed atlas.h5ad --model M --device cuda -o emb.h5ad"""
 
 OUTPUT_SUFFIXES = (".h5ad", ".npy", ".parquet")
 EMBEDDING_KEY = "X_atacformer"
@@ -59,7 +62,12 @@ def add_parser(sub: Any) -> None:
         "  .h5ad     obsm['X_atacformer'], obs from an .h5ad input (else cell names),\n"
         "            plus obs['atacformer_n_tokens'] (and obs['atacformer_cluster'])\n"
         "  .npy      the matrix alone, rows in the input's cell order\n"
-        "  .parquet  a 'cell' column, then atacformer_0 ... atacformer_{hidden-1}",
+        "  .parquet  a 'cell' column, then atacformer_0 ... atacformer_{hidden-1}\n"
+        "A tokenized atlas (.h5ad from `atacformer tokenize --manifest`) is read in blocks\n"
+        "of cells and never loaded whole; with an .h5ad OUT each finished block is kept in\n"
+        "OUT.partial/, so rerunning a killed command resumes. Under torchrun (or accelerate\n"
+        "launch) the blocks are shared among the processes and rank 0 writes OUT:\n"
+        "  atacformer embed atlas.h5ad --model M -o embeddings.h5ad",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -87,6 +95,13 @@ def add_parser(sub: Any) -> None:
         help="keep a seeded random subset of N tokens of longer cells (default: the model's "
         "context when it uses positions, else no limit)",
     )
+    g.add_argument(
+        "--block-size",
+        type=int,
+        metavar="N",
+        help="atlas input: cells per block, the unit of resuming and of sharing among "
+        "processes (default 4096)",
+    )
     g = p.add_argument_group("clusters and plot")
     g.add_argument(
         "--plot", metavar="FILE.png", help="draw a 2-D map (UMAP if installed, else PCA)"
@@ -110,6 +125,7 @@ def check_options(args: argparse.Namespace) -> None:
     at_least(args, "batch_size", 1)
     at_least(args, "max_tokens", 1)
     at_least(args, "n_clusters", 2)
+    at_least(args, "block_size", 1)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -126,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
         use_agg()
     if args.color_by and source.kind != "h5ad":
         raise CommandLineError("--color-by names an obs column, so it needs an .h5ad input")
+    atlas = source.kind == "h5ad" and is_atlas(source.paths[0])
+    if atlas and args.layer is not None:
+        raise CommandLineError("--layer: a tokenized atlas has its token ids in X only")
+    if args.block_size is not None and not atlas:
+        raise CommandLineError("--block-size applies to a tokenized atlas input")
     torch = require("torch", "embedding cells", "atacformer[model]")
     set_threads(args.threads, torch)
     from ..inference import parse_device
@@ -145,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
     if source.kind != "atok" or args.tokenizer:
         tokenizer = load_tokenizer(args.tokenizer or args.model, args)
         tl.check_compatible(model, tokenizer)
+    if atlas:
+        return run_atlas(args, source.paths[0], out, model, tokenizer, device)
     with activity(f"Reading {source.describe()}", args.quiet):
         cells = pp.tokenize(args.inputs, tokenizer, **tokenize_options(args))
     obs = read_obs(source.paths[0]) if source.kind == "h5ad" else None
@@ -176,13 +199,60 @@ def run(args: argparse.Namespace) -> int:
         table["atacformer_n_tokens"] = adata.obs["atacformer_n_tokens"].to_numpy()
         adata.obs = table
     adata.uns["atacformer"]["tokenizer"] = args.tokenizer or args.model
+    return finish(args, out, adata, seconds)
+
+
+def run_atlas(
+    args: argparse.Namespace, path: Path, out: Path, model: Any, tokenizer: Any, device: Any
+) -> int:
+    """A tokenized atlas, streamed by ``tl.embed``: resumable into an ``.h5ad`` OUT, spread
+    over the processes under torchrun; only rank 0 writes and reports."""
+    if args.color_by or args.n_clusters is not None:
+        obs = read_obs(path)
+        if args.color_by and args.color_by not in obs.columns:
+            raise CommandLineError(
+                f"--color-by {args.color_by!r}: no such obs column "
+                f"(have: {', '.join(map(str, obs.columns)) or 'none'})"
+            )
+        if args.n_clusters is not None and args.n_clusters > len(obs):
+            raise CommandLineError(
+                f"--n-clusters {args.n_clusters} is more than the {len(obs)} cells"
+            )
+    if args.quiet:
+        logging.getLogger("atacformer").setLevel(logging.ERROR)
+    started = time.perf_counter()
+    adata = tl.embed(
+        path,
+        model,
+        tokenizer=tokenizer,
+        key_added=EMBEDDING_KEY,
+        batch_size=args.batch_size,
+        device=device,
+        dtype=args.dtype,
+        max_tokens_per_cell=args.max_tokens,
+        progress=bars_enabled(args.quiet),
+        out=out if out.suffix.lower() == ".h5ad" else None,
+        block_size=args.block_size,
+    )
+    if adata is None:  # another rank than 0: rank 0 writes the output
+        return 0
+    written = out.suffix.lower() == ".h5ad"
+    return finish(args, out, adata, time.perf_counter() - started, written)
+
+
+def finish(
+    args: argparse.Namespace, out: Path, adata: Any, seconds: float, written: bool = False
+) -> int:
+    """Clusters, writes OUT (again, with the clusters, when ``written`` already), reports
+    and draws the plot."""
     clustered = bool(args.n_clusters) or bool(args.plot and not args.color_by)
     if clustered:
         k = args.n_clusters or min(DEFAULT_CLUSTERS, adata.n_obs)
         if k < 2:
             raise CommandLineError(f"clustering needs at least 2 cells, and there is {adata.n_obs}")
         tl.cluster(adata, k, key_added=CLUSTER_KEY, use_rep=EMBEDDING_KEY)
-    write(out, adata, clustered)
+    if clustered or not written:
+        write(out, adata, clustered)
     emb = adata.obsm[EMBEDDING_KEY]
     say(args, f"{emb.shape[0]:,} cells x {emb.shape[1]} dims in {seconds:.2f} s -> {out}")
     if args.plot:
