@@ -123,3 +123,69 @@ def test_auto_prefers_the_exact_name(tmp_path):
 def test_bad_chrom_names_value(case):
     with pytest.raises(atacformer.InvalidInputError, match="'auto' or 'exact'"):
         case["tok"].tokenize_fragments(case["tmp"] / "given.tsv", chrom_names="ucsc")
+
+
+# ------------------------------------------------- every other path, against the oracle
+def region_sets(case, n_cells: int = 6):
+    """Cells of regions in the input's naming, and the same cells renamed by hand."""
+    rng = random.Random(17)
+    given, renamed = [], []
+    for _ in range(n_cells):
+        cell = rng.sample(case["frags"], 80)
+        given.append([(c, s, e) for c, s, e, _ in cell])
+        renamed.append([(case["to_universe"](c), s, e) for c, s, e, _ in cell])
+    return given, renamed
+
+
+@pytest.mark.filterwarnings("ignore::atacformer.CoverageWarning")
+def test_regions_lists_bed_paths_and_batches(case):
+    tok, tmp = case["tok"], case["tmp"]
+    given, renamed = region_sets(case)
+    # One cell: a list of tuples and a RegionSet.
+    for g, r in zip(given, renamed, strict=True):
+        want = tok(r)["input_ids"]
+        assert np.array_equal(tok(g)["input_ids"], want)
+        rs = atacformer.RegionSet.from_regions([atacformer.Region(*x) for x in g])
+        assert np.array_equal(tok(rs)["input_ids"], want)
+        assert tok(g, chrom_names="exact")["input_ids"].tolist() == [tok.unk_token_id]
+    # A batch, then BED paths.
+    same(tok.encode_cells(given), tok.encode_cells(renamed))
+    paths_g = [write_bed(tmp / f"g{i}.bed", g) for i, g in enumerate(given)]
+    paths_r = [write_bed(tmp / f"r{i}.bed", r) for i, r in enumerate(renamed)]
+    got, want = tok.tokenize_files(paths_g), tok.tokenize_files(paths_r)
+    assert np.array_equal(got.ids, want.ids) and np.array_equal(got.offsets, want.offsets)
+    assert got.coverage.aliases == {c: case["to_universe"](c) for c in got.coverage.per_chrom}
+    assert got.qc["n_fragments_in_universe"].tolist() == want.qc["n_fragments_in_universe"].tolist()
+    exact = tok.tokenize_files(paths_g, chrom_names="exact")
+    assert set(exact.ids.tolist()) == {tok.unk_token_id}
+
+
+@pytest.mark.filterwarnings("ignore::atacformer.CoverageWarning")
+def test_anndata_peaks_are_aliased(case):
+    import anndata as ad
+    import pandas as pd
+    import scipy.sparse as sp
+
+    tok = case["tok"]
+    given, _ = region_sets(case, 1)
+    peaks = sorted(set(given[0]))
+    rng = np.random.default_rng(2)
+    x = sp.csr_matrix(rng.integers(0, 3, (9, len(peaks))).astype(np.float32))
+
+    def adata(names):
+        var = pd.DataFrame(
+            {
+                "chr": [names(c) for c, _, _ in peaks],
+                "start": [s for _, s, _ in peaks],
+                "end": [e for _, _, e in peaks],
+            },
+            index=[f"p{i}" for i in range(len(peaks))],
+        )
+        return ad.AnnData(X=x, var=var)
+
+    got = tok.tokenize_anndata(adata(lambda c: c))
+    want = tok.tokenize_anndata(adata(case["to_universe"]))
+    assert np.array_equal(got.ids, want.ids) and np.array_equal(got.offsets, want.offsets)
+    assert got.coverage.aliases and not got.coverage.missing_chroms
+    exact = tok.tokenize_anndata(adata(lambda c: c), chrom_names="exact")
+    assert set(exact.ids.tolist()) == {tok.unk_token_id}

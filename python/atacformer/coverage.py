@@ -38,7 +38,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LOW_ENRICHMENT", "Coverage", "CoverageWarning", "genome_build"]
+__all__ = [
+    "LOW_ENRICHMENT",
+    "Coverage",
+    "CoverageWarning",
+    "expected_random",
+    "genome_build",
+    "is_low",
+]
 
 LOW_ENRICHMENT = 1.5
 """Coverage below this many times the random expectation is low (see the module docs)."""
@@ -157,10 +164,11 @@ class Coverage:
     def expected_random(self) -> float:
         """About the fraction that random intervals of the input's mean length would
         overlap: ``(universe bp + regions * mean length) / universe span``, at most 1."""
-        if not self.n_intervals or not self.universe_span:
-            return 0.0
-        mean = self.input_bp / self.n_intervals
-        return min(1.0, (self.universe_bp + self.universe_regions * mean) / self.universe_span)
+        return expected_random(
+            (self.universe_span, self.universe_bp, self.universe_regions),
+            self.n_intervals,
+            self.input_bp,
+        )
 
     @property
     def low(self) -> bool:
@@ -221,6 +229,20 @@ class Coverage:
             f"{evidence}: the data looks like another genome build (for example hg19 or "
             f"mm10): lift the data over to {target}"
         )
+
+
+def expected_random(extent: tuple[int, int, int], n: int, input_bp: int) -> float:
+    """The fraction of ``n`` random intervals of total length ``input_bp`` expected to
+    overlap a universe of ``extent`` = (span, bp, regions): see the module docs."""
+    span, bp, regions = extent
+    if not n or not span:
+        return 0.0
+    return min(1.0, (bp + regions * input_bp / n) / span)
+
+
+def is_low(extent: tuple[int, int, int], n: int, overlapping: int, input_bp: int) -> bool:
+    """:attr:`Coverage.low` from the bare counts (for one cell, without a Coverage)."""
+    return _low(n, overlapping, expected_random(extent, n, input_bp))
 
 
 def _low(n: int, overlapping: int, expected: float) -> bool:

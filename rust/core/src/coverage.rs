@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 
+use crate::hash::FastMap;
 use crate::universe::Universe;
 
 /// How input chromosome names are matched to the universe's.
@@ -137,6 +138,13 @@ impl<'a> ChromResolver<'a> {
     }
 }
 
+/// Intervals a cell's input held and those overlapping at least one universe region.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CellCount {
+    pub intervals: u64,
+    pub in_universe: u64,
+}
+
 /// Counts of one input chromosome.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChromCoverage {
@@ -217,13 +225,86 @@ impl Coverage {
     }
 }
 
+/// Per-chromosome counters of a region set whose chromosome names are known up front
+/// (index = the set's chromosome number): what [`Coverage`] holds, before it is named.
+#[derive(Debug)]
+pub struct SetTally<'a> {
+    resolver: ChromResolver<'a>,
+    names: &'a [String],
+    pub(crate) resolved: Vec<Resolved>,
+    /// `[intervals, overlapping, past_end]` per chromosome of the set.
+    pub(crate) counts: Vec<[u64; 3]>,
+    pub(crate) input_bp: u64,
+}
+
+impl<'a> SetTally<'a> {
+    /// Resolves every chromosome name of a set (in its chromosome-number order).
+    pub fn new(resolver: ChromResolver<'a>, names: &'a [String]) -> Self {
+        SetTally {
+            resolver,
+            names,
+            resolved: names
+                .iter()
+                .map(|n| resolver.resolve(n.as_bytes()))
+                .collect(),
+            counts: vec![[0; 3]; names.len()],
+            input_bp: 0,
+        }
+    }
+
+    /// The universe chromosome of each of the set's chromosomes (`u32::MAX`: none).
+    pub fn chrom_map(&self) -> Vec<u32> {
+        self.resolved
+            .iter()
+            .map(|r| r.chrom.unwrap_or(u32::MAX))
+            .collect()
+    }
+
+    /// Counts every interval of a set: its chromosome numbers, starts and ends.
+    pub fn count_intervals(&mut self, chroms: &[u32], starts: &[u32], ends: &[u32]) {
+        for ((&c, &s), &e) in chroms.iter().zip(starts).zip(ends) {
+            let row = &mut self.counts[c as usize];
+            row[0] += 1;
+            row[2] += u64::from(s >= self.resolved[c as usize].past_end_from);
+            self.input_bp += u64::from(e.saturating_sub(s));
+        }
+    }
+
+    /// Counts one interval on chromosome `c` of the set as overlapping the universe.
+    #[inline]
+    pub fn count_overlapping(&mut self, c: u32) {
+        self.counts[c as usize][1] += 1;
+    }
+
+    /// The counts, the chromosomes with intervals only, in the set's order.
+    pub fn finish(self) -> Coverage {
+        let mut out = Coverage::new(self.resolver.universe);
+        out.input_bp = self.input_bp;
+        for ((name, r), c) in self.names.iter().zip(&self.resolved).zip(&self.counts) {
+            if c[0] == 0 {
+                continue;
+            }
+            out.chroms.push(ChromCoverage {
+                name: name.clone(),
+                universe_name: r.chrom.map(|u| self.resolver.universe_name(u).to_owned()),
+                intervals: c[0],
+                overlapping: c[1],
+                past_end: c[2],
+            });
+        }
+        out
+    }
+}
+
 /// Counts intervals as they are read, for inputs in which the chromosome changes rarely
 /// (position-sorted files): O(1) per interval, a name lookup only when it changes.
 #[derive(Debug)]
 pub struct Tally<'a> {
     resolver: ChromResolver<'a>,
-    /// Counts of every input chromosome met, in first-seen order, with their names.
+    /// Counts of every input chromosome met, in first-seen order, with their names:
+    /// `[intervals, overlapping, past_end]`.
     chroms: Vec<(Vec<u8>, Resolved, [u64; 3])>,
+    index: FastMap<Vec<u8>, usize>,
     /// Index in `chroms` of the current chromosome.
     current: usize,
     input_bp: u64,
@@ -234,9 +315,28 @@ impl<'a> Tally<'a> {
         Tally {
             resolver,
             chroms: Vec::new(),
+            index: FastMap::default(),
             current: usize::MAX,
             input_bp: 0,
         }
+    }
+
+    /// The index of input chromosome `name`, resolving it on first sight.
+    pub fn intern(&mut self, name: &[u8]) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        let i = self.chroms.len();
+        self.chroms
+            .push((name.to_vec(), self.resolver.resolve(name), [0; 3]));
+        self.index.insert(name.to_vec(), i);
+        i
+    }
+
+    /// The universe chromosome of input chromosome `i` (an [`Tally::intern`] index).
+    #[inline]
+    pub fn chrom_of(&self, i: usize) -> Option<u32> {
+        self.chroms.get(i).and_then(|c| c.1.chrom)
     }
 
     /// Makes `name` the current chromosome and returns what it resolved to.
@@ -247,51 +347,54 @@ impl<'a> Tally<'a> {
                 return *r;
             }
         }
-        if let Some(i) = self
-            .chroms
-            .iter()
-            .position(|(n, _, _)| n.as_slice() == name)
-        {
-            self.current = i;
-            return self.chroms[i].1;
-        }
-        let r = self.resolver.resolve(name);
-        self.current = self.chroms.len();
-        self.chroms.push((name.to_vec(), r, [0; 3]));
-        r
+        self.current = self.intern(name);
+        self.chroms[self.current].1
     }
 
-    /// Counts one interval on the current chromosome (entered with [`Tally::enter`]).
+    /// Counts one interval of input chromosome `i`.
     #[inline]
-    pub fn count(&mut self, start: u32, end: u32, overlapping: bool) {
-        if let Some((_, r, c)) = self.chroms.get_mut(self.current) {
+    pub fn count_at(&mut self, i: usize, start: u32, end: u32) {
+        if let Some((_, r, c)) = self.chroms.get_mut(i) {
             c[0] += 1;
-            c[1] += u64::from(overlapping);
             c[2] += u64::from(start >= r.past_end_from);
             self.input_bp += u64::from(end.saturating_sub(start));
         }
     }
 
+    /// Counts one more interval of input chromosome `i` as overlapping the universe.
+    #[inline]
+    pub fn count_overlapping_at(&mut self, i: usize) {
+        if let Some((_, _, c)) = self.chroms.get_mut(i) {
+            c[1] += 1;
+        }
+    }
+
+    /// Counts one interval on the current chromosome (entered with [`Tally::enter`]).
+    #[inline]
+    pub fn count(&mut self, start: u32, end: u32, overlapping: bool) {
+        let i = self.current;
+        self.count_at(i, start, end);
+        if overlapping {
+            self.count_overlapping_at(i);
+        }
+    }
+
     /// The counts, ready to merge.
     pub fn finish(self) -> Coverage {
-        let (span, bp) = self.resolver.universe.extent();
-        Coverage {
-            chroms: self
-                .chroms
-                .into_iter()
-                .map(|(name, r, c)| ChromCoverage {
-                    name: String::from_utf8_lossy(&name).into_owned(),
-                    universe_name: r.chrom.map(|u| self.resolver.universe_name(u).to_owned()),
-                    intervals: c[0],
-                    overlapping: c[1],
-                    past_end: c[2],
-                })
-                .collect(),
-            input_bp: self.input_bp,
-            universe_span: span,
-            universe_bp: bp,
-            universe_regions: self.resolver.universe.len() as u64,
-        }
+        let mut out = Coverage::new(self.resolver.universe);
+        out.input_bp = self.input_bp;
+        out.chroms = self
+            .chroms
+            .into_iter()
+            .map(|(name, r, c)| ChromCoverage {
+                name: String::from_utf8_lossy(&name).into_owned(),
+                universe_name: r.chrom.map(|u| self.resolver.universe_name(u).to_owned()),
+                intervals: c[0],
+                overlapping: c[1],
+                past_end: c[2],
+            })
+            .collect();
+        out
     }
 }
 

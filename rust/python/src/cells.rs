@@ -11,7 +11,7 @@ use pyo3::types::PyDict;
 
 use crate::convert::{self, flag, non_negative, path_arg, strings};
 use crate::errors::{self, invalid};
-use crate::ragged::PyRagged;
+use crate::ragged::{coverage_dict, PyRagged};
 use crate::region_set::PyRegionSet;
 use crate::tokenizer::PyTokenizer;
 
@@ -115,14 +115,26 @@ fn gather_typed<'py, I: CsrIndex + Element, D: Stored + Element>(
 impl PyPeakTable {
     /// The table of `peaks` (one per matrix column) against `tokenizer`'s universe.
     #[new]
+    #[pyo3(signature = (tokenizer, peaks, chrom_names = None))]
     fn new(
         py: Python<'_>,
         tokenizer: &PyTokenizer,
         peaks: PyRef<'_, PyRegionSet>,
+        chrom_names: Option<&Bound<'_, PyAny>>,
     ) -> errors::Result<Self> {
+        let names = convert::chrom_names_arg(chrom_names)?;
         let tok = &*tokenizer.0;
         let set = peaks.snapshot();
-        Ok(PyPeakTable(py.detach(|| PeakTable::new(tok, &set))?))
+        Ok(PyPeakTable(
+            py.detach(|| PeakTable::with_names(tok, &set, names))?,
+        ))
+    }
+
+    /// How well the peaks cover the universe, each peak counted once (the dict of
+    /// `Ragged.coverage`).
+    #[getter]
+    fn coverage(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        coverage_dict(py, self.0.coverage().clone())
     }
 
     /// Number of peaks (matrix columns).

@@ -37,7 +37,7 @@ pub struct PyRagged {
 /// The core's coverage as a dict: `chroms` (a list of `(name, universe name or None,
 /// intervals, overlapping, past_end)` in first-seen order), `input_bp`, `universe_span`,
 /// `universe_bp` and `universe_regions`.
-fn coverage_dict(py: Python<'_>, c: Coverage) -> PyResult<Py<PyDict>> {
+pub fn coverage_dict(py: Python<'_>, c: Coverage) -> PyResult<Py<PyDict>> {
     let d = PyDict::new(py);
     let chroms: Vec<_> = c
         .chroms

@@ -128,7 +128,7 @@ pub(super) fn run(
         Arc::clone(&buffers),
     )?;
     let universe = tok.universe();
-    let mut merger = Merger::new(path, opts, Coverage::new(universe))?;
+    let mut merger = Merger::new(path, opts, Coverage::new(universe), universe.len())?;
     let threads = if tuning.serial {
         1
     } else {
