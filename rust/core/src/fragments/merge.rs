@@ -28,16 +28,17 @@ use crate::ragged::{CellQc, Ragged};
 use crate::tokenizer::{Special, Tokenizer};
 use crate::universe::GenomicOrder;
 
-/// What one barcode gathered so far: 40 bytes, and no heap memory while it has no ids.
+/// What one barcode gathered so far: 32 bytes (half a cache line, so that the merge's
+/// scattered updates touch one line per cell), and no heap memory while it has no ids.
 #[derive(Debug, Default)]
 struct Cell {
     /// With unique ids, one [`Packing`] entry per (rank, count) (a rank may repeat until
     /// the buffer is compacted); otherwise one universe id per overlap, in file order.
     ids: Vec<u32>,
-    /// Fragment lines of the barcode.
-    lines: u64,
-    /// Those of its lines that overlap at least one universe region.
-    in_universe: u64,
+    /// Fragment lines of the barcode (saturating at 2^32-1, far beyond any real cell).
+    lines: u32,
+    /// Those of its lines that overlap at least one universe region (saturating).
+    in_universe: u32,
 }
 
 /// How a unique-mode entry packs a genomic rank (high bits) and a count (low bits) into 4
@@ -473,9 +474,12 @@ impl Merger {
             let ids = &body.ids[at..at + n];
             at += n;
             let cell = &mut self.cells[g as usize];
-            cell.lines += 1;
-            cell.in_universe += u64::from(n > 0);
-            if self.max_fragments.is_some_and(|m| cell.lines > m) {
+            cell.lines = cell.lines.saturating_add(1);
+            cell.in_universe = cell.in_universe.saturating_add(u32::from(n > 0));
+            if self
+                .max_fragments
+                .is_some_and(|m| u64::from(cell.lines) > m)
+            {
                 // Too many lines to be kept, whatever follows: its ids go now.
                 if cell.ids.capacity() > 0 {
                     cell.ids = Vec::new();
@@ -546,7 +550,8 @@ impl Merger {
             ..
         } = self;
         let keep = |c: &Cell| {
-            c.lines >= opts.min_fragments && opts.max_fragments.is_none_or(|m| c.lines <= m)
+            let lines = u64::from(c.lines);
+            lines >= opts.min_fragments && opts.max_fragments.is_none_or(|m| lines <= m)
         };
         let finish = |c: &mut Cell| {
             if !keep(c) {
@@ -602,7 +607,11 @@ impl Merger {
             } else {
                 out.ids.len() - before
             };
-            qc.push(cell.lines, cell.in_universe, n_tokens as u64);
+            qc.push(
+                u64::from(cell.lines),
+                u64::from(cell.in_universe),
+                n_tokens as u64,
+            );
             out.offsets.push(out.ids.len() as i64);
             out.names.push(name);
         }
@@ -616,6 +625,11 @@ impl Merger {
 #[cfg(test)]
 mod packing_tests {
     use super::*;
+
+    #[test]
+    fn a_cell_is_half_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Cell>(), 32);
+    }
 
     #[test]
     fn packing_leaves_the_ranks_bits_to_the_count() {

@@ -61,8 +61,8 @@
 //! chunks are merged. Merging is serial and in file order, so the first-seen order of cells
 //! is exact, and it overlaps with the reading of the next batch and the parsing of the one
 //! after. Parallel work runs in [`crate::parallel`]'s pool (serially after a fork). Memory
-//! is the output plus a few chunks per thread, plus about 72 bytes per distinct barcode
-//! (its bytes, a 4-byte index slot or two and a 40-byte cell; the workers' fast table holds
+//! is the output plus a few chunks per thread, plus about 64 bytes per distinct barcode
+//! (its bytes, a 4-byte index slot or two and a 32-byte cell; the workers' fast table holds
 //! the first 2^18 barcodes only). A barcode past `max_fragments` can no longer be a cell,
 //! and its ids are dropped at once. With `unique`, a cell holds 4-byte entries packing a
 //! genomic rank and a count (the count in the bits the universe's ranks leave: 12 for a
