@@ -157,7 +157,7 @@ def test_names_the_universe_lacks(world, tmp_path):
     frags = [
         (f"NC_0000{i:02d}.11", 1000 * j, 1000 * j + 300, "BC1")
         for i in range(1, 4)
-        for j in range(50)
+        for j in range(400)
     ]
     frags += same_build(world, 6)
     with pytest.warns(CoverageWarning) as caught:

@@ -21,7 +21,8 @@ such a universe 50-70 % of fragments overlap it (3x random), and against a small
 of strong peaks the enrichment is larger still. So :attr:`Coverage.low` is true when the
 fraction is below ``LOW_ENRICHMENT`` (1.5) times the random expectation, halfway (on a log
 scale) between another build (about 1x) and same-build data (3x or more), or when no
-interval overlaps at all. When random intervals would already cover half the universe's
+interval overlaps at all; an input of fewer than ``MIN_INTERVALS`` (1,000) intervals is
+judged by the second rule only. When random intervals would already cover half the universe's
 span (a dense toy universe) the enrichment says nothing, and only "no overlap at all" counts.
 
 Tokenizing calls then warn with :class:`CoverageWarning`, naming the likely cause and the
@@ -40,6 +41,7 @@ from typing import Any
 
 __all__ = [
     "LOW_ENRICHMENT",
+    "MIN_INTERVALS",
     "Coverage",
     "CoverageWarning",
     "expected_random",
@@ -49,6 +51,11 @@ __all__ = [
 
 LOW_ENRICHMENT = 1.5
 """Coverage below this many times the random expectation is low (see the module docs)."""
+
+MIN_INTERVALS = 1000
+"""Fewer intervals than this are judged only by "no overlap at all": the fraction of a few
+intervals says little (at 1,000 its standard error is at most 1.6 points), and a single
+small call (``tokenizer(ten_regions)``) should not pay for a diagnosis."""
 
 _UNINFORMATIVE = 0.5
 """Random expectation above which the enrichment test is not made (a dense universe)."""
@@ -251,6 +258,8 @@ def _low(n: int, overlapping: int, expected: float) -> bool:
         return False
     if overlapping == 0:
         return True
+    if n < MIN_INTERVALS:
+        return False
     return expected <= _UNINFORMATIVE and overlapping / n < LOW_ENRICHMENT * expected
 
 
