@@ -131,9 +131,13 @@ def test_peak_table_is_built_once_for_all_chunks(case, tmp_path: Path, monkeypat
     real = _core.PeakTable
 
     class Counting:
-        def __init__(self, tok, peaks):
-            self.table = real(tok, peaks)
+        def __init__(self, tok, peaks, *rest):
+            self.table = real(tok, peaks, *rest)
             built.append(self.table)
+
+        @property
+        def coverage(self):
+            return self.table.coverage
 
         def gather(self, *args):
             gathered.append(self.table)

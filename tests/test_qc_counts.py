@@ -330,3 +330,64 @@ def test_constructor_checks_counts_and_qc():
     assert cells.counts.tolist() == [3, 1, 2]
     assert cells.qc["frac_in_universe"].tolist() == [0.75, 0.0]
     assert cells.qc["n_tokens"].tolist() == [2, 1]
+
+
+# ------------------------------------------------------ qc of the other tokenizations
+def overlaps_any(universe, c, s, e) -> bool:
+    return any(uc == c and us < e and s < ue for uc, us, ue in universe)
+
+
+@pytest.mark.filterwarnings("ignore::atacformer.CoverageWarning")
+def test_qc_of_region_sets_bed_paths_and_batches(case, tmp_path):
+    tok, universe = case["tok"], case["universe"]
+    rng = random.Random(8)
+    cells = [[f[:3] for f in rng.sample(case["frags"], rng.randrange(1, 60))] for _ in range(7)]
+    cells.append([("chrUn_x", 5, 50)])  # overlaps nothing: [unk], no tokens
+    want_n = [len(c) for c in cells]
+    want_in = [sum(overlaps_any(universe, *r) for r in c) for c in cells]
+    paths = [write_bed(tmp_path / f"c{i}.bed", c) for i, c in enumerate(cells)]
+    for got in (tok.encode_cells(cells), tok.tokenize_files(paths)):
+        qc = got.qc
+        assert qc["n_fragments"].tolist() == want_n
+        assert qc["n_fragments_in_universe"].tolist() == want_in
+        assert qc["frac_in_universe"].tolist() == pytest.approx(
+            [h / n for h, n in zip(want_in, want_n, strict=True)]
+        )
+        lengths = got.lengths.tolist()
+        assert qc["n_tokens"].tolist() == [
+            0 if h == 0 else n for h, n in zip(want_in, lengths, strict=True)
+        ]
+        assert got.counts is None
+        cov = got.coverage
+        assert cov.n_intervals == sum(want_n) and cov.n_overlapping == sum(want_in)
+        assert cov.missing_chroms == ["chrUn_x"]
+
+
+@pytest.mark.filterwarnings("ignore::atacformer.CoverageWarning")
+def test_qc_of_anndata_counts_peaks(case):
+    import anndata as ad
+    import pandas as pd
+
+    tok, universe = case["tok"], case["universe"]
+    rng = np.random.default_rng(6)
+    peaks = [f[:3] for f in random.Random(4).sample(case["frags"], 300)]
+    dense = rng.integers(0, 3, (40, len(peaks))) * (rng.random((40, len(peaks))) < 0.3)
+    x = sp.csr_matrix(dense.astype(np.float32))
+    x.data[::7] = 0  # explicit zeros are not accessible
+    var = pd.DataFrame(
+        {
+            "chr": [c for c, _, _ in peaks],
+            "start": [s for _, s, _ in peaks],
+            "end": [e for _, _, e in peaks],
+        },
+        index=[f"p{i}" for i in range(len(peaks))],
+    )
+    hit = np.array([overlaps_any(universe, *p) for p in peaks])
+    nonzero = x.toarray() != 0
+    for chunk in (10_000, 7):
+        adata = ad.AnnData(X=x, var=var)
+        got = tok.tokenize_anndata(adata, chunk_size=chunk)
+        assert got.qc["n_fragments"].tolist() == nonzero.sum(axis=1).tolist()
+        assert got.qc["n_fragments_in_universe"].tolist() == (nonzero & hit).sum(axis=1).tolist()
+        assert got.coverage.n_intervals == len(peaks)
+        assert got.coverage.n_overlapping == int(hit.sum())

@@ -21,6 +21,7 @@ from ._core import (  # noqa: I001 - the extension imports .exceptions, so it co
 )
 from ._encoding import BatchEncoding
 from .barcodes import BarcodeWarning
+from .coverage import Coverage, CoverageWarning
 from .exceptions import (
     AtacformerError,
     AtacformerIndexError,
@@ -72,6 +73,8 @@ __all__ = [
     "BarcodeWarning",
     "BatchEncoding",
     "ConfigError",
+    "Coverage",
+    "CoverageWarning",
     "InvalidInputError",
     "MissingDependencyError",
     "MissingFileError",

@@ -19,6 +19,7 @@ from . import _core
 from . import barcodes as _barcodes
 from ._core import CONFIG_FILE, DEFAULT_SEED, UNIVERSE_FILES
 from ._encoding import BatchEncoding
+from .coverage import Coverage, genome_build, is_low, warn_if_poor
 from .tokenized_cells import TokenizedCells, _items, _length_arg
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -47,6 +48,13 @@ def _is_batch(regions: Any) -> bool:
     if isinstance(first, (list, tuple)):  # a (chr, start, end) tuple, or a cell
         return not (first and isinstance(first[0], str))
     return False
+
+
+def _source_name(regions: Any) -> str:
+    """How a warning names one region input: its path, or what it is."""
+    if isinstance(regions, (str, os.PathLike)):
+        return os.fspath(regions)
+    return "the regions" if not isinstance(regions, _core.RegionSet) else "the RegionSet"
 
 
 def _cell_name(cell: Any, i: int) -> str:
@@ -195,17 +203,29 @@ class Tokenizer:
                 )
             _core_tokenizer = _core.Tokenizer(path)
         self._tok = _core_tokenizer
+        # Where it came from (a path or Hub name), to name its genome build in warnings.
+        self._source: str | None = None if path is None else os.fspath(path)
+
+    @property
+    def genome_build(self) -> str | None:
+        """The genome build named in the tokenizer's path or Hub name (``hg38``,
+        ``mm10``, ...), or None when it names none."""
+        return genome_build(getattr(self, "_source", None))
+
+    def _named(self, source: Any) -> Tokenizer:
+        self._source = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        return self
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_bed(cls, path: PathLike) -> Tokenizer:
         """A tokenizer over a BED universe (plain or gzip) with default special tokens."""
-        return cls(_core_tokenizer=_core.Tokenizer.from_bed(path))
+        return cls(_core_tokenizer=_core.Tokenizer.from_bed(path))._named(path)
 
     @classmethod
     def from_config(cls, path: PathLike) -> Tokenizer:
         """A tokenizer from a TOML config whose ``universe`` is relative to the file."""
-        return cls(_core_tokenizer=_core.Tokenizer.from_config(path))
+        return cls(_core_tokenizer=_core.Tokenizer.from_config(path))._named(path)
 
     @classmethod
     def from_pretrained(
@@ -244,7 +264,8 @@ class Tokenizer:
             token=token,
             weights=False,
         )
-        return cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))
+        tok = cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))
+        return tok._named(name_or_path if genome_build(os.fspath(name_or_path)) else folder)
 
     def save_pretrained(self, save_directory: PathLike) -> None:
         """Writes ``universe.bed.gz`` and ``tokenizer.toml`` into ``save_directory``.
@@ -267,6 +288,7 @@ class Tokenizer:
         return_attention_mask: bool = True,
         truncation_strategy: str = "random",
         seed: int = DEFAULT_SEED,
+        chrom_names: str = "auto",
     ) -> BatchEncoding:
         """Tokenizes one region set, or a list of them (a batch), Hugging Face style.
 
@@ -275,17 +297,27 @@ class Tokenizer:
         arrays where padded positions hold the pad id and have mask 0. ``truncation`` cuts
         cells to ``max_length``: a seeded random subset in original order
         (``truncation_strategy="random"``) or the first ids (``"first"``).
+        ``chrom_names`` matches chromosome names as in :meth:`tokenize_fragments`, and a
+        :class:`~atacformer.CoverageWarning` says when the input barely overlaps the
+        universe or no cell has a token.
         """
         if not _is_batch(regions):
             # One set is a batch of one cell, through the same ragged padding; row 0.
             if padding in (False, "do_not_pad") and truncation in (False, "do_not_truncate"):
                 # The common call, in one trip: the cell padded to its own width in Rust.
-                ids, mask = self._tok.encode_row(regions)
+                ids, mask, (n, hit, bp) = self._tok.encode_row(regions, chrom_names)
+                if not hit or is_low(self._extent, n, hit, bp):
+                    # Rare: tokenize again for the coverage the warning explains.
+                    one = TokenizedCells._wrap(self._tok.encode(regions, chrom_names))
+                    self._check_coverage(one, _source_name(regions), chrom_names)
                 enc = BatchEncoding(input_ids=ids)
                 if return_attention_mask:
                     enc["attention_mask"] = mask
                 return enc.convert_to_tensors(return_tensors)
-            one = TokenizedCells._wrap(self._tok.encode(regions), None, self.pad_token_id)
+            one = TokenizedCells._wrap(
+                self._tok.encode(regions, chrom_names), None, self.pad_token_id
+            )
+            self._check_coverage(one, _source_name(regions), chrom_names)
             enc = self._finish(
                 one,
                 padding,
@@ -300,7 +332,7 @@ class Tokenizer:
             for key, value in enc.items():
                 enc[key] = value[0]
             return enc.convert_to_tensors(return_tensors)
-        cells = self.encode_cells(regions)
+        cells = self.encode_cells(regions, chrom_names=chrom_names, _stacklevel=5)
         return self._finish(
             cells,
             padding,
@@ -379,24 +411,42 @@ class Tokenizer:
         return enc.convert_to_tensors(return_tensors)
 
     def encode_cells(
-        self, cells: Sequence[Regions], names: Sequence[str] | None = None
+        self,
+        cells: Sequence[Regions],
+        names: Sequence[str] | None = None,
+        chrom_names: str = "auto",
+        _stacklevel: int = 4,
     ) -> TokenizedCells:
         """Tokenizes many region sets in parallel (GIL released) into TokenizedCells.
-        Each cell is anything the single call accepts; empty or unmatched cells get [unk]."""
-        ragged = self._tok.encode_batch(cells)
+        Each cell is anything the single call accepts; empty or unmatched cells get [unk].
+
+        The result's :attr:`TokenizedCells.qc` gives per cell ``n_fragments`` (its
+        intervals), ``n_fragments_in_universe``, ``frac_in_universe`` and ``n_tokens`` (0
+        for an [unk] cell); :attr:`TokenizedCells.coverage` sums all the cells' intervals.
+        ``chrom_names`` and :class:`~atacformer.CoverageWarning` are as in
+        :meth:`tokenize_fragments`."""
+        ragged = self._tok.encode_batch(cells, chrom_names)
         if names is None:
             names = [_cell_name(c, i) for i, c in enumerate(cells)]
-        return TokenizedCells._wrap(ragged, names, self.pad_token_id)
+        out = TokenizedCells._wrap(ragged, names, self.pad_token_id)
+        source = f"{len(out)} cell(s)" if len(out) != 1 else _source_name(cells[0])
+        self._check_coverage(out, source, chrom_names, _stacklevel)
+        return out
 
-    def tokenize_files(self, paths: Sequence[PathLike]) -> TokenizedCells:
-        """Tokenizes BED files (bulk region sets) in parallel; cells are named by file."""
+    def tokenize_files(
+        self, paths: Sequence[PathLike], chrom_names: str = "auto"
+    ) -> TokenizedCells:
+        """Tokenizes BED files (bulk region sets) in parallel; cells are named by file.
+        QC, coverage, ``chrom_names`` and the coverage warning are as in
+        :meth:`encode_cells`."""
         paths = _items(paths, "paths")
         bad = next((p for p in paths if not isinstance(p, (str, os.PathLike))), None)
         if bad is not None:
             raise _core.AtacformerTypeError(
                 f"tokenize_files takes paths (str or os.PathLike), got {type(bad).__name__}"
             )
-        return self.encode_cells(paths, names=[os.path.basename(os.fspath(p)) for p in paths])
+        names = [os.path.basename(os.fspath(p)) for p in paths]
+        return self.encode_cells(paths, names=names, chrom_names=chrom_names, _stacklevel=5)
 
     def tokenize_fragments(
         self,
@@ -407,6 +457,7 @@ class Tokenizer:
         unique: bool = True,
         on_error: str = "raise",
         barcode_suffix: str = "auto",
+        chrom_names: str = "auto",
     ) -> TokenizedCells:
         """Tokenizes a 10x fragment file (plain, gzip or BGZF), one cell per barcode.
 
@@ -436,6 +487,13 @@ class Tokenizer:
         of the file, with a warning. A BGZF file without its end-of-file block is read
         whole, with a warning, as htslib does. ``barcodes`` given as a list must be
         non-empty strings without whitespace.
+
+        ``chrom_names="auto"`` matches a chromosome the universe lacks under its alias
+        (``chr`` added or removed, ``M``/``MT``/``chrMT`` <-> ``chrM``); ``"exact"`` does not.
+        The result's :attr:`TokenizedCells.coverage` (:class:`atacformer.Coverage`) counts
+        the lines of the barcodes read as cells (all lines without a barcode list), and a
+        :class:`atacformer.CoverageWarning` names the likely cause and fix when they barely
+        overlap the universe or no cell has a token.
         """
         if on_error not in ("raise", "skip"):
             raise _core.InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -448,6 +506,7 @@ class Tokenizer:
             max_fragments=max_fragments,
             unique=unique,
             skip_bad_lines=on_error == "skip",
+            chrom_names=chrom_names,
         )
         if stats["skipped_lines"]:
             warnings.warn(
@@ -470,10 +529,40 @@ class Tokenizer:
                 stacklevel=2,
             )
         cells = TokenizedCells._wrap(ragged, names, self.pad_token_id)
-        return cells if listing is None else listing.finish(cells)
+        if listing is not None:
+            cells = listing.finish(cells)
+        self._check_coverage(cells, os.fspath(path), chrom_names)
+        return cells
+
+    def _check_coverage(
+        self, cells: TokenizedCells, source: str, chrom_names: str, stacklevel: int = 4
+    ) -> None:
+        """Warns (:class:`CoverageWarning`) when ``cells``' input barely overlaps the
+        universe or no cell has a token; the warning points at the caller's caller."""
+        warn_if_poor(
+            cells.coverage,
+            cells.qc["n_tokens"],
+            source,
+            self.genome_build,
+            chrom_names,
+            stacklevel,
+        )
+
+    @property
+    def _extent(self) -> tuple[int, int, int]:
+        """The universe's (span, bp, regions), for the coverage check; cached."""
+        cached = self.__dict__.get("_extent_cache")
+        if cached is None:
+            cached = self._tok.universe_extent
+            self.__dict__["_extent_cache"] = cached
+        return cached
 
     def tokenize_anndata(
-        self, adata: Any, layer: str | None = None, chunk_size: int = 10_000
+        self,
+        adata: Any,
+        layer: str | None = None,
+        chunk_size: int = 10_000,
+        chrom_names: str = "auto",
     ) -> TokenizedCells:
         """Tokenizes a cells x peaks AnnData, one cell per row, aligned with ``obs_names``.
 
@@ -482,18 +571,34 @@ class Tokenizer:
         accessible. ``X`` (or ``layers[layer]``) may be CSR, CSC or dense; a backed
         ``.h5ad`` is read ``chunk_size`` rows at a time. Each peak is mapped to universe
         ids once, then each cell gathers the ids of its peaks (unique, genomic order).
+
+        The result's :attr:`TokenizedCells.qc` counts peaks, not fragments: per cell
+        ``n_fragments`` is the row's nonzero peaks and ``n_fragments_in_universe`` those
+        that overlap the universe. :attr:`TokenizedCells.coverage` counts the ``var`` peaks
+        (each once, whatever the cells). ``chrom_names`` and the coverage warning are as in
+        :meth:`tokenize_fragments`.
         """
         from ._anndata import check_anndata, obs_names, peaks_of, row_chunks
 
         check_anndata(adata)
         # Built once (overlaps and genomic ranks), reused for every chunk of rows.
-        table = _core.PeakTable(self._tok, peaks_of(adata))
+        table = _core.PeakTable(self._tok, peaks_of(adata), chrom_names)
         parts = [
             table.gather(indptr, indices, data)
             for indptr, indices, data in row_chunks(adata, layer, chunk_size)
         ]
         ragged = parts[0] if len(parts) == 1 else _core.Ragged.concat(parts)
-        return TokenizedCells._wrap(ragged, obs_names(adata), self.pad_token_id)
+        qcs = [p.qc for p in parts]
+        qc = {k: np.concatenate([q[k] for q in qcs]) for k in qcs[0]} if len(parts) > 1 else None
+        cells = TokenizedCells._wrap(
+            ragged,
+            obs_names(adata),
+            self.pad_token_id,
+            qc,
+            Coverage._from_core(table.coverage),
+        )
+        self._check_coverage(cells, "the AnnData's peaks", chrom_names)
+        return cells
 
     def pad(
         self,

@@ -12,10 +12,11 @@
 
 use rayon::prelude::*;
 
+use crate::coverage::{ChromNames, ChromResolver, Coverage, SetTally};
 use crate::error::{Error, Result};
 use crate::index::Scratch;
 use crate::parallel;
-use crate::ragged::{Ragged, RaggedRef};
+use crate::ragged::{CellQc, Ragged, RaggedRef};
 use crate::region_set::RegionSet;
 use crate::tokenizer::{Special, Tokenizer};
 use crate::universe::GenomicOrder;
@@ -74,12 +75,23 @@ pub struct Csr<'a, P, I, D> {
 }
 
 /// The universe ids overlapping each peak (no `[unk]` for a peak that overlaps nothing),
-/// one unnamed cell per peak.
+/// one unnamed cell per peak; chromosome names are matched with [`ChromNames::Auto`].
 pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> Ragged {
+    peak_table_with(tok, peaks, ChromNames::Auto).0
+}
+
+/// [`peak_table`] with the names matched by `names`, and the peaks' coverage.
+pub fn peak_table_with(
+    tok: &Tokenizer,
+    peaks: &RegionSet,
+    names: ChromNames,
+) -> (Ragged, Coverage) {
     let universe = tok.universe();
-    let chrom_map = universe_chroms(tok, peaks);
-    let queries = peaks
-        .chrom_indices()
+    let mut tally = SetTally::new(ChromResolver::new(universe, names), peaks.chrom_names());
+    let chrom_map = tally.chrom_map();
+    let chroms = peaks.chrom_indices();
+    tally.count_intervals(chroms, peaks.starts(), peaks.ends());
+    let queries = chroms
         .iter()
         .zip(peaks.starts())
         .zip(peaks.ends())
@@ -92,10 +104,13 @@ pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> Ragged {
     });
     let mut offsets = Vec::with_capacity(peaks.len() + 1);
     offsets.push(0);
-    for c in counts {
+    for (q, c) in counts.into_iter().enumerate() {
+        if c > 0 {
+            tally.count_overlapping(chroms[q]);
+        }
         offsets.push(offsets[offsets.len() - 1] + c);
     }
-    Ragged::unnamed(ids, offsets)
+    (Ragged::unnamed(ids, offsets), tally.finish())
 }
 
 /// Parses an AnnData peak name, `chr1:100-600` or `chr1-100-600`: the end follows the last
@@ -172,17 +187,40 @@ pub struct PeakTable {
     n_peaks: usize,
     unk: i32,
     identity: bool,
+    /// How well the peaks cover the universe (each peak counted once).
+    coverage: Coverage,
 }
 
 impl PeakTable {
     /// The table of `peaks` against `tok`'s universe; an identity, without overlap queries,
     /// when the peaks are the universe itself.
     pub fn new(tok: &Tokenizer, peaks: &RegionSet) -> Result<Self> {
+        Self::with_names(tok, peaks, ChromNames::Auto)
+    }
+
+    /// [`PeakTable::new`] with the peaks' chromosome names matched by `names`.
+    pub fn with_names(tok: &Tokenizer, peaks: &RegionSet, names: ChromNames) -> Result<Self> {
         if is_universe(tok, peaks) {
-            return Ok(Self::identity(tok));
+            let mut table = Self::identity(tok);
+            // Every peak is a universe region.
+            let resolver = ChromResolver::new(tok.universe(), names);
+            let mut tally = SetTally::new(resolver, peaks.chrom_names());
+            tally.count_intervals(peaks.chrom_indices(), peaks.starts(), peaks.ends());
+            for &c in peaks.chrom_indices() {
+                tally.count_overlapping(c);
+            }
+            table.coverage = tally.finish();
+            return Ok(table);
         }
-        let table = peak_table(tok, peaks);
-        Self::from_table(tok, table.view())
+        let (table, coverage) = peak_table_with(tok, peaks, names);
+        let mut out = Self::from_table(tok, table.view())?;
+        out.coverage = coverage;
+        Ok(out)
+    }
+
+    /// How well the peaks cover the universe (each peak counted once).
+    pub fn coverage(&self) -> &Coverage {
+        &self.coverage
     }
 
     /// A table from explicit universe ids per peak (cell `p` of `table` is peak `p`).
@@ -193,6 +231,7 @@ impl PeakTable {
             n_peaks: table.len(),
             unk: tok.special_id(Special::Unk) as i32,
             identity: false,
+            coverage: Coverage::new(tok.universe()),
         })
     }
 
@@ -208,6 +247,7 @@ impl PeakTable {
             n_peaks: order.ids().len(),
             unk: tok.special_id(Special::Unk) as i32,
             identity: true,
+            coverage: Coverage::new(tok.universe()),
         }
     }
 
@@ -380,7 +420,9 @@ fn local_ranks_from_order(order: &GenomicOrder, table_ids: &[i32]) -> (Vec<u32>,
 
 /// For each row of a CSR matrix, the union of the universe ids of its accessible peaks,
 /// unique, in ascending genomic order; `[unk]` for a row with none. Rows are named by
-/// `names` (e.g. `obs_names`) or, when `None`, left unnamed.
+/// `names` (e.g. `obs_names`) or, when `None`, left unnamed. The result's
+/// [`Ragged::qc`] gives per row its nonzero entries (`n_fragments`: accessible peaks),
+/// those whose peak overlaps the universe, and its universe ids.
 pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
     peaks: &PeakTable,
     matrix: &Csr<'_, P, I, D>,
@@ -446,6 +488,8 @@ pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
         let mut part = Gathered {
             ids: Vec::with_capacity(entries + rows.len()),
             lens: Vec::with_capacity(rows.len()),
+            nonzero: Vec::with_capacity(rows.len()),
+            in_universe: Vec::with_capacity(rows.len()),
         };
         gather_rows(
             matrix,
@@ -484,8 +528,17 @@ pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
     } else {
         dest.iter_mut().zip(parts.iter()).for_each(copy);
     }
+    let mut qc = CellQc::default();
+    for p in &parts {
+        for ((&len, &nonzero), &hit) in p.lens.iter().zip(&p.nonzero).zip(&p.in_universe) {
+            // A row none of whose peaks overlaps the universe holds only [unk].
+            let n_tokens = if hit == 0 { 0 } else { u64::from(len) };
+            qc.push(u64::from(nonzero), u64::from(hit), n_tokens);
+        }
+    }
     let mut out = Ragged::unnamed(ids, offsets);
     out.names = names;
+    out.qc = Some(qc);
     Ok(out)
 }
 
@@ -626,6 +679,9 @@ const ROWS_PER_JOB: usize = 32;
 struct Gathered {
     ids: Vec<i32>,
     lens: Vec<u32>,
+    /// Per row, its nonzero entries and those whose peak overlaps the universe.
+    nonzero: Vec<u32>,
+    in_universe: Vec<u32>,
 }
 
 /// Gathers rows `rows` into `out`.
@@ -652,11 +708,14 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
             // A dense row: mark each rank in the bitmap straight from its slot, then read
             // the ranks out in ascending order (unique by construction).
             bits.resize(words + 1, 0);
+            let (mut nonzero, mut hit) = (0u32, 0u32);
             for k in entries {
                 let Some(p) = peak_of(matrix, k, r, n_peaks)? else {
                     continue;
                 };
                 let s = table.slots[p];
+                nonzero += 1;
+                hit += u32::from(s != NO_ID);
                 if is_many(s) {
                     let i = (s & !MANY) as usize;
                     for &l in &table.many[i + 1..i + 1 + table.many[i] as usize] {
@@ -667,6 +726,8 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
                 bits[(l / 64) as usize] |= 1 << (l % 64);
             }
             bits[words] = 0;
+            out.nonzero.push(nonzero);
+            out.in_universe.push(hit);
             // Count first, so the ids are written into place with no capacity checks.
             let count: usize = bits[..words].iter().map(|w| w.count_ones() as usize).sum();
             out.ids.resize(before + count, 0);
@@ -682,6 +743,9 @@ fn gather_rows<P: CsrIndex, I: CsrIndex, D: Stored>(
             }
         } else {
             row_slots(matrix, table, n_peaks, r, entries, &mut slots)?;
+            out.nonzero.push(slots.len() as u32);
+            out.in_universe
+                .push(slots.iter().map(|&s| u32::from(s != NO_ID)).sum());
             let n = expand(table, &slots, &mut locals);
             let v = &mut locals[..n];
             sort_row(v, words, &mut bits);

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use crate::bed;
 use crate::config::{Config, SpecialTokens, TokenizerType, SPECIAL_NAMES};
+use crate::coverage::{CellCount, ChromNames, ChromResolver, Coverage, SetTally, Tally};
 use crate::error::{Error, Result};
 use crate::index::Scratch;
 use crate::region::parse_token;
@@ -99,7 +100,7 @@ impl ChromCache {
     }
 
     #[inline]
-    fn get(&mut self, name: &[u8], lookup: impl Fn(&[u8]) -> Option<u32>) -> Option<u32> {
+    fn get(&mut self, name: &[u8], mut lookup: impl FnMut(&[u8]) -> Option<u32>) -> Option<u32> {
         if name.len() > 8 {
             return lookup(name);
         }
@@ -474,23 +475,47 @@ impl Tokenizer {
     }
 
     /// Appends the tokens of a region set to `out`; `[unk]` when nothing overlaps.
+    /// Chromosome names are matched with [`ChromNames::Auto`].
     pub fn tokenize_set_into<T: TokenId>(&self, set: &RegionSet, out: &mut Vec<T>) {
+        self.tokenize_set_counted(set, ChromNames::Auto, out);
+    }
+
+    /// [`Tokenizer::tokenize_set_into`] with the names matched by `names`, returning what
+    /// the set held: its intervals and those overlapping the universe, and its coverage.
+    pub fn tokenize_set_counted<T: TokenId>(
+        &self,
+        set: &RegionSet,
+        names: ChromNames,
+        out: &mut Vec<T>,
+    ) -> (CellCount, Coverage) {
         let before = out.len();
-        let chrom_map: Vec<u32> = set
-            .chrom_names()
-            .iter()
-            .map(|n| self.universe.chrom_id(n.as_bytes()).unwrap_or(u32::MAX))
-            .collect();
+        let resolver = ChromResolver::new(&self.universe, names);
+        let mut tally = SetTally::new(resolver, set.chrom_names());
+        let chrom_map = tally.chrom_map();
+        let chroms = set.chrom_indices();
+        tally.count_intervals(chroms, set.starts(), set.ends());
         let mut scratch = Scratch::default();
-        let queries = set
-            .chrom_indices()
+        let queries = chroms
             .iter()
             .zip(set.starts())
             .zip(set.ends())
             .map(|((&c, &s), &e)| (chrom_map[c as usize], s, e));
-        self.universe
-            .overlaps_many(queries, &mut scratch, |_, id| out.push(T::from_id(id)));
+        let mut last = usize::MAX;
+        let mut hit = 0u64;
+        self.universe.overlaps_many(queries, &mut scratch, |q, id| {
+            out.push(T::from_id(id));
+            if q != last {
+                last = q;
+                hit += 1;
+                tally.count_overlapping(chroms[q]);
+            }
+        });
         self.unk_if_empty(out, before);
+        let count = CellCount {
+            intervals: set.len() as u64,
+            in_universe: hit,
+        };
+        (count, tally.finish())
     }
 
     /// The tokens of a region set.
@@ -500,35 +525,75 @@ impl Tokenizer {
         out
     }
 
-    /// Appends the tokens of a BED file, streamed line by line, to `out`.
+    /// Appends the tokens of a BED file, streamed line by line, to `out`; chromosome
+    /// names are matched with [`ChromNames::Auto`].
+    pub fn tokenize_bed_into<T: TokenId>(&self, path: &Path, out: &mut Vec<T>) -> Result<()> {
+        self.tokenize_bed_counted(path, ChromNames::Auto, out)
+            .map(|_| ())
+    }
+
+    /// [`Tokenizer::tokenize_bed_into`] with the names matched by `names`, returning what
+    /// the file held (see [`Tokenizer::tokenize_set_counted`]).
     ///
     /// Lines are parsed into a batch of queries, and each full batch is answered at once
     /// (the lookups of a batch overlap their cache misses, see [`QueryStream`]); keeping
     /// the two loops apart is faster than interleaving a lookup with every parsed line.
     ///
     /// [`QueryStream`]: crate::index::QueryStream
-    pub fn tokenize_bed_into<T: TokenId>(&self, path: &Path, out: &mut Vec<T>) -> Result<()> {
+    pub fn tokenize_bed_counted<T: TokenId>(
+        &self,
+        path: &Path,
+        names: ChromNames,
+        out: &mut Vec<T>,
+    ) -> Result<(CellCount, Coverage)> {
         let before = out.len();
         let mut scratch = Scratch::default();
         let mut chroms = ChromCache::default();
+        let mut tally = Tally::new(ChromResolver::new(&self.universe, names));
         let mut batch: Vec<(u32, u32, u32)> = Vec::with_capacity(BED_BATCH);
-        let mut answer = |batch: &mut Vec<(u32, u32, u32)>, out: &mut Vec<T>| {
+        // The input chromosome (a tally index) of each query of the batch.
+        let mut batch_chroms: Vec<u32> = Vec::with_capacity(BED_BATCH);
+        let mut intervals = 0u64;
+        let mut hit = 0u64;
+        let answer = |batch: &mut Vec<(u32, u32, u32)>,
+                      batch_chroms: &mut Vec<u32>,
+                      tally: &mut Tally<'_>,
+                      hit: &mut u64,
+                      out: &mut Vec<T>| {
+            let mut last = usize::MAX;
             self.universe
-                .overlaps_many(batch.drain(..), &mut scratch, |_, id| {
-                    out.push(T::from_id(id))
+                .overlaps_many(batch.drain(..), &mut scratch, |q, id| {
+                    out.push(T::from_id(id));
+                    if q != last {
+                        last = q;
+                        *hit += 1;
+                        tally.count_overlapping_at(batch_chroms[q] as usize);
+                    }
                 });
+            batch_chroms.clear();
         };
+        let mut answer = answer;
         bed::for_each_record(path, |_, rec| {
-            let chrom = chroms.get(rec.chrom, |name| self.universe.chrom_id(name));
+            let at = chroms
+                .get(rec.chrom, |name| Some(tally.intern(name) as u32))
+                .unwrap_or(u32::MAX);
+            tally.count_at(at as usize, rec.start, rec.end);
+            intervals += 1;
+            let chrom = tally.chrom_of(at as usize);
             batch.push((chrom.unwrap_or(u32::MAX), rec.start, rec.end));
+            batch_chroms.push(at);
             if batch.len() == BED_BATCH {
-                answer(&mut batch, out);
+                answer(&mut batch, &mut batch_chroms, &mut tally, &mut hit, out);
             }
             Ok(())
         })?;
-        answer(&mut batch, out);
+        answer(&mut batch, &mut batch_chroms, &mut tally, &mut hit, out);
         self.unk_if_empty(out, before);
-        Ok(())
+        let count = CellCount {
+            intervals,
+            in_universe: hit,
+        };
+        Ok((count, tally.finish()))
     }
 
     /// The tokens of a BED file.

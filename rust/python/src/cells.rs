@@ -11,9 +11,9 @@ use numpy::{Element, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{flag, non_negative, path_arg, strings};
+use crate::convert::{self, flag, non_negative, path_arg, strings};
 use crate::errors::{self, invalid};
-use crate::ragged::PyRagged;
+use crate::ragged::{coverage_dict, PyRagged};
 use crate::region_set::PyRegionSet;
 use crate::tokenizer::PyTokenizer;
 
@@ -22,7 +22,7 @@ type Fragments<'py> = (PyRagged, Vec<String>, Bound<'py, PyDict>);
 
 /// Tokenizes a 10x fragment file: `(cells, barcodes, stats)`.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, path, barcodes = None, barcodes_path = None, min_fragments = None, max_fragments = None, unique = None, skip_bad_lines = None))]
+#[pyo3(signature = (tokenizer, path, barcodes = None, barcodes_path = None, min_fragments = None, max_fragments = None, unique = None, skip_bad_lines = None, chrom_names = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn tokenize_fragments<'py>(
     py: Python<'py>,
@@ -34,7 +34,9 @@ pub fn tokenize_fragments<'py>(
     max_fragments: Option<&Bound<'py, PyAny>>,
     unique: Option<&Bound<'py, PyAny>>,
     skip_bad_lines: Option<&Bound<'py, PyAny>>,
+    chrom_names: Option<&Bound<'py, PyAny>>,
 ) -> errors::Result<Fragments<'py>> {
+    let chrom_names = convert::chrom_names_arg(chrom_names)?;
     let path: PathBuf = path_arg(path)?;
     let barcodes = barcodes
         .filter(|b| !b.is_none())
@@ -65,6 +67,7 @@ pub fn tokenize_fragments<'py>(
             max_fragments,
             unique,
             skip_bad_lines,
+            chrom_names,
         };
         core_fragments(tok, &path, &opts)
     })?;
@@ -114,14 +117,26 @@ fn gather_typed<'py, I: CsrIndex + Element, D: Stored + Element>(
 impl PyPeakTable {
     /// The table of `peaks` (one per matrix column) against `tokenizer`'s universe.
     #[new]
+    #[pyo3(signature = (tokenizer, peaks, chrom_names = None))]
     fn new(
         py: Python<'_>,
         tokenizer: &PyTokenizer,
         peaks: PyRef<'_, PyRegionSet>,
+        chrom_names: Option<&Bound<'_, PyAny>>,
     ) -> errors::Result<Self> {
+        let names = convert::chrom_names_arg(chrom_names)?;
         let tok = &*tokenizer.0;
         let set = peaks.snapshot();
-        Ok(PyPeakTable(py.detach(|| PeakTable::new(tok, &set))?))
+        Ok(PyPeakTable(
+            py.detach(|| PeakTable::with_names(tok, &set, names))?,
+        ))
+    }
+
+    /// How well the peaks cover the universe, each peak counted once (the dict of
+    /// `Ragged.coverage`).
+    #[getter]
+    fn coverage(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        coverage_dict(py, self.0.coverage().clone())
     }
 
     /// Number of peaks (matrix columns).

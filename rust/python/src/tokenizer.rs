@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use atacformer_core::batch::{tokenize_batch, Cell};
+use atacformer_core::batch::{tokenize_batch_with, Cell};
 use atacformer_core::pad::Truncation;
 use atacformer_core::ragged::RaggedRef;
-use atacformer_core::{state, Special, TokenId, Tokenizer, SPECIAL_NAMES};
+use atacformer_core::{state, ChromNames, Special, TokenId, Tokenizer, SPECIAL_NAMES};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
@@ -16,8 +16,12 @@ use crate::errors;
 use crate::ragged::PyRagged;
 use crate::region_set::PyRegionSet;
 
-/// `(input_ids, attention_mask)`, 1-D int64.
-type IdsAndMask<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+/// `(input_ids, attention_mask, (intervals, overlapping, input_bp))`, the arrays 1-D int64.
+type IdsAndMaskAndCounts<'py> = (
+    Bound<'py, PyArray1<i64>>,
+    Bound<'py, PyArray1<i64>>,
+    (u64, u64, u64),
+);
 
 /// An immutable interval tokenizer over one universe.
 #[pyclass(name = "Tokenizer", module = "atacformer._core", frozen)]
@@ -33,17 +37,41 @@ impl PyTokenizer {
 
     /// Token ids of any accepted region input, with the GIL released.
     pub fn ids_of<T: TokenId>(&self, regions: &Bound<'_, PyAny>) -> errors::Result<Vec<T>> {
+        Ok(self.counted_ids_of(regions, ChromNames::Auto)?.0)
+    }
+
+    /// Token ids of any accepted region input and what it held (intervals, overlapping,
+    /// total bp), with the GIL released.
+    fn counted_ids_of<T: TokenId>(
+        &self,
+        regions: &Bound<'_, PyAny>,
+        names: ChromNames,
+    ) -> errors::Result<(Vec<T>, (u64, u64, u64))> {
         let py = regions.py();
         let tok = &*self.0;
+        let run = |set: &atacformer_core::RegionSet| {
+            let mut out = Vec::with_capacity(set.len() + 1);
+            let (n, cov) = tok.tokenize_set_counted(set, names, &mut out);
+            (out, (n.intervals, n.in_universe, cov.input_bp))
+        };
         match extract_query(regions)? {
-            Query::Set(set) => Ok(py.detach(|| tok.tokenize_set(&set))),
-            Query::Owned(set) => Ok(py.detach(|| tok.tokenize_set(&set))),
-            Query::Path(path) => Ok(py.detach(|| tok.tokenize_bed(&path))?),
+            Query::Set(set) => Ok(py.detach(|| run(&set))),
+            Query::Owned(set) => Ok(py.detach(|| run(&set))),
+            Query::Path(path) => Ok(py.detach(|| {
+                let mut out = Vec::new();
+                let (n, cov) = tok.tokenize_bed_counted(&path, names, &mut out)?;
+                Ok::<_, atacformer_core::Error>((out, (n.intervals, n.in_universe, cov.input_bp)))
+            })?),
         }
     }
 
     /// Tokenizes cells in parallel, with the GIL released, into one unnamed ragged buffer.
-    fn batch(&self, py: Python<'_>, queries: &[Query]) -> errors::Result<PyRagged> {
+    fn batch(
+        &self,
+        py: Python<'_>,
+        queries: &[Query],
+        names: ChromNames,
+    ) -> errors::Result<PyRagged> {
         let batch: Vec<Cell<'_>> = queries
             .iter()
             .map(|q| match q {
@@ -53,7 +81,7 @@ impl PyTokenizer {
             })
             .collect();
         let tok = &*self.0;
-        let cells = py.detach(|| tokenize_batch(tok, &batch))?;
+        let cells = py.detach(|| tokenize_batch_with(tok, &batch, names))?;
         Ok(PyRagged::from_core(py, cells)?)
     }
 
@@ -110,24 +138,53 @@ impl PyTokenizer {
         Ok(py.detach(|| tok.save_pretrained(&directory))?)
     }
 
-    /// The token ids of one region input, as a one-cell `Ragged`.
-    fn encode(&self, regions: &Bound<'_, PyAny>) -> errors::Result<PyRagged> {
+    /// The token ids of one region input, as a one-cell `Ragged` (with its qc and
+    /// coverage).
+    #[pyo3(signature = (regions, chrom_names = None))]
+    fn encode(
+        &self,
+        regions: &Bound<'_, PyAny>,
+        chrom_names: Option<&Bound<'_, PyAny>>,
+    ) -> errors::Result<PyRagged> {
+        let names = convert::chrom_names_arg(chrom_names)?;
         let query = extract_query(regions)?;
-        self.batch(regions.py(), std::slice::from_ref(&query))
+        self.batch(regions.py(), std::slice::from_ref(&query), names)
     }
 
-    /// `(input_ids, attention_mask)` of one region input: the one row of its one-cell
-    /// ragged ids padded to their own length (int64, moved from Rust).
-    fn encode_row<'py>(&self, regions: &Bound<'py, PyAny>) -> errors::Result<IdsAndMask<'py>> {
-        let ids = self.ids_of::<i32>(regions)?;
+    /// `(input_ids, attention_mask, (intervals, overlapping, input_bp))` of one region
+    /// input: the one row of its one-cell ragged ids padded to their own length (int64,
+    /// moved from Rust), and what the input held.
+    #[pyo3(signature = (regions, chrom_names = None))]
+    fn encode_row<'py>(
+        &self,
+        regions: &Bound<'py, PyAny>,
+        chrom_names: Option<&Bound<'py, PyAny>>,
+    ) -> errors::Result<IdsAndMaskAndCounts<'py>> {
+        let names = convert::chrom_names_arg(chrom_names)?;
+        let (ids, counts) = self.counted_ids_of::<i32>(regions, names)?;
         let offsets = [0, ids.len() as i64];
         let (row, mask) = RaggedRef::new(&ids, &offsets)?.pad(ids.len(), 0, Truncation::First)?;
         let py = regions.py();
-        Ok((row.into_pyarray(py), mask.into_pyarray(py)))
+        Ok((row.into_pyarray(py), mask.into_pyarray(py), counts))
+    }
+
+    /// `(span, bp, regions)` of the universe: the sum of its chromosomes' last region
+    /// ends, its regions' total length (bp) and its number of regions.
+    #[getter]
+    fn universe_extent(&self) -> (u64, u64, u64) {
+        let u = self.0.universe();
+        let (span, bp) = u.extent();
+        (span, bp, u.len() as u64)
     }
 
     /// Token ids of many cells, tokenized in parallel, as a `Ragged`.
-    fn encode_batch(&self, cells: &Bound<'_, PyAny>) -> errors::Result<PyRagged> {
+    #[pyo3(signature = (cells, chrom_names = None))]
+    fn encode_batch(
+        &self,
+        cells: &Bound<'_, PyAny>,
+        chrom_names: Option<&Bound<'_, PyAny>>,
+    ) -> errors::Result<PyRagged> {
+        let names = convert::chrom_names_arg(chrom_names)?;
         let py = cells.py();
         let queries = cells
             .try_iter()
@@ -145,7 +202,7 @@ impl PyTokenizer {
                 })
             })
             .collect::<PyResult<Vec<_>>>()?;
-        self.batch(py, &queries)
+        self.batch(py, &queries, names)
     }
 
     /// Token strings of the regions.

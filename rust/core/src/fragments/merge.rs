@@ -19,6 +19,7 @@ use crate::bed::{is_comment, too_long};
 
 /// A UTF-8 byte-order mark.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+use crate::coverage::Coverage;
 use crate::error::{Error, Result};
 use crate::hash::FastHasher;
 use crate::io::MAX_LINE_BYTES;
@@ -27,49 +28,82 @@ use crate::ragged::{CellQc, Ragged};
 use crate::tokenizer::{Special, Tokenizer};
 use crate::universe::GenomicOrder;
 
-/// What one barcode gathered so far: 40 bytes, and no heap memory while it has no ids.
+/// What one barcode gathered so far: 32 bytes (half a cache line, so that the merge's
+/// scattered updates touch one line per cell), and no heap memory while it has no ids.
 #[derive(Debug, Default)]
 struct Cell {
-    /// With unique ids, one [`entry`] per (rank, count) (a rank may repeat until the buffer
-    /// is compacted); otherwise one universe id per overlap, in file order.
-    ids: Vec<u64>,
-    /// Fragment lines of the barcode.
-    lines: u64,
-    /// Those of its lines that overlap at least one universe region.
-    in_universe: u64,
+    /// With unique ids, one [`Packing`] entry per (rank, count) (a rank may repeat until
+    /// the buffer is compacted); otherwise one universe id per overlap, in file order.
+    ids: Vec<u32>,
+    /// Fragment lines of the barcode (saturating at 2^32-1, far beyond any real cell).
+    lines: u32,
+    /// Those of its lines that overlap at least one universe region (saturating).
+    in_universe: u32,
 }
 
-/// A unique-mode entry: the genomic rank in the high half, the count in the low half, so
-/// that sorting entries sorts by rank.
-#[inline]
-fn entry(rank: u32, count: u32) -> u64 {
-    (u64::from(rank) << 32) | u64::from(count)
+/// How a unique-mode entry packs a genomic rank (high bits) and a count (low bits) into 4
+/// bytes, so that the buffers are no larger than plain ids and sorting entries sorts by
+/// rank. The count takes the bits the universe's ranks leave (12 for a million regions);
+/// a rank whose count outgrows them gets another entry, and the final count is the sum.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Packing {
+    count_bits: u32,
+    max_count: u32,
 }
 
-#[inline]
-fn rank_of(e: u64) -> u32 {
-    (e >> 32) as u32
-}
-
-#[inline]
-fn count_of(e: u64) -> u32 {
-    e as u32
-}
-
-/// Sorts entries by rank and folds each rank's entries into one, summing the counts
-/// (saturating at `u32::MAX`).
-fn compact(ids: &mut Vec<u64>) {
-    if !ids.is_sorted() {
-        ids.sort_unstable();
-    }
-    ids.dedup_by(|later, kept| {
-        if rank_of(*later) != rank_of(*kept) {
-            return false;
+impl Packing {
+    /// The packing for ranks below `n_ranks` (a universe of fewer than 2^31 regions, so
+    /// at least one bit is left for the count).
+    pub(super) fn new(n_ranks: usize) -> Self {
+        let rank_bits = (usize::BITS - n_ranks.saturating_sub(1).leading_zeros()).clamp(1, 31);
+        let count_bits = 32 - rank_bits;
+        Packing {
+            count_bits,
+            max_count: (1u32 << count_bits) - 1,
         }
-        let sum = count_of(*kept).saturating_add(count_of(*later));
-        *kept = entry(rank_of(*kept), sum);
-        true
-    });
+    }
+
+    #[inline]
+    fn entry(self, rank: u32, count: u32) -> u32 {
+        (rank << self.count_bits) | count
+    }
+
+    #[inline]
+    fn rank_of(self, e: u32) -> u32 {
+        e >> self.count_bits
+    }
+
+    #[inline]
+    fn count_of(self, e: u32) -> u32 {
+        e & self.max_count
+    }
+
+    /// Sorts entries by rank and folds each rank's entries into as few as its total count
+    /// needs (one, unless it passes `max_count`), in place: a run of `k` entries never
+    /// needs more than `k`.
+    fn compact(self, ids: &mut Vec<u32>) {
+        if !ids.is_sorted() {
+            ids.sort_unstable();
+        }
+        let mut w = 0;
+        let mut i = 0;
+        while i < ids.len() {
+            let rank = self.rank_of(ids[i]);
+            let mut total = 0u64;
+            while i < ids.len() && self.rank_of(ids[i]) == rank {
+                total += u64::from(self.count_of(ids[i]));
+                i += 1;
+            }
+            let max = u64::from(self.max_count);
+            while total > 0 {
+                let c = total.min(max);
+                ids[w] = self.entry(rank, c as u32);
+                w += 1;
+                total -= c;
+            }
+        }
+        ids.truncate(w);
+    }
 }
 
 impl Cell {
@@ -77,29 +111,27 @@ impl Cell {
 
     /// Counts one overlap of the region of genomic rank `r` (unique ids).
     #[inline]
-    fn count(&mut self, r: u32) {
+    fn count(&mut self, r: u32, p: Packing) {
         if let Some(last) = self.ids.last_mut() {
-            if rank_of(*last) == r {
-                // Consecutive fragments on one region: the common case, counted in place.
-                if count_of(*last) != u32::MAX {
-                    *last += 1;
-                }
+            // Consecutive fragments on one region: the common case, counted in place.
+            if p.rank_of(*last) == r && p.count_of(*last) < p.max_count {
+                *last += 1;
                 return;
             }
         }
-        self.make_room();
-        self.ids.push(entry(r, 1));
+        self.make_room(p);
+        self.ids.push(p.entry(r, 1));
     }
 
-    /// With unique ids: compacts a full buffer before it grows (see [`compact`]), and
-    /// grows it only when that frees less than half, so repeated ranks never take more
-    /// than about four times the output.
+    /// With unique ids: compacts a full buffer before it grows (see
+    /// [`Packing::compact`]), and grows it only when that frees less than half, so
+    /// repeated ranks never take more than about four times the output.
     #[inline]
-    fn make_room(&mut self) {
+    fn make_room(&mut self, p: Packing) {
         if self.ids.len() < self.ids.capacity() || self.ids.len() < Self::FIRST_COMPACTION {
             return;
         }
-        compact(&mut self.ids);
+        p.compact(&mut self.ids);
         if 2 * self.ids.len() > self.ids.capacity() {
             self.ids.reserve(self.ids.capacity());
         }
@@ -206,6 +238,8 @@ const MERGE_AHEAD: usize = 8;
 pub(super) struct Merger {
     path: PathBuf,
     unique: bool,
+    /// The unique-mode entries' layout.
+    packing: Packing,
     listed: bool,
     /// The barcode table the workers see: the list, or a snapshot of `names`.
     pub(super) known: Arc<BarcodeMap>,
@@ -217,6 +251,8 @@ pub(super) struct Merger {
     /// Cells past this many fragment lines can no longer be kept: their ids are dropped.
     max_fragments: Option<u64>,
     stats: FragmentStats,
+    /// The queried lines per chromosome, summed over the chunks.
+    coverage: Coverage,
     /// The start of a line whose end is in a later chunk.
     pending: Vec<u8>,
     /// Inside a `#` line too long to hold, whose end is in a later chunk.
@@ -229,7 +265,12 @@ pub(super) struct Merger {
 }
 
 impl Merger {
-    pub(super) fn new(path: &Path, opts: &FragmentOptions) -> Result<Self> {
+    pub(super) fn new(
+        path: &Path,
+        opts: &FragmentOptions,
+        coverage: Coverage,
+        n_ranks: usize,
+    ) -> Result<Self> {
         let mut known = BarcodeMap::default();
         let mut names = Barcodes::default();
         if let Some(list) = &opts.barcodes {
@@ -250,6 +291,7 @@ impl Merger {
         Ok(Merger {
             path: path.to_path_buf(),
             unique: opts.unique,
+            packing: Packing::new(n_ranks),
             listed: opts.barcodes.is_some(),
             known: Arc::new(known),
             fresh: 0,
@@ -257,6 +299,7 @@ impl Merger {
             names,
             max_fragments: opts.max_fragments,
             stats: FragmentStats::default(),
+            coverage,
             pending: Vec::new(),
             skipping: false,
             pending_cut: false,
@@ -431,9 +474,12 @@ impl Merger {
             let ids = &body.ids[at..at + n];
             at += n;
             let cell = &mut self.cells[g as usize];
-            cell.lines += 1;
-            cell.in_universe += u64::from(n > 0);
-            if self.max_fragments.is_some_and(|m| cell.lines > m) {
+            cell.lines = cell.lines.saturating_add(1);
+            cell.in_universe = cell.in_universe.saturating_add(u32::from(n > 0));
+            if self
+                .max_fragments
+                .is_some_and(|m| u64::from(cell.lines) > m)
+            {
                 // Too many lines to be kept, whatever follows: its ids go now.
                 if cell.ids.capacity() > 0 {
                     cell.ids = Vec::new();
@@ -442,12 +488,13 @@ impl Merger {
             }
             if self.unique {
                 for &r in ids {
-                    cell.count(r);
+                    cell.count(r, self.packing);
                 }
             } else {
-                cell.ids.extend(ids.iter().map(|&id| u64::from(id)));
+                cell.ids.extend_from_slice(ids);
             }
         }
+        self.coverage.merge(&body.coverage);
         self.stats.lines += body.lines;
         self.stats.fragments += body.fragments;
         self.stats.skipped_lines += body.skipped;
@@ -498,16 +545,19 @@ impl Merger {
             names,
             stats,
             listed,
+            coverage,
+            packing,
             ..
         } = self;
         let keep = |c: &Cell| {
-            c.lines >= opts.min_fragments && opts.max_fragments.is_none_or(|m| c.lines <= m)
+            let lines = u64::from(c.lines);
+            lines >= opts.min_fragments && opts.max_fragments.is_none_or(|m| lines <= m)
         };
         let finish = |c: &mut Cell| {
             if !keep(c) {
                 c.ids = Vec::new();
             } else if order.is_some() {
-                compact(&mut c.ids);
+                packing.compact(&mut c.ids);
             }
         };
         if par {
@@ -527,27 +577,82 @@ impl Merger {
                 continue;
             }
             let name = String::from_utf8_lossy(names.name(i)).into_owned();
-            qc.push(cell.lines, cell.in_universe, cell.ids.len() as u64);
+            let before = out.ids.len();
             if cell.ids.is_empty() {
                 // A listed cell with no tokens: the placeholder, overlapped by nothing.
                 out.ids.push(unk);
                 counts.push(0);
             } else if let Some(order) = order {
+                // Sorted by rank; a rank with several entries (a count past the packing's
+                // maximum) gets their sum.
                 let by_rank = order.ids();
-                out.ids.extend(
-                    cell.ids
-                        .iter()
-                        .map(|&e| by_rank[rank_of(e) as usize] as i32),
-                );
-                counts.extend(cell.ids.iter().map(|&e| count_of(e)));
+                let mut last = u32::MAX;
+                for &e in &cell.ids {
+                    let (rank, n) = (packing.rank_of(e), packing.count_of(e));
+                    if rank == last {
+                        if let Some(c) = counts.last_mut() {
+                            *c = c.saturating_add(n);
+                        }
+                        continue;
+                    }
+                    last = rank;
+                    out.ids.push(by_rank[rank as usize] as i32);
+                    counts.push(n);
+                }
             } else {
                 out.ids.extend(cell.ids.iter().map(|&id| id as i32));
             }
+            let n_tokens = if cell.ids.is_empty() {
+                0
+            } else {
+                out.ids.len() - before
+            };
+            qc.push(
+                u64::from(cell.lines),
+                u64::from(cell.in_universe),
+                n_tokens as u64,
+            );
             out.offsets.push(out.ids.len() as i64);
             out.names.push(name);
         }
         out.counts = order.is_some().then_some(counts);
         out.qc = Some(qc);
+        out.coverage = Some(coverage);
         (out, stats)
+    }
+}
+
+#[cfg(test)]
+mod packing_tests {
+    use super::*;
+
+    #[test]
+    fn a_cell_is_half_a_cache_line() {
+        assert_eq!(std::mem::size_of::<Cell>(), 32);
+    }
+
+    #[test]
+    fn packing_leaves_the_ranks_bits_to_the_count() {
+        assert_eq!(Packing::new(1_000_000).count_bits, 12);
+        assert_eq!(Packing::new(1).count_bits, 31);
+        assert_eq!(Packing::new(1 << 31).count_bits, 1);
+    }
+
+    #[test]
+    fn counts_past_the_packing_spill_into_more_entries() {
+        // Two count bits: at most 3 per entry.
+        let p = Packing::new(1 << 30);
+        assert_eq!(p.max_count, 3);
+        let mut cell = Cell::default();
+        for r in [5, 5, 5, 5, 2, 5, 5, 5, 5, 5, 5, 2] {
+            cell.count(r, p);
+        }
+        p.compact(&mut cell.ids);
+        let got: Vec<(u32, u32)> = cell
+            .ids
+            .iter()
+            .map(|&e| (p.rank_of(e), p.count_of(e)))
+            .collect();
+        assert_eq!(got, vec![(2, 2), (5, 3), (5, 3), (5, 3), (5, 1)]);
     }
 }

@@ -61,15 +61,20 @@
 //! chunks are merged. Merging is serial and in file order, so the first-seen order of cells
 //! is exact, and it overlaps with the reading of the next batch and the parsing of the one
 //! after. Parallel work runs in [`crate::parallel`]'s pool (serially after a fork). Memory
-//! is the output plus a few chunks per thread, plus about 72 bytes per distinct barcode
-//! (its bytes, a 4-byte index slot or two and a 40-byte cell; the workers' fast table holds
+//! is the output plus a few chunks per thread, plus about 64 bytes per distinct barcode
+//! (its bytes, a 4-byte index slot or two and a 32-byte cell; the workers' fast table holds
 //! the first 2^18 barcodes only). A barcode past `max_fragments` can no longer be a cell,
-//! and its ids are dropped at once. With `unique`, a cell holds 8-byte (rank, count)
-//! entries: a fragment on the same region as the entry before it adds to that count in
-//! place (the common case in a position-sorted file), and whenever the buffer is full
-//! (from 4096 entries on) it is sorted and each rank's entries folded into one, summing
-//! their counts; the buffer grows only when that frees less than half, so repeated ranks
-//! never hold more than about four times the output (ids and counts).
+//! and its ids are dropped at once. With `unique`, a cell holds 4-byte entries packing a
+//! genomic rank and a count (the count in the bits the universe's ranks leave: 12 for a
+//! million regions): a fragment on the same region as the entry before it adds to that
+//! count in place (the common case in a position-sorted file), and whenever the buffer is
+//! full (from 4096 entries on) it is sorted and each rank's entries folded into one,
+//! summing their counts; the buffer grows only when that frees less than half, so
+//! repeated ranks never hold more than about four times the output.
+//!
+//! Coverage ([`crate::coverage`]) is tallied per chunk by the workers, per input
+//! chromosome (a name lookup only when the chromosome changes), over the lines of the
+//! barcodes that are read as cells, and summed by the merger.
 //!
 //! - `chunks`: opening the file and cutting it into chunks (text, or raw BGZF blocks).
 //! - `worker`: one chunk in a worker: inflating, splitting into lines, parsing, querying.
@@ -80,6 +85,7 @@
 
 use std::path::Path;
 
+use crate::coverage::ChromNames;
 use crate::error::{LineProblem, Result};
 use crate::ragged::Ragged;
 use crate::tokenizer::Tokenizer;
@@ -109,6 +115,8 @@ pub struct FragmentOptions {
     pub unique: bool,
     /// Skip and count malformed lines instead of failing on the first one.
     pub skip_bad_lines: bool,
+    /// How the file's chromosome names are matched to the universe's.
+    pub chrom_names: ChromNames,
 }
 
 impl Default for FragmentOptions {
@@ -119,6 +127,7 @@ impl Default for FragmentOptions {
             max_fragments: None,
             unique: true,
             skip_bad_lines: false,
+            chrom_names: ChromNames::Auto,
         }
     }
 }
