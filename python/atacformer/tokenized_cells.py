@@ -469,6 +469,36 @@ class TokenizedCells:
             (np.asarray(self.ids), np.asarray(self.offsets), self.names, self.pad_token_id),
         )
 
+    # ------------------------------------------------------------------ AnnData (atlases)
+    @classmethod
+    def from_anndata(cls, adata: Any) -> TokenizedCells:
+        """The cells of a tokenized atlas (see :mod:`atacformer.atlas`): one per row of
+        ``X`` (CSR, cells x universe), named by ``obs_names``; the ids are ``X.indices``
+        itself, not a copy, and ``X.data`` gives the per-id counts. ``pad_token_id`` comes
+        from the universe size (``n_vars``). A backed AnnData (``read_h5ad(path,
+        backed="r")``) reads ``X`` whole: pass a row block, ``adata[start:stop]``, to read
+        only those rows. For a cells x peaks AnnData of another universe use
+        :meth:`Tokenizer.tokenize_anndata` instead.
+        """
+        from .atlas import atlas_matrix
+
+        matrix = atlas_matrix(adata)
+        pad = int(adata.n_vars) + _core.SPECIAL_TOKEN_NAMES.index("pad")
+        return cls.from_csr(matrix, names=[str(n) for n in adata.obs_names], pad_token_id=pad)
+
+    def to_anndata(self, tokenizer: Any) -> Any:
+        """The cells as a tokenized atlas AnnData (the layout of :mod:`atacformer.atlas`):
+        ``X`` CSR cells x universe whose ``indices`` are :attr:`ids` (shared, not copied)
+        and whose ``data`` are the per-id counts (ones when there are none), ``var`` the
+        universe, ``obs`` the cell names (with ``sample`` and ``barcode`` columns when every
+        name is ``{sample}#{barcode}``) and ``uns["atacformer"]`` the tokenizer. Special
+        token ids (the ``[unk]`` of an empty cell) are not universe regions and are left out
+        of ``X``; the ids are copied only then.
+        """
+        from .atlas import cells_to_anndata
+
+        return cells_to_anndata(self, tokenizer)
+
 
 def _read_only(values: np.ndarray) -> np.ndarray:
     """A view of ``values`` that cannot be written through."""
