@@ -21,7 +21,7 @@ anndata's own encoding (so anndata, scanpy, SnapATAC2 and muon open it):
 - ``var``: the universe in id order, indexed by token string (``chr1:100-600``), with
   ``chr``, ``start``, ``end`` (0-based, half-open, bp).
 - ``uns["atacformer"]``: ``universe_id``, ``vocab_size``, ``special_tokens``, ``version``,
-  ``tokenizer`` (the name it was given by, or its universe file) and ``manifest``
+  ``tokenizer`` (:attr:`~atacformer.Tokenizer.name_or_path`) and ``manifest``
   (``sample`` and ``fragments``, plus ``barcodes`` when given).
 
 Special-token ids are not universe regions: a listed barcode with no fragment in the
@@ -163,16 +163,16 @@ class _Problems:
         lines = [m for _, m in self.items[:_MAX_LISTED_PROBLEMS]]
         if len(self.items) > _MAX_LISTED_PROBLEMS:
             lines.append(f"... and {len(self.items) - _MAX_LISTED_PROBLEMS} more problems")
-        message = lines[0] if len(lines) == 1 else "bad manifest:\n  " + "\n  ".join(lines)
+        message = lines[0] if len(lines) == 1 else "bad manifest: " + "; ".join(lines)
         if kind is MissingFileError:
             raise MissingFileError(errno.ENOENT, message)
         raise kind(message)
 
 
 def looks_like_manifest(path: PathLike) -> bool:
-    """True for an uncompressed ``.tsv``/``.csv``/``.txt`` file whose first line is not a
-    fragment record (fields 2 and 3 integers) and is not a ``#`` comment: a header such as
-    ``sample<TAB>fragments``."""
+    """True for an uncompressed ``.tsv``/``.csv``/``.txt`` file whose first line that is
+    neither blank nor a ``#`` comment is not a fragment record (fields 2 and 3 integers):
+    a header such as ``sample<TAB>fragments``."""
     p = Path(path)
     if not p.is_file() or not p.name.lower().endswith((".tsv", ".csv", ".txt")):
         return False
@@ -183,8 +183,9 @@ def looks_like_manifest(path: PathLike) -> bool:
         return False
     if head[:2] == b"\x1f\x8b":  # gzip: a fragment file named .tsv
         return False
-    line = head.split(b"\n", 1)[0].strip()
-    if not line or line.startswith(b"#"):
+    lines = [raw.strip() for raw in head.split(b"\n")[:-1] or [head]]
+    line = next((x for x in lines if x and not x.startswith(b"#")), b"")
+    if not line:
         return False
     fields = line.replace(b",", b"\t").split(b"\t")
     numeric = len(fields) >= 3 and fields[1].strip().isdigit() and fields[2].strip().isdigit()
@@ -535,13 +536,9 @@ def universe_var(tokenizer: Tokenizer) -> Any:
     )
 
 
-def atlas_uns(
-    tokenizer: Tokenizer, tokenizer_name: str | None, manifest: Manifest | None
-) -> dict[str, Any]:
+def atlas_uns(tokenizer: Tokenizer, manifest: Manifest | None) -> dict[str, Any]:
     """``uns["atacformer"]`` of an atlas (interface B)."""
-    name = tokenizer_name
-    if name is None:
-        name = tokenizer.universe.path or ""
+    name = tokenizer.name_or_path
     uns: dict[str, Any] = {
         "universe_id": tokenizer.universe_id,
         "vocab_size": int(tokenizer.vocab_size),
@@ -605,7 +602,7 @@ def cells_to_anndata(cells: Any, tokenizer: Tokenizer) -> Any:
             columns[key] = np.asarray(measured[key])
     columns["n_tokens"] = np.diff(indptr)
     obs = pd.DataFrame(columns, index=pd.Index(names))
-    uns = {"atacformer": atlas_uns(tokenizer, None, None)}
+    uns = {"atacformer": atlas_uns(tokenizer, None)}
     return ad.AnnData(X=matrix, obs=obs, var=universe_var(tokenizer), uns=uns)
 
 
@@ -622,7 +619,6 @@ def write_atlas(
     min_fragments: int = 0,
     max_fragments: int | None = None,
     on_error: str = "raise",
-    tokenizer_name: str | None = None,
     threads: int | None = None,
     verbose: bool = False,
 ) -> Path:
@@ -682,7 +678,7 @@ def write_atlas(
                 bar.update(1)
         group.barrier()
         if group.rank == 0:
-            _merge(out, fmt, parts, manifest, tokenizer, tokenizer_name, n_vars)
+            _merge(out, fmt, parts, manifest, tokenizer, n_vars)
             shutil.rmtree(partial, ignore_errors=True)
         group.barrier()
     return out
@@ -745,6 +741,25 @@ def write_anndata(adata: Any, out: PathLike, fmt: str | None = None) -> Path:
         else:
             adata.write_zarr(tmp)
     return out
+
+
+def atlas_size(path: PathLike) -> tuple[int, int, int]:
+    """``(n_cells, n_ids, n_samples)`` of an atlas, read from its metadata only."""
+    path = Path(path)
+    if _atlas_format(path) == "h5ad":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            n_cells, n_ids = int(f["X"].attrs["shape"][0]), int(f["X/indices"].shape[0])
+            n_samples = len(f["obs/sample/categories"]) if "obs/sample/categories" in f else 0
+        return n_cells, n_ids, n_samples
+    import zarr
+
+    root = zarr.open_group(str(path), mode="r")
+    n_cells, n_ids = int(root["X"].attrs["shape"][0]), int(root["X"]["indices"].shape[0])
+    obs = root["obs"]
+    n_samples = int(obs["sample"]["categories"].shape[0]) if "sample" in obs else 0
+    return n_cells, n_ids, n_samples
 
 
 def _atlas_format(out: Path) -> str:
@@ -887,7 +902,6 @@ def _merge(
     parts: Path,
     manifest: Manifest,
     tokenizer: Tokenizer,
-    tokenizer_name: str | None,
     n_vars: int,
 ) -> None:
     """Appends the parts' rows in manifest order into a temporary sibling of ``out`` and
@@ -933,7 +947,7 @@ def _merge(
             obs = pd.DataFrame(columns, index=index)
             write_elem(root, "obs", obs)
             write_elem(root, "var", universe_var(tokenizer))
-            write_elem(root, "uns", {"atacformer": atlas_uns(tokenizer, tokenizer_name, manifest)})
+            write_elem(root, "uns", {"atacformer": atlas_uns(tokenizer, manifest)})
             for key in ("obsm", "varm", "obsp", "varp", "layers"):
                 write_elem(root, key, {})
             root.attrs["encoding-type"] = "anndata"

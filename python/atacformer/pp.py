@@ -203,7 +203,6 @@ def _tokenize_to(
     from . import atlas
 
     fmt = atlas._atlas_format(out)
-    name = os.fspath(tokenizer) if isinstance(tokenizer, (str, os.PathLike)) else None
     manifest = _as_manifest(data, options["format"], sample_names, options["barcodes"])
     if manifest is None and is_path_list(data) and not isinstance(data, TokenizedCells):
         paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
@@ -226,7 +225,6 @@ def _tokenize_to(
             min_fragments=options["min_fragments"],
             max_fragments=options["max_fragments"],
             on_error=options["on_error"],
-            tokenizer_name=name,
             threads=threads,
             verbose=progress,
         )
@@ -235,7 +233,6 @@ def _tokenize_to(
     if tok is None:
         tok = as_tokenizer(tokenizer)
     adata = cells.to_anndata(tok)
-    adata.uns["atacformer"]["tokenizer"] = name or adata.uns["atacformer"]["tokenizer"]
     atlas.write_anndata(adata, out, fmt)
     return out
 

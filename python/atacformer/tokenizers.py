@@ -193,18 +193,19 @@ class Tokenizer:
                     "Tokenizer() needs a path to a universe, config or directory"
                 )
             _core_tokenizer = _core.Tokenizer(path)
+            self.__dict__["_name_or_path"] = os.fspath(path)
         self._tok = _core_tokenizer
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_bed(cls, path: PathLike) -> Tokenizer:
         """A tokenizer over a BED universe (plain or gzip) with default special tokens."""
-        return cls(_core_tokenizer=_core.Tokenizer.from_bed(path))
+        return cls(_core_tokenizer=_core.Tokenizer.from_bed(path))._named(path)
 
     @classmethod
     def from_config(cls, path: PathLike) -> Tokenizer:
         """A tokenizer from a TOML config whose ``universe`` is relative to the file."""
-        return cls(_core_tokenizer=_core.Tokenizer.from_config(path))
+        return cls(_core_tokenizer=_core.Tokenizer.from_config(path))._named(path)
 
     @classmethod
     def from_pretrained(
@@ -243,7 +244,17 @@ class Tokenizer:
             token=token,
             weights=False,
         )
-        return cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))
+        return cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))._named(name_or_path)
+
+    def _named(self, name_or_path: PathLike) -> Tokenizer:
+        self.__dict__["_name_or_path"] = os.fspath(name_or_path)
+        return self
+
+    @property
+    def name_or_path(self) -> str:
+        """The name or path the tokenizer was loaded from (as in Hugging Face), else its
+        universe file, else ``""``; atlases record it in ``uns["atacformer"]["tokenizer"]``."""
+        return self.__dict__.get("_name_or_path") or self._tok.universe().path or ""
 
     def save_pretrained(self, save_directory: PathLike) -> None:
         """Writes ``universe.bed.gz`` and ``tokenizer.toml`` into ``save_directory``.
