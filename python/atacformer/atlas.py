@@ -664,6 +664,13 @@ def write_atlas(
             _prepare(partial, fingerprint, manifest, out, verbose)
         group.barrier()
         mine = _assign(manifest, group.world)[group.rank]
+        if group.world > 1:
+            names = ", ".join(manifest.samples[i].name for i in mine[:10])
+            more = f" and {len(mine) - 10} more" if len(mine) > 10 else ""
+            _say(
+                verbose,
+                f"rank {group.rank} of {group.world}: {len(mine)} samples ({names}{more})",
+            )
         n_vars = n_universe(tokenizer)
         order = _IdOrder(tokenizer)
         with _threads_per_rank(group, threads), _bar(len(mine), verbose and group.rank == 0) as bar:
