@@ -55,12 +55,14 @@ import contextlib
 import csv
 import dataclasses
 import errno
+import glob
 import hashlib
 import json
 import os
 import shutil
 import sys
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -671,24 +673,79 @@ def write_atlas(
                 verbose,
                 f"rank {group.rank} of {group.world}: {len(mine)} samples ({names}{more})",
             )
-        n_vars = n_universe(tokenizer)
-        order = _IdOrder(tokenizer)
-        with _threads_per_rank(group, threads), _bar(len(mine), verbose and group.rank == 0) as bar:
-            for i in mine:
-                sample = manifest.samples[i]
-                target = parts / f"{i:06d}.npz"
-                if not target.exists():
-                    cells = _tokenize_sample(manifest, sample, tokenizer, options)
-                    _part_of(cells, n_vars, order).save(target)
-                    del cells
-                    _after_sample_hook(i)
-                bar.update(1)
+        run = _SampleRun(manifest, tokenizer, options, parts, _IdOrder(tokenizer))
+        bar = _bar(len(mine), verbose and group.rank == 0)
+        with _threads_per_rank(group, threads), bar as progress:
+            if group.world == 1:
+                # One process: the atlas is written as the parts are made, in order.
+                with atomic_path(out, directory=fmt == "zarr") as tmp:
+                    with _AtlasWriter(tmp, fmt, n_universe(tokenizer)) as writer:
+                        run.all(mine, progress, writer)
+                        writer.finish(manifest, tokenizer)
+            else:
+                run.all(mine, progress, None)
         group.barrier()
+        if group.world > 1 and group.rank == 0:
+            # Rank 0 joins every rank's parts, without tokenizing again.
+            with atomic_path(out, directory=fmt == "zarr") as tmp:
+                with _AtlasWriter(tmp, fmt, n_universe(tokenizer)) as writer:
+                    for i in range(len(manifest)):
+                        writer.append(_Part.load(parts / f"{i:06d}.npz"))
+                    writer.finish(manifest, tokenizer)
         if group.rank == 0:
-            _merge(out, fmt, parts, manifest, tokenizer, n_vars)
             shutil.rmtree(partial, ignore_errors=True)
         group.barrier()
     return out
+
+
+class _SampleRun:
+    """Tokenizes samples into parts. One sample is saved (and appended to the atlas) on a
+    thread while the next is tokenized, which releases the GIL: at most two samples are in
+    memory, and writing stays off the critical path."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        tokenizer: Tokenizer,
+        options: dict[str, Any],
+        parts: Path,
+        order: _IdOrder,
+    ) -> None:
+        self.manifest, self.tokenizer, self.options = manifest, tokenizer, options
+        self.parts, self.order = parts, order
+        self.n_vars = n_universe(tokenizer)
+
+    def all(self, indices: list[int], progress: Any, writer: _AtlasWriter | None) -> None:
+        with ThreadPoolExecutor(1) as saver:
+            pending: Future[None] | None = None
+            for i in indices:
+                target = self.parts / f"{i:06d}.npz"
+                if target.exists():  # done by an interrupted run
+                    if writer is not None:
+                        if pending is not None:
+                            pending.result()
+                        pending = saver.submit(self._append_saved, target, writer)
+                else:
+                    sample = self.manifest.samples[i]
+                    cells = _tokenize_sample(self.manifest, sample, self.tokenizer, self.options)
+                    if pending is not None:
+                        pending.result()
+                    pending = saver.submit(self._save, cells, target, i, writer)
+                    del cells
+                progress.update(1)
+            if pending is not None:
+                pending.result()
+
+    def _save(self, cells: Any, target: Path, index: int, writer: _AtlasWriter | None) -> None:
+        part = _part_of(cells, self.n_vars, self.order)
+        part.save(target)
+        _after_sample_hook(index)
+        if writer is not None:
+            writer.append(part)
+
+    @staticmethod
+    def _append_saved(target: Path, writer: _AtlasWriter) -> None:
+        writer.append(_Part.load(target))
 
 
 def _tokenize_sample(
@@ -814,6 +871,13 @@ def _prepare(
     progress = partial / "progress.json"
     digest = _digest(fingerprint)
     if partial.exists():
+        # A killed run may have left its half-written atlas (atomic_path's temporary
+        # sibling, which only a clean exit removes); it is of no use to anyone.
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp*"):
+            if stale.is_dir():
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                stale.unlink(missing_ok=True)
         try:
             recorded = json.loads(progress.read_text()).get("digest")
         except (OSError, ValueError, AttributeError):
@@ -903,65 +967,70 @@ def _bar(total: int, enabled: bool) -> Iterator[Any]:
 # ----------------------------------------------------------------------------- merging
 
 
-def _merge(
-    out: Path,
-    fmt: str,
-    parts: Path,
-    manifest: Manifest,
-    tokenizer: Tokenizer,
-    n_vars: int,
-) -> None:
-    """Appends the parts' rows in manifest order into a temporary sibling of ``out`` and
-    renames it to ``out`` once complete."""
-    import pandas as pd
+class _AtlasWriter:
+    """Writes an atlas into ``tmp``: ``X`` grows by one part at a time (anndata's on-disk
+    sparse ``append``), ``obs``, ``var`` and ``uns`` are written by :meth:`finish`."""
 
-    try:
-        from anndata.io import sparse_dataset, write_elem
-    except ImportError:  # pragma: no cover - anndata < 0.11
-        from anndata.experimental import sparse_dataset, write_elem
-
-    with atomic_path(out, directory=fmt == "zarr") as tmp:
-        root = _open_root(tmp, fmt)
+    def __init__(self, tmp: Path, fmt: str, n_vars: int) -> None:
         try:
-            _create_csr(root, n_vars, fmt)
-            matrix = sparse_dataset(root["X"])
-            barcodes: list[np.ndarray] = []
-            qc: dict[str, list[np.ndarray]] = {k: [] for k in QC_COLUMNS}
-            counts: list[int] = []
-            for i, _ in enumerate(manifest.samples):
-                part = _Part.load(parts / f"{i:06d}.npz")
-                matrix.append(_scipy_csr(part, n_vars))
-                barcodes.append(part.barcodes)
-                counts.append(part.n_cells)
-                for k in QC_COLUMNS:
-                    qc[k].append(part.qc[k])
-                del part
-            names = [s.name for s in manifest.samples]
-            sample = pd.Categorical.from_codes(
-                np.repeat(np.arange(len(names)), counts), categories=names
-            )
-            barcode = np.concatenate(barcodes).astype(object)
-            index = pd.Index(
-                [f"{s}#{b}" for s, b in zip(np.repeat(names, counts), barcode, strict=True)]
-            )
-            columns: dict[str, Any] = {"sample": sample, "barcode": barcode}
-            columns.update({k: np.concatenate(v) for k, v in qc.items()})
-            for column in manifest.extra_columns:
-                values = [s.extra[column] for s in manifest.samples]
-                columns[column] = pd.Categorical(
-                    np.repeat(np.asarray(values, dtype=object), counts)
-                )
-            obs = pd.DataFrame(columns, index=index)
-            write_elem(root, "obs", obs)
-            write_elem(root, "var", universe_var(tokenizer))
-            write_elem(root, "uns", {"atacformer": atlas_uns(tokenizer, manifest)})
-            for key in ("obsm", "varm", "obsp", "varp", "layers"):
-                write_elem(root, key, {})
-            root.attrs["encoding-type"] = "anndata"
-            root.attrs["encoding-version"] = "0.1.0"
-        finally:
-            if fmt == "h5ad":
-                root.close()
+            from anndata.io import sparse_dataset
+        except ImportError:  # pragma: no cover - anndata < 0.11
+            from anndata.experimental import sparse_dataset
+
+        self.fmt, self.n_vars = fmt, n_vars
+        self.root = _open_root(tmp, fmt)
+        _create_csr(self.root, n_vars, fmt)
+        self.matrix = sparse_dataset(self.root["X"])
+        self.barcodes: list[np.ndarray] = []
+        self.qc: dict[str, list[np.ndarray]] = {k: [] for k in QC_COLUMNS}
+        self.counts: list[int] = []
+
+    def __enter__(self) -> _AtlasWriter:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fmt == "h5ad":
+            self.root.close()
+
+    def append(self, part: _Part) -> None:
+        self.matrix.append(_scipy_csr(part, self.n_vars))
+        self.barcodes.append(part.barcodes)
+        self.counts.append(part.n_cells)
+        for k in QC_COLUMNS:
+            self.qc[k].append(part.qc[k])
+
+    def finish(self, manifest: Manifest, tokenizer: Tokenizer) -> None:
+        import pandas as pd
+
+        try:
+            from anndata.io import write_elem
+        except ImportError:  # pragma: no cover - anndata < 0.11
+            from anndata.experimental import write_elem
+
+        counts = self.counts
+        if len(counts) != len(manifest):  # a bug, never the input
+            raise AssertionError(f"{len(counts)} parts for {len(manifest)} samples")
+        names = [s.name for s in manifest.samples]
+        sample = pd.Categorical.from_codes(
+            np.repeat(np.arange(len(names)), counts), categories=names
+        )
+        barcode = np.concatenate(self.barcodes).astype(object)
+        index = pd.Index(
+            [f"{s}#{b}" for s, b in zip(np.repeat(names, counts), barcode, strict=True)]
+        )
+        columns: dict[str, Any] = {"sample": sample, "barcode": barcode}
+        columns.update({k: np.concatenate(v) for k, v in self.qc.items()})
+        for column in manifest.extra_columns:
+            values = [s.extra[column] for s in manifest.samples]
+            columns[column] = pd.Categorical(np.repeat(np.asarray(values, dtype=object), counts))
+        root = self.root
+        write_elem(root, "obs", pd.DataFrame(columns, index=index))
+        write_elem(root, "var", universe_var(tokenizer))
+        write_elem(root, "uns", {"atacformer": atlas_uns(tokenizer, manifest)})
+        for key in ("obsm", "varm", "obsp", "varp", "layers"):
+            write_elem(root, key, {})
+        root.attrs["encoding-type"] = "anndata"
+        root.attrs["encoding-version"] = "0.1.0"
 
 
 def _open_root(tmp: Path, fmt: str) -> Any:
