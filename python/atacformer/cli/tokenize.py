@@ -33,9 +33,9 @@ examples:
   atacformer tokenize fragments.tsv.gz --tokenizer demo -o cells.atok
   atacformer tokenize peaks/ --tokenizer universe.bed.gz -o samples.atok
   atacformer tokenize pbmc.h5ad --tokenizer databio/atacformer-base-hg38 -o pbmc.atok
-  atacformer tokenize --manifest samples.tsv --tokenizer T -o atlas.h5ad
-  atacformer tokenize a.tsv.gz b.tsv.gz --sample-names a,b --tokenizer T -o atlas.zarr
-  torchrun --nproc-per-node 4 -m atacformer tokenize --manifest samples.tsv --tokenizer T \\
+  atacformer tokenize --manifest samples.tsv --tokenizer demo -o atlas.h5ad
+  atacformer tokenize fragments.tsv.gz --sample-names pbmc --tokenizer demo -o pbmc.zarr
+  torchrun --nproc-per-node 4 -m atacformer tokenize --manifest samples.tsv --tokenizer demo \\
       -o atlas.h5ad"""
 
 ACTIVITY = {
