@@ -172,11 +172,11 @@ class _Problems:
 
 
 def looks_like_manifest(path: PathLike) -> bool:
-    """True for an uncompressed ``.tsv``/``.csv``/``.txt`` file whose first line that is
+    """True for an uncompressed ``.tsv``/``.csv`` file whose first line that is
     neither blank nor a ``#`` comment is not a fragment record (fields 2 and 3 integers):
     a header such as ``sample<TAB>fragments``."""
     p = Path(path)
-    if not p.is_file() or not p.name.lower().endswith((".tsv", ".csv", ".txt")):
+    if not p.is_file() or not p.name.lower().endswith((".tsv", ".csv")):
         return False
     try:
         with open(p, "rb") as f:
