@@ -196,6 +196,9 @@ def test_from_anndata_shares_the_ids_and_to_anndata_round_trips(data, atlas_path
     assert np.shares_memory(cells.ids, adata.X.indices)
     assert cells.names == list(adata.obs_names)
     assert cells.pad_token_id == data["tok"].pad_token_id
+    assert np.shares_memory(cells.counts, adata.X.data)  # the counts come along, uncopied
+    for key in ("n_fragments", "n_fragments_in_universe", "frac_in_universe", "n_tokens"):
+        assert np.array_equal(cells.qc[key], adata.obs[key].to_numpy())
     again = cells.to_anndata(data["tok"])
     assert np.shares_memory(again.X.indices, adata.X.indices)
     assert (again.X != adata.X).nnz == 0

@@ -79,6 +79,7 @@ from .exceptions import (
     MissingDependencyError,
     MissingFileError,
 )
+from .tokenized_cells import QC_KEYS
 from .tokenizers import SPECIAL_TOKEN_NAMES, Tokenizer
 
 __all__ = [
@@ -99,8 +100,8 @@ PathLike = str | os.PathLike[str]
 ATLAS_SUFFIXES = (".h5ad", ".zarr")
 """The output formats of :func:`write_atlas`."""
 
-QC_COLUMNS = ("n_fragments", "n_fragments_in_universe", "frac_in_universe", "n_tokens")
-"""Per-cell QC columns of an atlas's ``obs``, in order."""
+QC_COLUMNS = QC_KEYS
+"""Per-cell QC columns of an atlas's ``obs``, in order (the names of ``TokenizedCells.qc``)."""
 
 REQUIRED_COLUMNS = ("sample", "fragments")
 OPTIONAL_COLUMNS = ("barcodes",)
@@ -423,7 +424,7 @@ def csr_arrays(
     makes reordering rows that come in genomic order cheap."""
     ids = np.asarray(cells.ids)
     indptr = np.asarray(cells.offsets, dtype=np.int64)
-    counts = getattr(cells, "counts", None)
+    counts = cells.counts
     data = np.ones(len(ids), dtype=np.uint32) if counts is None else np.asarray(counts, np.uint32)
     n = len(indptr) - 1
     if len(ids) and int(ids.max()) >= n_vars:
@@ -507,7 +508,7 @@ def _part_of(cells: Any, n_vars: int, order: _IdOrder | None) -> _Part:
     tokenization measured it; ``-1``/NaN for what it did not)."""
     indptr, indices, data = csr_arrays(cells, n_vars, order)
     n = len(cells)
-    measured = getattr(cells, "qc", None) or {}
+    measured = cells.qc
     qc: dict[str, np.ndarray] = {}
     for key in ("n_fragments", "n_fragments_in_universe"):
         value = measured.get(key)
@@ -598,7 +599,7 @@ def cells_to_anndata(cells: Any, tokenizer: Tokenizer) -> Any:
         sample, barcode = zip(*(n.split("#", 1) for n in names), strict=True)
         columns["sample"] = pd.Categorical(sample, categories=list(dict.fromkeys(sample)))
         columns["barcode"] = np.asarray(barcode, dtype=object)
-    measured = getattr(cells, "qc", None) or {}
+    measured = cells.qc
     for key in QC_COLUMNS[:-1]:
         if key in measured:
             columns[key] = np.asarray(measured[key])

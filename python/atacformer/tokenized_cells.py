@@ -549,7 +549,8 @@ class TokenizedCells:
     def from_anndata(cls, adata: Any) -> TokenizedCells:
         """The cells of a tokenized atlas (see :mod:`atacformer.atlas`): one per row of
         ``X`` (CSR, cells x universe), named by ``obs_names``; the ids are ``X.indices``
-        itself, not a copy, and ``X.data`` gives the per-id counts. ``pad_token_id`` comes
+        itself, not a copy, ``X.data`` gives :attr:`counts` and the ``obs`` QC columns
+        give :attr:`qc`. ``pad_token_id`` comes
         from the universe size (``n_vars``). A backed AnnData (``read_h5ad(path,
         backed="r")``) reads ``X`` whole: pass a row block, ``adata[start:stop]``, to read
         only those rows. For a cells x peaks AnnData of another universe use
@@ -559,7 +560,9 @@ class TokenizedCells:
 
         matrix = atlas_matrix(adata)
         pad = int(adata.n_vars) + _core.SPECIAL_TOKEN_NAMES.index("pad")
-        return cls.from_csr(matrix, names=[str(n) for n in adata.obs_names], pad_token_id=pad)
+        cells = cls.from_csr(matrix, names=[str(n) for n in adata.obs_names], pad_token_id=pad)
+        qc = {k: adata.obs[k].to_numpy() for k in QC_KEYS if k in adata.obs.columns}
+        return cls._wrap(cells._ragged, cells.names, pad, qc) if qc else cells
 
     def to_anndata(self, tokenizer: Any) -> Any:
         """The cells as a tokenized atlas AnnData (the layout of :mod:`atacformer.atlas`):
