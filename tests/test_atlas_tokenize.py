@@ -300,7 +300,7 @@ def test_killed_run_leaves_nothing_and_resumes(data, atlas_path, tmp_path):
     assert killed.returncode == -9, killed.stderr
     assert not out.exists()
     partial = tmp_path / "atlas.h5ad.partial"
-    assert sorted(p.name for p in (partial / "parts").iterdir()) == ["000000.npz", "000001.npz"]
+    assert sorted(p.name for p in (partial / "parts").iterdir()) == ["000000.npy", "000001.npy"]
     resumed = run_cli(args)
     assert resumed.returncode == 0, resumed.stderr
     assert "2 of 3 samples are already tokenized, skipping them (a, b)" in resumed.stderr

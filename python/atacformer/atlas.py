@@ -30,7 +30,7 @@ row (``n_tokens`` 0).
 
 How it is written
 -----------------
-Each sample is tokenized on its own and saved as a *part* (``NNNNNN.npz``: its CSR arrays and
+Each sample is tokenized on its own and saved as a *part* (``NNNNNN.npy``: its CSR arrays and
 QC) under ``OUT.partial/``, beside the output, with ``progress.json`` recording a fingerprint
 of the manifest (names, paths, file sizes and times), the tokenizer's ``universe_id`` and the
 options. Once every part is there, they are appended in manifest order, row block by row
@@ -106,7 +106,7 @@ QC_COLUMNS = QC_KEYS
 REQUIRED_COLUMNS = ("sample", "fragments")
 OPTIONAL_COLUMNS = ("barcodes",)
 _RESERVED = ("barcode", *QC_COLUMNS)  # obs columns an extra manifest column may not take
-_PART_FORMAT = 1  # bumped when the part layout changes, so old parts are not reused
+_PART_FORMAT = 2  # bumped when the part layout changes, so old parts are not reused
 _CHUNK = 1 << 20  # on-disk chunk of X's arrays, in entries (4-8 MB)
 _MAX_LISTED_PROBLEMS = 20
 
@@ -393,21 +393,20 @@ class _Part:
     qc: dict[str, np.ndarray]
 
     def save(self, path: Path) -> None:
+        """One ``.npy`` record after another (no zip, no checksum pass: the file is renamed
+        into place only once complete)."""
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.savez(
-                f,
-                indptr=self.indptr,
-                indices=self.indices,
-                data=self.data,
-                barcodes=self.barcodes,
-                **{f"qc_{k}": v for k, v in self.qc.items()},
-            )
+            for array in (self.indptr, self.indices, self.data, self.barcodes):
+                np.save(f, array, allow_pickle=False)
+            for key in QC_KEYS:
+                np.save(f, self.qc[key], allow_pickle=False)
 
     @classmethod
     def load(cls, path: Path) -> _Part:
-        with np.load(path, allow_pickle=False) as z:
-            qc = {k[3:]: z[k] for k in z.files if k.startswith("qc_")}
-            return cls(z["indptr"], z["indices"], z["data"], z["barcodes"], qc)
+        with open(path, "rb") as f:
+            indptr, indices, data, barcodes = (np.load(f, allow_pickle=False) for _ in range(4))
+            qc = {key: np.load(f, allow_pickle=False) for key in QC_KEYS}
+        return cls(indptr, indices, data, barcodes, qc)
 
     @property
     def n_cells(self) -> int:
@@ -691,7 +690,7 @@ def write_atlas(
             with atomic_path(out, directory=fmt == "zarr") as tmp:
                 with _AtlasWriter(tmp, fmt, n_universe(tokenizer)) as writer:
                     for i in range(len(manifest)):
-                        writer.append(_Part.load(parts / f"{i:06d}.npz"))
+                        writer.append(_Part.load(parts / f"{i:06d}.npy"))
                     writer.finish(manifest, tokenizer)
         if group.rank == 0:
             shutil.rmtree(partial, ignore_errors=True)
@@ -720,7 +719,7 @@ class _SampleRun:
         with ThreadPoolExecutor(1) as saver:
             pending: Future[None] | None = None
             for i in indices:
-                target = self.parts / f"{i:06d}.npz"
+                target = self.parts / f"{i:06d}.npy"
                 if target.exists():  # done by an interrupted run
                     if writer is not None:
                         if pending is not None:
@@ -887,7 +886,7 @@ def _prepare(
             done = [
                 s.name
                 for i, s in enumerate(manifest.samples)
-                if (partial / "parts" / f"{i:06d}.npz").exists()
+                if (partial / "parts" / f"{i:06d}.npy").exists()
             ]
             if done:
                 shown = ", ".join(done[:10]) + (
