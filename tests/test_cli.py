@@ -457,6 +457,7 @@ def test_every_help_example_runs(capsys, tmp_path, demo_sample, pbmc_tokenizer_d
     (work / "peaks").mkdir()
     (work / "peaks" / "a.bed").write_bytes((peaks / "peaks.bed").read_bytes())
     write_text(work / "peaks" / "b.bed", "chr17\t7915700\t7915750\n")
+    write_text(work / "samples.tsv", "sample\tfragments\na\tfragments.tsv.gz\n")  # --manifest
     make_pbmc_model(work / "my_model", pbmc_tokenizer_dir)
     cache = tmp_path / "hub"
     demo_files = ("config.json", "model.safetensors", "universe.bed.gz", "tokenizer.toml")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, Union, overload
 
 import numpy as np
 
@@ -27,6 +28,42 @@ from .tokenizers import Tokenizer
 __all__ = ["tokenize"]
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+@overload
+def tokenize(
+    data: Any,
+    tokenizer: Tokenizer | PathLike | None,
+    *,
+    barcodes: Sequence[str] | PathLike | None = ...,
+    min_fragments: int = ...,
+    max_fragments: int | None = ...,
+    on_error: str = ...,
+    threads: int | None = ...,
+    layer: str | None = ...,
+    format: str = ...,
+    sample_names: Sequence[str] | None = ...,
+    out: None = ...,
+    progress: bool = ...,
+) -> TokenizedCells: ...
+
+
+@overload
+def tokenize(
+    data: Any,
+    tokenizer: Tokenizer | PathLike | None,
+    *,
+    barcodes: Sequence[str] | PathLike | None = ...,
+    min_fragments: int = ...,
+    max_fragments: int | None = ...,
+    on_error: str = ...,
+    threads: int | None = ...,
+    layer: str | None = ...,
+    format: str = ...,
+    sample_names: Sequence[str] | None = ...,
+    out: PathLike = ...,
+    progress: bool = ...,
+) -> Path: ...
 
 
 def tokenize(
@@ -41,14 +78,22 @@ def tokenize(
     threads: int | None = None,
     layer: str | None = None,
     format: str = "auto",
-) -> TokenizedCells:
+    sample_names: Sequence[str] | None = None,
+    out: PathLike | None = None,
+    progress: bool = False,
+) -> TokenizedCells | Path:
     """Tokenizes ``data`` against ``tokenizer``'s universe.
 
     ``data`` is one of:
 
     - a 10x fragment file (plain, gzip or BGZF): one cell per barcode, named by barcode;
       several fragment files: each is tokenized and the cells are concatenated, named
-      ``{sample}#{barcode}`` where ``sample`` is the file name without its suffixes;
+      ``{sample}#{barcode}`` where ``sample`` is the file name without its suffixes, or
+      the matching entry of ``sample_names``;
+    - a manifest of samples (see :mod:`atacformer.atlas`): a ``.tsv``/``.csv`` path with a
+      header and the columns ``sample``, ``fragments`` and optionally ``barcodes`` (paths
+      relative to the manifest), or a pandas DataFrame with those columns; cells are named
+      ``{sample}#{barcode}``. ``format="manifest"`` forces this reading of a path;
     - a BED file, a list of BED files or a folder of them: one cell per file, named by file;
     - an ``AnnData`` (cells x peaks) or an ``.h5ad`` path: one cell per row, in ``obs`` order
       and named by ``obs_names`` (``layer`` reads a layer instead of ``X``);
@@ -64,7 +109,37 @@ def tokenize(
     the number of tokenizer threads for this call. ``data="-"`` reads standard input (a
     fragment file or a BED file, told apart by its first line unless ``format`` says; see
     :mod:`atacformer._stdin`).
+
+    With ``out`` (a path ending in ``.h5ad`` or ``.zarr``) fragment files and manifests are
+    written as a tokenized *atlas* instead, one sample at a time in bounded memory,
+    atomically and resumably (and spread over the ranks under ``torchrun``), by
+    :func:`atacformer.atlas.write_atlas`; the return value is then the path ``out``, to
+    open with ``anndata.read_h5ad(out, backed="r")``. Other inputs are tokenized in memory
+    and written with :meth:`TokenizedCells.to_anndata`. ``progress`` shows a progress bar
+    and says what a resumed run skips.
     """
+    if out is not None:
+        return _tokenize_to(
+            data,
+            tokenizer,
+            Path(out),
+            barcodes=barcodes,
+            min_fragments=min_fragments,
+            max_fragments=max_fragments,
+            on_error=on_error,
+            threads=threads,
+            layer=layer,
+            format=format,
+            sample_names=sample_names,
+            progress=progress,
+        )
+    manifest = _as_manifest(data, format, sample_names, barcodes)
+    if manifest is not None:
+        from . import atlas
+
+        options = dict(min_fragments=min_fragments, max_fragments=max_fragments, on_error=on_error)
+        with _threads(threads):
+            return atlas.tokenize_manifest(manifest, as_tokenizer(tokenizer), **options)
     return _tokenize(
         data,
         tokenizer,
@@ -77,6 +152,95 @@ def tokenize(
         layer=layer,
         format=format,
     )[0]
+
+
+def is_manifest(data: Any, format: str = "auto") -> bool:
+    """A manifest of samples: a DataFrame, or a path that ``format`` or its first line
+    (a header, not a fragment record) says is one."""
+    if hasattr(data, "columns") and hasattr(data, "iloc") and not is_anndata(data):
+        return True
+    if not isinstance(data, (str, os.PathLike)):
+        return False
+    if format == "manifest":
+        return True
+    from .atlas import looks_like_manifest
+
+    return format == "auto" and looks_like_manifest(data)
+
+
+def _as_manifest(data: Any, format: str, sample_names: Sequence[str] | None, barcodes: Any) -> Any:
+    """The checked manifest ``data`` is or, with ``sample_names``, the one the fragment
+    files make; None for other inputs."""
+    from . import atlas
+
+    if is_manifest(data, format):
+        if barcodes is not None:
+            raise _core.InvalidInputError(
+                "barcodes applies to one fragment file; in a manifest, give each sample's "
+                "list in its barcodes column"
+            )
+        if sample_names is not None:
+            raise _core.InvalidInputError("a manifest names its samples; drop sample_names")
+        return atlas.read_manifest(data)
+    if sample_names is None:
+        return None
+    paths = [data] if isinstance(data, (str, os.PathLike)) else data
+    if not is_path_list(paths):
+        raise _core.InvalidInputError("sample_names applies to fragment files")
+    source = detect_source(list(paths), "fragments" if format == "auto" else format)
+    if source.kind != "fragments":
+        raise _core.InvalidInputError(f"sample_names applies to fragment files, not {source.kind}")
+    if barcodes is not None:
+        raise _core.InvalidInputError("barcodes applies to one fragment file, not to samples")
+    return atlas.manifest_from_paths(list(source.paths), sample_names)
+
+
+def _tokenize_to(
+    data: Any,
+    tokenizer: Tokenizer | PathLike | None,
+    out: Path,
+    *,
+    sample_names: Sequence[str] | None,
+    progress: bool,
+    **options: Any,
+) -> Path:
+    """:func:`tokenize` with ``out``: an atlas for fragments and manifests, else the cells
+    as an AnnData written atomically."""
+    from . import atlas
+
+    fmt = atlas._atlas_format(out)
+    manifest = _as_manifest(data, options["format"], sample_names, options["barcodes"])
+    if manifest is None and is_path_list(data) and not isinstance(data, TokenizedCells):
+        paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+        source = detect_source(paths, options["format"])
+        if source.kind == "fragments":
+            if options["barcodes"] is not None and len(source.paths) > 1:
+                raise _core.InvalidInputError(
+                    "barcodes applies to one fragment file; for several samples, give a "
+                    "manifest with a barcodes column"
+                )
+            manifest = atlas.manifest_from_paths(list(source.paths), barcodes=options["barcodes"])
+    if manifest is not None:
+        if options["layer"] is not None:
+            raise _core.InvalidInputError("layer applies to AnnData only, not to fragment files")
+        threads = _thread_count(options["threads"])
+        return atlas.write_atlas(
+            manifest,
+            as_tokenizer(tokenizer),
+            out,
+            min_fragments=options["min_fragments"],
+            max_fragments=options["max_fragments"],
+            on_error=options["on_error"],
+            threads=threads,
+            verbose=progress,
+        )
+    tok = as_tokenizer(tokenizer) if needs_tokenizer(data, options["format"]) else None
+    cells = _tokenize(data, tok if tok is not None else tokenizer, **options)[0]
+    if tok is None:
+        tok = as_tokenizer(tokenizer)
+    adata = cells.to_anndata(tok)
+    atlas.write_anndata(adata, out, fmt)
+    return out
 
 
 def is_anndata(data: Any) -> bool:
@@ -193,17 +357,25 @@ def _tokenize(
 @contextlib.contextmanager
 def _threads(threads: int | None) -> Iterator[None]:
     """Runs the block with ``threads`` tokenizer threads, then restores the count."""
+    threads = _thread_count(threads)
     if threads is None:
         yield
         return
-    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
-        raise _core.InvalidInputError(f"threads must be a positive integer, got {threads!r}")
     before = _core.get_num_threads()
-    _core.set_num_threads(int(threads))
+    _core.set_num_threads(threads)
     try:
         yield
     finally:
         _core.set_num_threads(before)
+
+
+def _thread_count(threads: Any) -> int | None:
+    """``threads`` checked: None or a positive integer."""
+    if threads is None:
+        return None
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+        raise _core.InvalidInputError(f"threads must be a positive integer, got {threads!r}")
+    return int(threads)
 
 
 def _from_fragments(tok: Tokenizer, source: Source, options: dict[str, Any]) -> TokenizedCells:

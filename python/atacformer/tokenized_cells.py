@@ -563,6 +563,39 @@ class TokenizedCells:
             ),
         )
 
+    # ------------------------------------------------------------------ AnnData (atlases)
+    @classmethod
+    def from_anndata(cls, adata: Any) -> TokenizedCells:
+        """The cells of a tokenized atlas (see :mod:`atacformer.atlas`): one per row of
+        ``X`` (CSR, cells x universe), named by ``obs_names``; the ids are ``X.indices``
+        itself, not a copy, ``X.data`` gives :attr:`counts` and the ``obs`` QC columns
+        give :attr:`qc`. ``pad_token_id`` comes
+        from the universe size (``n_vars``). A backed AnnData (``read_h5ad(path,
+        backed="r")``) reads ``X`` whole: pass a row block, ``adata[start:stop]``, to read
+        only those rows. For a cells x peaks AnnData of another universe use
+        :meth:`Tokenizer.tokenize_anndata` instead.
+        """
+        from .atlas import atlas_matrix
+
+        matrix = atlas_matrix(adata)
+        pad = int(adata.n_vars) + _core.SPECIAL_TOKEN_NAMES.index("pad")
+        cells = cls.from_csr(matrix, names=[str(n) for n in adata.obs_names], pad_token_id=pad)
+        qc = {k: adata.obs[k].to_numpy() for k in QC_KEYS if k in adata.obs.columns}
+        return cls._wrap(cells._ragged, cells.names, pad, qc) if qc else cells
+
+    def to_anndata(self, tokenizer: Any) -> Any:
+        """The cells as a tokenized atlas AnnData (the layout of :mod:`atacformer.atlas`):
+        ``X`` CSR cells x universe whose ``indices`` are :attr:`ids` (shared, not copied)
+        and whose ``data`` are the per-id counts (ones when there are none), ``var`` the
+        universe, ``obs`` the cell names (with ``sample`` and ``barcode`` columns when every
+        name is ``{sample}#{barcode}``) and ``uns["atacformer"]`` the tokenizer. Special
+        token ids (the ``[unk]`` of an empty cell) are not universe regions and are left out
+        of ``X``; the ids are copied only then.
+        """
+        from .atlas import cells_to_anndata
+
+        return cells_to_anndata(self, tokenizer)
+
 
 def _rebuild(
     ids: np.ndarray,

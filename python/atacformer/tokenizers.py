@@ -202,19 +202,14 @@ class Tokenizer:
                     "Tokenizer() needs a path to a universe, config or directory"
                 )
             _core_tokenizer = _core.Tokenizer(path)
+            self.__dict__["_name_or_path"] = os.fspath(path)
         self._tok = _core_tokenizer
-        # Where it came from (a path or Hub name), to name its genome build in warnings.
-        self._source: str | None = None if path is None else os.fspath(path)
 
     @property
     def genome_build(self) -> str | None:
-        """The genome build named in the tokenizer's path or Hub name (``hg38``,
-        ``mm10``, ...), or None when it names none."""
-        return genome_build(getattr(self, "_source", None))
-
-    def _named(self, source: Any) -> Tokenizer:
-        self._source = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-        return self
+        """The genome build named in the tokenizer's name or path (``hg38``, ``mm10``, ...),
+        else in the folder it was loaded from, or None when neither names one."""
+        return genome_build(self.name_or_path) or genome_build(self.__dict__.get("_folder"))
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -264,8 +259,19 @@ class Tokenizer:
             token=token,
             weights=False,
         )
-        tok = cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))
-        return tok._named(name_or_path if genome_build(os.fspath(name_or_path)) else folder)
+        tok = cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))._named(name_or_path)
+        tok.__dict__["_folder"] = os.fspath(folder)
+        return tok
+
+    def _named(self, name_or_path: PathLike) -> Tokenizer:
+        self.__dict__["_name_or_path"] = os.fspath(name_or_path)
+        return self
+
+    @property
+    def name_or_path(self) -> str:
+        """The name or path the tokenizer was loaded from (as in Hugging Face), else its
+        universe file, else ``""``; atlases record it in ``uns["atacformer"]["tokenizer"]``."""
+        return self.__dict__.get("_name_or_path") or self._tok.universe().path or ""
 
     def save_pretrained(self, save_directory: PathLike) -> None:
         """Writes ``universe.bed.gz`` and ``tokenizer.toml`` into ``save_directory``.

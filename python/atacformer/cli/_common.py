@@ -74,10 +74,10 @@ def hub_options(args: argparse.Namespace) -> dict[str, Any]:
 FRAGMENT_OPTIONS = ("barcodes", "barcode_suffix", "min_fragments", "max_fragments", "on_error")
 
 
-def add_input_options(p: argparse.ArgumentParser) -> None:
+def add_input_options(p: argparse.ArgumentParser, inputs_required: bool = True) -> None:
     p.add_argument(
         "inputs",
-        nargs="+",
+        nargs="+" if inputs_required else "*",
         metavar="INPUT",
         help="a 10x fragment file (.tsv.gz, .bgz) or several (one sample each), a BED file, a "
         "directory or list of BED files (one cell or sample each), or an .h5ad (cells x peaks); "
