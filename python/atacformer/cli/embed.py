@@ -86,6 +86,11 @@ def add_parser(sub: Any) -> None:
         help="keep a seeded random subset of N tokens of longer cells (default: the model's "
         "context when it uses positions, else no limit)",
     )
+    g.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="embed even when no cell overlaps the universe (by default that is an error)",
+    )
     g = p.add_argument_group("clusters and plot")
     g.add_argument(
         "--plot", metavar="FILE.png", help="draw a 2-D map (UMAP if installed, else PCA)"
@@ -144,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
         tl.check_compatible(model, tokenizer)
     with activity(f"Reading {source.describe()}", args.quiet):
         cells = pp.tokenize(args.inputs, tokenizer, **tokenize_options(args))
+    if tokenizer is not None and not args.allow_empty:
+        refuse_empty(cells, tokenizer)
     obs = read_obs(source.paths[0]) if source.kind == "h5ad" else None
     if args.color_by and args.color_by not in obs.columns:
         raise CommandLineError(
@@ -190,6 +197,18 @@ def run(args: argparse.Namespace) -> int:
         use_agg().close(figure)
         say(args, f"{method} map coloured by {what} -> {args.plot}")
     return 0
+
+
+def refuse_empty(cells: Any, tokenizer: Any) -> None:
+    """Stops when no cell has a token of the universe: every cell would embed to the same
+    point, and the output and plot would mean nothing."""
+    if len(cells) and tl.unk_only(cells, tokenizer) + int(np.sum(cells.lengths == 0)) < len(cells):
+        return
+    raise CommandLineError(
+        f"no cell has a token: none of the {len(cells):,} cells overlaps the universe, so "
+        "every cell would embed to the same point; check that the data and the model share a "
+        "genome build and chromosome names, or pass --allow-empty"
+    )
 
 
 def read_obs(path: Path) -> Any:
