@@ -251,7 +251,9 @@ HELD_OUT = ("type_B", "type_D")
 ACCURACY_MIN = 0.9
 """Required by the issue: accuracy on the types both sides share."""
 UNKNOWN_MIN = 0.7
-"""See benches/bench_label_transfer.py for the figures this floor is set from."""
+"""benches/bench_label_transfer.py (1,200 reference cells drawn, 600 query cells, three seed
+pairs; README "Label transfer") measured 0.918 to 0.957; this test's smaller sample (about
+210 reference and 160 query cells) spreads wider, so the floor sits below that."""
 
 
 CLI_CELLS = 50
