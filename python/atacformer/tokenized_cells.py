@@ -9,6 +9,22 @@ one barcode, file name or cell id per cell. The buffers live in one ``_core.Ragg
 The same two arrays are a CSR matrix of cells x vocabulary (``indptr = offsets``,
 ``indices = ids``): see :meth:`TokenizedCells.to_csr` and :meth:`TokenizedCells.from_csr`.
 
+Counts and QC
+-------------
+``counts`` (uint32, aligned with ``ids``, or None) is the CSR matrix's ``data``: for a
+fragment file tokenized with unique ids, entry ``j`` is the number of the cell's fragments
+that overlap region ``ids[j]`` (0 for the ``[unk]`` placeholder of a listed barcode with
+no tokens). ``qc`` holds one value per cell: ``n_fragments`` (int64, the cell's fragment
+lines or input intervals), ``n_fragments_in_universe`` (int64, those overlapping at least
+one universe region), ``frac_in_universe`` (float64; 0 for a cell with no fragments) and
+``n_tokens`` (int64, the universe ids the tokenization gave the cell; for cells built from
+arrays, their lengths). ``n_tokens`` is always there, the other three whenever the
+tokenization knew them. Slicing, :meth:`~TokenizedCells.take`,
+:meth:`~TokenizedCells.filter`, :meth:`~TokenizedCells.concat` and pickling carry both;
+:meth:`~TokenizedCells.truncate` cuts the counts with their ids and keeps ``qc`` as the
+tokenization measured it. ``concat`` keeps counts only when every part has them, and the
+QC keys every part has.
+
 Files
 -----
 ``save``/``load`` use the single-file ``.atok`` format, little-endian, 8-byte aligned::
@@ -17,9 +33,12 @@ Files
     | u64 names_bytes | i64 offsets[n_cells + 1] | i32 ids[n_ids] | pad to 8
     | names as UTF-8, one per line
 
-``load`` reads the file into memory; ``load(path, mmap=True)`` memory-maps the offsets and
-ids instead, so opening a file of any size is instant (see :meth:`TokenizedCells.load` for
-its hazard). ``save``, ``to_gtok`` and ``write_gtok`` write through
+The format holds ids, offsets and names only (it is unchanged, so older files load):
+``save`` drops ``counts`` and ``qc``, and a loaded file has ``counts=None`` and ``qc`` with
+``n_tokens`` only; a CSR matrix (:meth:`TokenizedCells.to_csr`, an atlas ``.h5ad``) keeps
+the counts. ``load`` reads the file into memory; ``load(path, mmap=True)`` memory-maps the
+offsets and ids instead, so opening a file of any size is instant (see
+:meth:`TokenizedCells.load` for its hazard). ``save``, ``to_gtok`` and ``write_gtok`` write through
 :func:`atacformer._atomic.atomic_path`: a reader sees the old file or the new one, never a
 torn one. ``to_gtok`` refuses cell names that are not plain file names.
 ``read_gtok``/``write_gtok`` handle the peer's one-cell ``.gtok`` files: ``b"GTOK"``, a flag
@@ -29,7 +48,7 @@ byte (``0x01``: u16 ids, ``0x02``: u32 ids), then the little-endian ids.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +65,9 @@ from .exceptions import (
     MissingFileError,
     ParseError,
 )
+
+QC_KEYS = ("n_fragments", "n_fragments_in_universe", "frac_in_universe", "n_tokens")
+"""The per-cell QC names, as the atlas's ``obs`` columns use them."""
 
 _MAGIC = b"ATOK"
 _VERSION = 1
@@ -70,6 +92,9 @@ class TokenizedCells:
         offsets: Any,
         names: Sequence[str] | None = None,
         pad_token_id: int | None = None,
+        *,
+        counts: Any = None,
+        qc: Mapping[str, Any] | None = None,
     ) -> None:
         try:
             ids = np.asanyarray(ids)  # keeps a memory map a memory map
@@ -80,10 +105,17 @@ class TokenizedCells:
             raise InvalidInputError("ids and offsets must be 1-D, offsets non-empty")
         ids = _as_int_array(ids, np.int32, "ids")
         offsets = _as_int_array(offsets, np.int64, "offsets")
-        self._init(_core.Ragged(ids, offsets), names, pad_token_id)  # checks the offsets
+        if counts is not None:
+            counts = _as_int_array(_flat_ids(counts, "counts"), np.uint32, "counts")
+        # Checks the offsets, and the counts against the ids.
+        self._init(_core.Ragged(ids, offsets, counts), names, pad_token_id, qc)
 
     def _init(
-        self, ragged: _core.Ragged, names: Sequence[str] | None, pad_token_id: int | None
+        self,
+        ragged: _core.Ragged,
+        names: Sequence[str] | None,
+        pad_token_id: int | None,
+        qc: Mapping[str, Any] | None = None,
     ) -> None:
         n = len(ragged)
         names = [str(i) for i in range(n)] if names is None else _items(names, "names")
@@ -92,6 +124,9 @@ class TokenizedCells:
         self._ragged = ragged
         self.names: list[str] = names
         self.pad_token_id = _pad_id(pad_token_id)
+        if qc is None:
+            qc = ragged.qc
+        self._qc: dict[str, np.ndarray] = _checked_qc(qc, n)
 
     @classmethod
     def _wrap(
@@ -99,10 +134,12 @@ class TokenizedCells:
         ragged: _core.Ragged,
         names: Sequence[str] | None = None,
         pad_token_id: int | None = None,
+        qc: Mapping[str, Any] | None = None,
     ) -> TokenizedCells:
-        """Wraps a ``_core.Ragged`` (already checked) without touching its arrays."""
+        """Wraps a ``_core.Ragged`` (already checked) without touching its arrays; ``qc``
+        defaults to the one the core measured (``ragged.qc``)."""
         self = cls.__new__(cls)
-        self._init(ragged, names, pad_token_id)
+        self._init(ragged, names, pad_token_id, qc)
         return self
 
     @classmethod
@@ -143,7 +180,10 @@ class TokenizedCells:
                 )
             pad_token_id = pads.pop() if pads else None
         ragged = _core.Ragged.concat([p._ragged for p in parts])
-        return cls._wrap(ragged, [n for p in parts for n in p.names], pad_token_id)
+        qcs = [p.qc for p in parts]
+        keys = [k for k in QC_KEYS if all(k in q for q in qcs)]
+        qc = {k: np.concatenate([q[k] for q in qcs]) for k in keys} if parts else None
+        return cls._wrap(ragged, [n for p in parts for n in p.names], pad_token_id, qc)
 
     # ------------------------------------------------------------------ access
     @property
@@ -157,6 +197,24 @@ class TokenizedCells:
         """Start of each cell in ``ids``, then ``len(ids)``: ``[n_cells + 1]`` int64
         (a read-only view)."""
         return _read_only(self._ragged.offsets)
+
+    @property
+    def counts(self) -> np.ndarray | None:
+        """One count per id, ``[n_ids]`` uint32 aligned with :attr:`ids` (a read-only view),
+        or None. For fragment files with unique ids: how many of the cell's fragments
+        overlap that region."""
+        counts = self._ragged.counts
+        return None if counts is None else _read_only(counts)
+
+    @property
+    def qc(self) -> dict[str, np.ndarray]:
+        """Per-cell QC, one value per cell (a new dict of read-only arrays): ``n_tokens``
+        always; ``n_fragments``, ``n_fragments_in_universe`` and ``frac_in_universe``
+        whenever the tokenization knew them (see the module docstring)."""
+        out = {k: _read_only(v) for k, v in self._qc.items()}
+        if "n_tokens" not in out:
+            out["n_tokens"] = _read_only(self.lengths)
+        return {k: out[k] for k in QC_KEYS if k in out}
 
     def __len__(self) -> int:
         return len(self._ragged)
@@ -216,7 +274,8 @@ class TokenizedCells:
             raise AtacformerIndexError(f"cell index out of range for {n} cells")
         ragged = self._ragged.take(np.ascontiguousarray(index))
         names = [self.names[i] for i in index.tolist()]
-        return TokenizedCells._wrap(ragged, names, self.pad_token_id)
+        qc = {k: v[index] for k, v in self._qc.items()}
+        return TokenizedCells._wrap(ragged, names, self.pad_token_id, qc)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
@@ -254,9 +313,12 @@ class TokenizedCells:
     def truncate(
         self, max_length: int, truncation_strategy: str = "random", seed: int = DEFAULT_SEED
     ) -> TokenizedCells:
-        """Every cell cut to at most ``max_length`` ids (seeded subset or first ids)."""
+        """Every cell cut to at most ``max_length`` ids (seeded subset or first ids); the
+        counts are cut with their ids, and ``qc`` stays as the tokenization measured it
+        (``n_tokens`` included)."""
         ragged = self._ragged.truncate(max_length, truncation_strategy, seed)
-        return TokenizedCells._wrap(ragged, self.names, self.pad_token_id)
+        qc = self.qc  # n_tokens of the cells before the cut
+        return TokenizedCells._wrap(ragged, self.names, self.pad_token_id, qc)
 
     def to_padded(
         self,
@@ -291,7 +353,8 @@ class TokenizedCells:
 
         ``indices`` is :attr:`ids` itself (no copy), ``indptr`` holds :attr:`offsets` (SciPy
         stores it as int32 when the counts fit, a copy of ``n_cells + 1`` values) and
-        ``data`` is float32 ones, one per id, so a cell holding an id twice sums to 2.
+        ``data`` is :attr:`counts` itself (uint32, no copy) when the cells have counts, else
+        float32 ones, one per id, so a cell holding an id twice sums to 2.
         Both arrays the matrix shares are read-only, so SciPy's in-place methods
         (``sort_indices``, ``sum_duplicates``) refuse to run instead of changing the cells:
         call ``.copy()`` first to edit the matrix. ``n_vars`` is the number of columns: pass
@@ -315,7 +378,8 @@ class TokenizedCells:
             raise InvalidInputError(f"ids must not be negative, got {int(ids.min())}")
         if top > n_vars:
             raise InvalidInputError(f"id {top - 1} does not fit in n_vars={n_vars} columns")
-        data = np.ones(len(ids), dtype=np.float32)
+        counts = self.counts
+        data = np.ones(len(ids), dtype=np.float32) if counts is None else counts
         return sp.csr_matrix((data, ids, self.offsets), shape=(len(self), int(n_vars)), copy=False)
 
     @classmethod
@@ -323,9 +387,12 @@ class TokenizedCells:
         cls, matrix: Any, names: Sequence[str] | None = None, pad_token_id: int | None = None
     ) -> TokenizedCells:
         """One cell per row of a SciPy sparse matrix (cells x vocabulary): a row's ids are
-        the column indices of its stored entries, in stored order (the values are not
-        read). Shares ``indices`` when it is int32 (SciPy's usual dtype) and ``indptr``
-        when it is int64; anything else is converted. Another format is converted to CSR.
+        the column indices of its stored entries, in stored order. The stored values become
+        :attr:`counts` when they are whole numbers in 0..2^32-1 (a peak-count matrix,
+        :meth:`to_csr`'s own output), shared when already uint32; other values (a float
+        matrix of scores) give ``counts=None``. Shares ``indices`` when it is int32
+        (SciPy's usual dtype) and ``indptr`` when it is int64; anything else is converted.
+        Another format is converted to CSR.
         The cells then see the matrix's buffers: do not modify the matrix afterwards (pass
         ``matrix.copy()`` to keep the two apart).
         """
@@ -338,7 +405,7 @@ class TokenizedCells:
         csr = matrix if matrix.format == "csr" else matrix.tocsr()
         ids = _as_int_array(np.asarray(csr.indices), np.int32, "indices")
         offsets = _as_int_array(np.asarray(csr.indptr), np.int64, "indptr")
-        return cls(ids, offsets, names, pad_token_id)
+        return cls(ids, offsets, names, pad_token_id, counts=_counts_of(np.asarray(csr.data)))
 
     # ------------------------------------------------------------------- files
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -464,10 +531,79 @@ class TokenizedCells:
         return targets
 
     def __reduce__(self) -> tuple[Any, ...]:
+        counts = self.counts
         return (
-            TokenizedCells,
-            (np.asarray(self.ids), np.asarray(self.offsets), self.names, self.pad_token_id),
+            _rebuild,
+            (
+                np.asarray(self.ids),
+                np.asarray(self.offsets),
+                self.names,
+                self.pad_token_id,
+                None if counts is None else np.asarray(counts),
+                {k: np.asarray(v) for k, v in self._qc.items()},
+            ),
         )
+
+
+def _rebuild(
+    ids: np.ndarray,
+    offsets: np.ndarray,
+    names: list[str],
+    pad_token_id: int | None,
+    counts: np.ndarray | None = None,
+    qc: dict[str, np.ndarray] | None = None,
+) -> TokenizedCells:
+    """Unpickles :class:`TokenizedCells` (see ``__reduce__``)."""
+    return TokenizedCells(ids, offsets, names, pad_token_id, counts=counts, qc=qc)
+
+
+def _checked_qc(qc: Mapping[str, Any] | None, n: int) -> dict[str, np.ndarray]:
+    """Per-cell QC arrays, each of ``n`` values in its dtype; ``frac_in_universe`` is
+    derived when both fragment counts are there (0 for a cell with no fragments)."""
+    if qc is None:
+        return {}
+    if not isinstance(qc, Mapping):
+        raise AtacformerTypeError(f"qc must be a mapping of arrays, got {type(qc).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for key, values in qc.items():
+        if key not in QC_KEYS:
+            raise InvalidInputError(f"unknown qc key {key!r}; the keys are {', '.join(QC_KEYS)}")
+        arr = np.asarray(values).reshape(-1)
+        if len(arr) != n:
+            raise InvalidInputError(f"qc[{key!r}] has {len(arr)} values for {n} cells")
+        if key == "frac_in_universe":
+            out[key] = np.ascontiguousarray(arr, dtype=np.float64)
+        else:
+            out[key] = _as_int_array(arr, np.int64, f"qc[{key!r}]")
+    if "n_fragments" in out and "n_fragments_in_universe" in out:
+        total = out["n_fragments"]
+        hit = out["n_fragments_in_universe"]
+        frac = np.zeros(n, dtype=np.float64)
+        np.divide(hit, total, out=frac, where=total > 0)
+        out["frac_in_universe"] = frac
+    return out
+
+
+def _counts_of(data: np.ndarray) -> np.ndarray | None:
+    """A CSR matrix's values as uint32 counts, or None when they are not whole numbers
+    that fit."""
+    if data.dtype == np.uint32:
+        return data
+    if data.dtype == bool:
+        return data.astype(np.uint32)
+    if not data.size:
+        return np.zeros(0, dtype=np.uint32)
+    if np.issubdtype(data.dtype, np.integer):
+        if int(data.min()) < 0 or int(data.max()) > np.iinfo(np.uint32).max:
+            return None
+        return data.astype(np.uint32)
+    if np.issubdtype(data.dtype, np.floating):
+        if not np.isfinite(data).all() or float(data.min()) < 0:
+            return None
+        if float(data.max()) > np.iinfo(np.uint32).max or (data != np.floor(data)).any():
+            return None
+        return data.astype(np.uint32)
+    return None
 
 
 def _read_only(values: np.ndarray) -> np.ndarray:

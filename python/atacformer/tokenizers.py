@@ -410,8 +410,13 @@ class Tokenizer:
 
         Streams the file on several threads with memory bounded by the output. A fragment
         that overlaps nothing contributes nothing. ``unique`` keeps each id once per cell in
-        genomic order. ``barcodes`` (a list, or a file with one per line) selects cells and
-        fixes their order, and a listed cell with no tokens gets ``[unk]``; otherwise cells
+        genomic order, with :attr:`TokenizedCells.counts` saying how many of the cell's
+        fragments overlap each region (without ``unique`` there are no counts). The result's
+        :attr:`TokenizedCells.qc` gives per cell ``n_fragments`` (its fragment lines),
+        ``n_fragments_in_universe``, ``frac_in_universe`` and ``n_tokens``. ``barcodes`` (a
+        list, or a file with one per line) selects cells and fixes their order, and a listed
+        cell with no tokens gets ``[unk]`` (count 0, ``n_tokens`` 0; ``n_fragments`` 0 when it
+        is absent from the file); otherwise cells
         come in first-seen order and empty ones are dropped. ``min_fragments`` and
         ``max_fragments`` bound the number of fragment lines per barcode.
         ``on_error="skip"`` skips malformed lines and warns with their count; it also skips

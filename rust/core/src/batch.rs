@@ -29,9 +29,5 @@ pub fn tokenize_batch(tok: &Tokenizer, cells: &[Cell<'_>]) -> Result<Ragged> {
         ids.extend_from_slice(&r?);
         offsets.push(ids.len() as i64);
     }
-    Ok(Ragged {
-        ids,
-        offsets,
-        names: Vec::new(),
-    })
+    Ok(Ragged::unnamed(ids, offsets))
 }

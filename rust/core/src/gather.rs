@@ -95,11 +95,7 @@ pub fn peak_table(tok: &Tokenizer, peaks: &RegionSet) -> Ragged {
     for c in counts {
         offsets.push(offsets[offsets.len() - 1] + c);
     }
-    Ragged {
-        ids,
-        offsets,
-        names: Vec::new(),
-    }
+    Ragged::unnamed(ids, offsets)
 }
 
 /// Parses an AnnData peak name, `chr1:100-600` or `chr1-100-600`: the end follows the last
@@ -488,11 +484,9 @@ pub fn gather_csr<P: CsrIndex, I: CsrIndex, D: Stored>(
     } else {
         dest.iter_mut().zip(parts.iter()).for_each(copy);
     }
-    Ok(Ragged {
-        ids,
-        offsets,
-        names,
-    })
+    let mut out = Ragged::unnamed(ids, offsets);
+    out.names = names;
+    Ok(out)
 }
 
 /// The peak of CSR entry `k` of row `r`, or `None` when its stored value is zero.

@@ -9,6 +9,13 @@
 //! [`RaggedRef`] borrows them, checked once by [`RaggedRef::new`], and carries the
 //! operations: [`take`](RaggedRef::take), [`concat`], [`truncate`](RaggedRef::truncate) and
 //! [`pad`](RaggedRef::pad).
+//!
+//! Beside the ids a result may carry `counts` (one `u32` per id, aligned with `ids`: for
+//! fragment files, how many of the cell's fragments overlap that region; the CSR matrix's
+//! `data`), which `take`, `concat` and `truncate` carry along, and `qc` ([`CellQc`], one
+//! value per cell: what the tokenization read of each cell), which the tokenizing
+//! functions fill and the operations leave to their caller (the Python layer selects it
+//! with the cells).
 
 use rayon::prelude::*;
 
@@ -16,32 +23,64 @@ use crate::error::{Error, Result};
 use crate::pad::{for_each_kept, Truncation};
 use crate::parallel;
 
-/// Ragged token ids with, optionally, one name (barcode, file or cell id) per cell.
+/// What a tokenization read of each cell, one value per cell (all three the same length).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CellQc {
+    /// Input intervals of the cell (for fragment files, its well-formed fragment lines).
+    pub n_fragments: Vec<u64>,
+    /// Those that overlap at least one universe region.
+    pub n_in_universe: Vec<u64>,
+    /// Universe ids the cell got (0 for a cell given only the `[unk]` placeholder).
+    pub n_tokens: Vec<u64>,
+}
+
+impl CellQc {
+    /// Appends one cell's numbers.
+    pub fn push(&mut self, n_fragments: u64, n_in_universe: u64, n_tokens: u64) {
+        self.n_fragments.push(n_fragments);
+        self.n_in_universe.push(n_in_universe);
+        self.n_tokens.push(n_tokens);
+    }
+
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        self.n_tokens.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Ragged token ids with, optionally, one name (barcode, file or cell id) per cell, one
+/// count per id and the cells' QC numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ragged {
     pub ids: Vec<i32>,
     pub offsets: Vec<i64>,
     /// Empty (unnamed cells) or one name per cell.
     pub names: Vec<String>,
+    /// `None`, or one count per id (aligned with `ids`).
+    pub counts: Option<Vec<u32>>,
+    /// `None`, or what the tokenization read of each cell.
+    pub qc: Option<CellQc>,
 }
 
 impl Default for Ragged {
     fn default() -> Self {
-        Ragged {
-            ids: Vec::new(),
-            offsets: vec![0],
-            names: Vec::new(),
-        }
+        Ragged::unnamed(Vec::new(), vec![0])
     }
 }
 
 impl Ragged {
     /// Unnamed cells from buffers already known to be valid (made by this crate).
-    fn unnamed(ids: Vec<i32>, offsets: Vec<i64>) -> Self {
+    pub(crate) fn unnamed(ids: Vec<i32>, offsets: Vec<i64>) -> Self {
         Ragged {
             ids,
             offsets,
             names: Vec::new(),
+            counts: None,
+            qc: None,
         }
     }
 
@@ -66,22 +105,28 @@ impl Ragged {
         &self.ids[self.offsets[i] as usize..self.offsets[i + 1] as usize]
     }
 
+    /// Counts of cell `i`, when the cells have counts.
+    pub fn cell_counts(&self, i: usize) -> Option<&[u32]> {
+        let range = self.offsets[i] as usize..self.offsets[i + 1] as usize;
+        self.counts.as_ref().map(|c| &c[range])
+    }
+
     /// A borrowed view (the buffers are valid by construction).
     pub fn view(&self) -> RaggedRef<'_> {
         RaggedRef {
             ids: &self.ids,
             offsets: &self.offsets,
+            counts: self.counts.as_deref(),
         }
     }
 
     /// Joins per-cell id vectors into one buffer.
     pub fn from_cells(names: Vec<String>, cells: Vec<Vec<i32>>) -> Self {
         let total = cells.iter().map(Vec::len).sum();
-        let mut out = Ragged {
-            ids: Vec::with_capacity(total),
-            offsets: Vec::with_capacity(cells.len() + 1),
-            names: Vec::new(),
-        };
+        let mut out = Ragged::unnamed(
+            Vec::with_capacity(total),
+            Vec::with_capacity(cells.len() + 1),
+        );
         out.offsets.push(0);
         for c in &cells {
             out.ids.extend_from_slice(c);
@@ -93,11 +138,13 @@ impl Ragged {
 }
 
 /// Borrowed ragged ids whose offsets have been checked: they start at 0, never decrease
-/// and end at `ids.len()`, so every cell's range is in bounds.
+/// and end at `ids.len()`, so every cell's range is in bounds; counts, when present, are
+/// as many as the ids.
 #[derive(Debug, Clone, Copy)]
 pub struct RaggedRef<'a> {
     ids: &'a [i32],
     offsets: &'a [i64],
+    counts: Option<&'a [u32]>,
 }
 
 /// Cells per parallel job when copying ids.
@@ -130,11 +177,35 @@ impl<'a> RaggedRef<'a> {
         if usize::try_from(last).ok() != Some(ids.len()) {
             return bad(format!("the last offset is {last}"));
         }
-        Ok(RaggedRef { ids, offsets })
+        Ok(RaggedRef {
+            ids,
+            offsets,
+            counts: None,
+        })
+    }
+
+    /// The same cells with one count per id.
+    pub fn with_counts(self, counts: &'a [u32]) -> Result<Self> {
+        if counts.len() != self.ids.len() {
+            return Err(Error::InvalidInput(format!(
+                "{} counts for {} ids: counts must be aligned with ids",
+                counts.len(),
+                self.ids.len()
+            )));
+        }
+        Ok(RaggedRef {
+            counts: Some(counts),
+            ..self
+        })
     }
 
     pub fn ids(&self) -> &'a [i32] {
         self.ids
+    }
+
+    /// One count per id, when the cells have counts.
+    pub fn counts(&self) -> Option<&'a [u32]> {
+        self.counts
     }
 
     pub fn offsets(&self) -> &'a [i64] {
@@ -196,53 +267,61 @@ impl<'a> RaggedRef<'a> {
                 .ok_or_else(|| Error::InvalidInput("the selection is too large".into()))?;
             offsets.push(end);
         }
-        let ids = self.gather_ids(&cells, &offsets, |i| self.cell(i))?;
-        Ok(Ragged::unnamed(ids, offsets))
+        let ids = gather(&cells, &offsets, |i| self.cell(i))?;
+        let counts = match self.counts {
+            Some(c) => Some(gather(&cells, &offsets, |i| &c[self.range(i)])?),
+            None => None,
+        };
+        let mut out = Ragged::unnamed(ids, offsets);
+        out.counts = counts;
+        Ok(out)
     }
+}
 
-    /// Fills an id buffer laid out by `offsets`, cell `k` from `source(cells[k])`, in
-    /// parallel for large outputs.
-    fn gather_ids<'s>(
-        &self,
-        cells: &[usize],
-        offsets: &[i64],
-        source: impl Fn(usize) -> &'s [i32] + Sync,
-    ) -> Result<Vec<i32>> {
-        let total = usize::try_from(offsets[offsets.len() - 1])
-            .map_err(|_| Error::InvalidInput("the selection is too large".into()))?;
-        let mut ids = Vec::new();
-        ids.try_reserve_exact(total)
-            .map_err(|_| Error::InvalidInput(format!("{total} ids are too many to allocate")))?;
-        if parallel::num_threads() <= 1 || total < 1 << 16 {
-            for &c in cells {
-                ids.extend_from_slice(source(c));
+/// Fills a buffer laid out by `offsets`, cell `k` from `source(cells[k])`, in parallel for
+/// large outputs.
+fn gather<'s, T: Copy + Default + Send + Sync + 's>(
+    cells: &[usize],
+    offsets: &[i64],
+    source: impl Fn(usize) -> &'s [T] + Sync,
+) -> Result<Vec<T>> {
+    let total = usize::try_from(offsets[offsets.len() - 1])
+        .map_err(|_| Error::InvalidInput("the selection is too large".into()))?;
+    let mut ids = Vec::new();
+    ids.try_reserve_exact(total)
+        .map_err(|_| Error::InvalidInput(format!("{total} ids are too many to allocate")))?;
+    if parallel::num_threads() <= 1 || total < 1 << 16 {
+        for &c in cells {
+            ids.extend_from_slice(source(c));
+        }
+        return Ok(ids);
+    }
+    ids.resize(total, T::default());
+    let mut jobs: Vec<(&[usize], &mut [T])> = Vec::new();
+    let mut rest = ids.as_mut_slice();
+    for (k, chunk) in cells.chunks(CELLS_PER_JOB).enumerate() {
+        let lo = offsets[k * CELLS_PER_JOB];
+        let hi = offsets[k * CELLS_PER_JOB + chunk.len()];
+        let (head, tail) = rest.split_at_mut((hi - lo) as usize);
+        jobs.push((chunk, head));
+        rest = tail;
+    }
+    parallel::install(|| {
+        jobs.par_iter_mut().for_each(|(chunk, out)| {
+            let mut at = 0;
+            for &c in chunk.iter() {
+                let src = source(c);
+                out[at..at + src.len()].copy_from_slice(src);
+                at += src.len();
             }
-            return Ok(ids);
-        }
-        ids.resize(total, 0);
-        let mut jobs: Vec<(&[usize], &mut [i32])> = Vec::new();
-        let mut rest = ids.as_mut_slice();
-        for (k, chunk) in cells.chunks(CELLS_PER_JOB).enumerate() {
-            let lo = offsets[k * CELLS_PER_JOB];
-            let hi = offsets[k * CELLS_PER_JOB + chunk.len()];
-            let (head, tail) = rest.split_at_mut((hi - lo) as usize);
-            jobs.push((chunk, head));
-            rest = tail;
-        }
-        parallel::install(|| {
-            jobs.par_iter_mut().for_each(|(chunk, out)| {
-                let mut at = 0;
-                for &c in chunk.iter() {
-                    let src = source(c);
-                    out[at..at + src.len()].copy_from_slice(src);
-                    at += src.len();
-                }
-            })
-        });
-        Ok(ids)
-    }
+        })
+    });
+    Ok(ids)
+}
 
-    /// Every cell cut to at most `max_len` ids (see [`crate::pad`] for the rules).
+impl<'a> RaggedRef<'a> {
+    /// Every cell cut to at most `max_len` ids (see [`crate::pad`] for the rules); counts
+    /// are cut with their ids (the rule picks positions, whatever the values).
     pub fn truncate(&self, max_len: usize, how: Truncation) -> Ragged {
         let n = self.len();
         let mut offsets = Vec::with_capacity(n + 1);
@@ -257,7 +336,18 @@ impl<'a> RaggedRef<'a> {
         for i in 0..n {
             for_each_kept(self.cell(i), Some(max_len), how, i as u64, |x| ids.push(x));
         }
-        Ragged::unnamed(ids, offsets)
+        let counts = self.counts.map(|c| {
+            let mut kept = Vec::with_capacity(end as usize);
+            for i in 0..n {
+                for_each_kept(&c[self.range(i)], Some(max_len), how, i as u64, |x| {
+                    kept.push(x)
+                });
+            }
+            kept
+        });
+        let mut out = Ragged::unnamed(ids, offsets);
+        out.counts = counts;
+        out
     }
 
     /// Rows of `width` ids (`[n_cells * width]`, row-major, as `i64`) and the matching
@@ -267,7 +357,7 @@ impl<'a> RaggedRef<'a> {
     }
 }
 
-/// The cells of `parts`, one part after another.
+/// The cells of `parts`, one part after another; with counts when every part has them.
 pub fn concat(parts: &[RaggedRef<'_>]) -> Result<Ragged> {
     let too_large = || Error::InvalidInput("the concatenated cells are too large".into());
     let n_cells: usize = parts.iter().map(RaggedRef::len).sum();
@@ -285,7 +375,19 @@ pub fn concat(parts: &[RaggedRef<'_>]) -> Result<Ragged> {
         offsets.extend(p.offsets[1..].iter().map(|&o| base + o));
         ids.extend_from_slice(p.ids);
     }
-    Ok(Ragged::unnamed(ids, offsets))
+    let counts = if !parts.is_empty() && parts.iter().all(|p| p.counts.is_some()) {
+        let mut counts = Vec::new();
+        counts.try_reserve_exact(n_ids).map_err(|_| too_large())?;
+        for c in parts.iter().filter_map(|p| p.counts) {
+            counts.extend_from_slice(c);
+        }
+        Some(counts)
+    } else {
+        None
+    };
+    let mut out = Ragged::unnamed(ids, offsets);
+    out.counts = counts;
+    Ok(out)
 }
 
 #[cfg(test)]

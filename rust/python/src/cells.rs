@@ -82,7 +82,7 @@ pub fn tokenize_fragments<'py>(
         d.set_item("missing_eof_at", at)?;
     }
     let names = std::mem::take(&mut ragged.names);
-    Ok((PyRagged::from_core(py, ragged), names, d))
+    Ok((PyRagged::from_core(py, ragged)?, names, d))
 }
 
 /// The peaks of a cells x peaks matrix mapped to universe ids, built once (overlaps and
@@ -105,7 +105,7 @@ fn gather_typed<'py, I: CsrIndex + Element, D: Stored + Element>(
         data,
     };
     let r = py.detach(|| table.gather(&matrix, None))?;
-    Ok(PyRagged::from_core(py, r))
+    Ok(PyRagged::from_core(py, r)?)
 }
 
 #[pymethods]

@@ -5,37 +5,64 @@
 //! into NumPy (`into_pyarray`) without one. The offsets are checked when it is built and
 //! checked again (one pass over `n_cells + 1` values) before each operation reads through
 //! them, because the arrays may still be written through another reference.
+//!
+//! Beside them it may hold `counts` (uint32, one per id), which `take`, `concat` and
+//! `truncate` carry along, and `qc`, the per-cell numbers a tokenization measured (a dict
+//! of int64 arrays), which only the tokenizing functions set: the Python layer selects it
+//! with the cells.
 
-use atacformer_core::ragged::{concat, Ragged, RaggedRef};
+use atacformer_core::ragged::{concat, CellQc, Ragged, RaggedRef};
 use numpy::ndarray::Array2;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyTuple};
 
 use crate::convert::{collect, length, signed, truncation};
 use crate::errors::{self, invalid};
 
-/// Token ids of many cells: int32 `ids`, int64 `offsets` (`n_cells + 1`, from 0).
+/// Token ids of many cells: int32 `ids`, int64 `offsets` (`n_cells + 1`, from 0), and
+/// optionally uint32 `counts` (one per id) and the per-cell `qc`.
 #[pyclass(frozen, module = "atacformer._core", name = "Ragged")]
 pub struct PyRagged {
     ids: Py<PyArray1<i32>>,
     offsets: Py<PyArray1<i64>>,
+    counts: Option<Py<PyArray1<u32>>>,
+    qc: Option<Py<PyDict>>,
+}
+
+/// The core's per-cell numbers as a dict of int64 arrays, named as in the atlas's `obs`.
+fn qc_dict(py: Python<'_>, qc: CellQc) -> PyResult<Py<PyDict>> {
+    let as_i64 = |v: Vec<u64>| -> Vec<i64> {
+        v.into_iter()
+            .map(|x| i64::try_from(x).unwrap_or(i64::MAX))
+            .collect()
+    };
+    let d = PyDict::new(py);
+    d.set_item("n_fragments", as_i64(qc.n_fragments).into_pyarray(py))?;
+    d.set_item(
+        "n_fragments_in_universe",
+        as_i64(qc.n_in_universe).into_pyarray(py),
+    )?;
+    d.set_item("n_tokens", as_i64(qc.n_tokens).into_pyarray(py))?;
+    Ok(d.unbind())
 }
 
 type Padded<'py> = (Bound<'py, PyArray2<i64>>, Bound<'py, PyArray2<i64>>);
 
 impl PyRagged {
-    /// Moves a core result into NumPy arrays (no copy).
-    pub fn from_core(py: Python<'_>, r: Ragged) -> Self {
-        PyRagged {
+    /// Moves a core result into NumPy arrays (no copy of the ids or counts).
+    pub fn from_core(py: Python<'_>, r: Ragged) -> PyResult<Self> {
+        Ok(PyRagged {
             ids: r.ids.into_pyarray(py).unbind(),
             offsets: r.offsets.into_pyarray(py).unbind(),
-        }
+            counts: r.counts.map(|c| c.into_pyarray(py).unbind()),
+            qc: r.qc.map(|q| qc_dict(py, q)).transpose()?,
+        })
     }
 
-    /// Runs `f` on the checked, borrowed view of the buffers.
+    /// Runs `f` on the checked, borrowed view of the buffers (with the counts).
     fn with_view<R>(
         &self,
         py: Python<'_>,
@@ -43,25 +70,38 @@ impl PyRagged {
     ) -> errors::Result<R> {
         let ids = self.ids.bind(py).readonly();
         let offsets = self.offsets.bind(py).readonly();
-        f(RaggedRef::new(ids.as_slice()?, offsets.as_slice()?)?)
+        let counts = self.counts.as_ref().map(|c| c.bind(py).readonly());
+        let view = RaggedRef::new(ids.as_slice()?, offsets.as_slice()?)?;
+        match &counts {
+            Some(c) => f(view.with_counts(c.as_slice()?)?),
+            None => f(view),
+        }
     }
 }
 
 #[pymethods]
 impl PyRagged {
-    /// Wraps `ids` (int32) and `offsets` (int64), both 1-D and contiguous, without a copy.
+    /// Wraps `ids` (int32), `offsets` (int64) and `counts` (uint32, one per id, or None),
+    /// all 1-D and contiguous, without a copy.
     #[new]
+    #[pyo3(signature = (ids, offsets, counts = None))]
     fn new(
         py: Python<'_>,
         ids: Bound<'_, PyArray1<i32>>,
         offsets: Bound<'_, PyArray1<i64>>,
+        counts: Option<Bound<'_, PyArray1<u32>>>,
     ) -> errors::Result<Self> {
-        if !ids.is_contiguous() || !offsets.is_contiguous() {
-            return Err(invalid("ids and offsets must be contiguous arrays").into());
+        if !ids.is_contiguous()
+            || !offsets.is_contiguous()
+            || counts.as_ref().is_some_and(|c| !c.is_contiguous())
+        {
+            return Err(invalid("ids, offsets and counts must be contiguous arrays").into());
         }
         let this = PyRagged {
             ids: ids.unbind(),
             offsets: offsets.unbind(),
+            counts: counts.map(Bound::unbind),
+            qc: None,
         };
         this.with_view(py, |_| Ok(()))?;
         Ok(this)
@@ -79,6 +119,19 @@ impl PyRagged {
         self.offsets.clone_ref(py)
     }
 
+    /// One count per id (uint32), or None.
+    #[getter]
+    fn counts(&self, py: Python<'_>) -> Option<Py<PyArray1<u32>>> {
+        self.counts.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    /// The per-cell numbers the tokenization measured (`n_fragments`,
+    /// `n_fragments_in_universe`, `n_tokens`: int64 arrays), or None.
+    #[getter]
+    fn qc(&self, py: Python<'_>) -> Option<Py<PyDict>> {
+        self.qc.as_ref().map(|q| q.clone_ref(py))
+    }
+
     fn __len__(&self, py: Python<'_>) -> usize {
         PyUntypedArrayMethods::len(self.offsets.bind(py)).saturating_sub(1)
     }
@@ -92,7 +145,7 @@ impl PyRagged {
     fn take(&self, py: Python<'_>, indices: PyReadonlyArray1<'_, i64>) -> errors::Result<Self> {
         let indices = indices.as_slice()?;
         let out = self.with_view(py, |r| Ok(py.detach(|| r.take(indices))?))?;
-        Ok(Self::from_core(py, out))
+        Ok(Self::from_core(py, out)?)
     }
 
     /// The cells of `parts`, one part after another.
@@ -103,15 +156,25 @@ impl PyRagged {
             .iter()
             .map(|p| {
                 let p = p.get();
-                Ok((p.ids.bind(py).readonly(), p.offsets.bind(py).readonly()))
+                Ok((
+                    p.ids.bind(py).readonly(),
+                    p.offsets.bind(py).readonly(),
+                    p.counts.as_ref().map(|c| c.bind(py).readonly()),
+                ))
             })
             .collect::<PyResult<Vec<_>>>()?;
         let views = guards
             .iter()
-            .map(|(i, o)| Ok(RaggedRef::new(i.as_slice()?, o.as_slice()?)?))
+            .map(|(i, o, c)| {
+                let view = RaggedRef::new(i.as_slice()?, o.as_slice()?)?;
+                Ok(match c {
+                    Some(c) => view.with_counts(c.as_slice()?)?,
+                    None => view,
+                })
+            })
             .collect::<errors::Result<Vec<_>>>()?;
         let out = py.detach(|| concat(&views))?;
-        Ok(Self::from_core(py, out))
+        Ok(Self::from_core(py, out)?)
     }
 
     /// One cell per int32 array of `cells`, joined into one buffer.
@@ -129,7 +192,7 @@ impl PyRagged {
             .map(|(s, b)| RaggedRef::new(s, b))
             .collect::<Result<Vec<_>, _>>()?;
         let out = py.detach(|| concat(&views))?;
-        Ok(Self::from_core(py, out))
+        Ok(Self::from_core(py, out)?)
     }
 
     /// Every cell cut to at most `max_length` ids: the first ones, or a seeded random
@@ -145,7 +208,7 @@ impl PyRagged {
         let max_length = length(max_length, "max_length")?;
         let how = truncation(strategy, seed)?;
         let out = self.with_view(py, |r| Ok(py.detach(|| r.truncate(max_length, how))))?;
-        Ok(Self::from_core(py, out))
+        Ok(Self::from_core(py, out)?)
     }
 
     /// `(input_ids, attention_mask)`, both `[n_cells, width]` int64, cells cut to `width`.
@@ -172,7 +235,12 @@ impl PyRagged {
 
     fn __reduce__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
         let ctor = py.get_type::<PyRagged>();
-        (ctor, (self.ids.clone_ref(py), self.offsets.clone_ref(py))).into_pyobject(py)
+        let counts = self.counts.as_ref().map(|c| c.clone_ref(py));
+        (
+            ctor,
+            (self.ids.clone_ref(py), self.offsets.clone_ref(py), counts),
+        )
+            .into_pyobject(py)
     }
 
     fn __repr__(&self, py: Python<'_>) -> String {

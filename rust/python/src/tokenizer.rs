@@ -54,7 +54,7 @@ impl PyTokenizer {
             .collect();
         let tok = &*self.0;
         let cells = py.detach(|| tokenize_batch(tok, &batch))?;
-        Ok(PyRagged::from_core(py, cells))
+        Ok(PyRagged::from_core(py, cells)?)
     }
 
     fn id_of(&self, token: &str) -> u32 {

@@ -23,34 +23,83 @@ use crate::error::{Error, Result};
 use crate::hash::FastHasher;
 use crate::io::MAX_LINE_BYTES;
 use crate::prefetch::prefetch;
-use crate::ragged::Ragged;
+use crate::ragged::{CellQc, Ragged};
 use crate::tokenizer::{Special, Tokenizer};
 use crate::universe::GenomicOrder;
 
-/// Ids (or ranks) gathered for one barcode so far: 32 bytes, and no heap memory while it
-/// has no ids.
+/// What one barcode gathered so far: 40 bytes, and no heap memory while it has no ids.
 #[derive(Debug, Default)]
 struct Cell {
-    ids: Vec<u32>,
+    /// With unique ids, one [`entry`] per (rank, count) (a rank may repeat until the buffer
+    /// is compacted); otherwise one universe id per overlap, in file order.
+    ids: Vec<u64>,
     /// Fragment lines of the barcode.
     lines: u64,
+    /// Those of its lines that overlap at least one universe region.
+    in_universe: u64,
+}
+
+/// A unique-mode entry: the genomic rank in the high half, the count in the low half, so
+/// that sorting entries sorts by rank.
+#[inline]
+fn entry(rank: u32, count: u32) -> u64 {
+    (u64::from(rank) << 32) | u64::from(count)
+}
+
+#[inline]
+fn rank_of(e: u64) -> u32 {
+    (e >> 32) as u32
+}
+
+#[inline]
+fn count_of(e: u64) -> u32 {
+    e as u32
+}
+
+/// Sorts entries by rank and folds each rank's entries into one, summing the counts
+/// (saturating at `u32::MAX`).
+fn compact(ids: &mut Vec<u64>) {
+    if !ids.is_sorted() {
+        ids.sort_unstable();
+    }
+    ids.dedup_by(|later, kept| {
+        if rank_of(*later) != rank_of(*kept) {
+            return false;
+        }
+        let sum = count_of(*kept).saturating_add(count_of(*later));
+        *kept = entry(rank_of(*kept), sum);
+        true
+    });
 }
 
 impl Cell {
     const FIRST_COMPACTION: usize = 4096;
 
-    /// With unique ids: sorts and deduplicates a full buffer before it grows, and grows it
-    /// only when that frees less than half, so duplicates never take more than about four
-    /// times the output.
+    /// Counts one overlap of the region of genomic rank `r` (unique ids).
+    #[inline]
+    fn count(&mut self, r: u32) {
+        if let Some(last) = self.ids.last_mut() {
+            if rank_of(*last) == r {
+                // Consecutive fragments on one region: the common case, counted in place.
+                if count_of(*last) != u32::MAX {
+                    *last += 1;
+                }
+                return;
+            }
+        }
+        self.make_room();
+        self.ids.push(entry(r, 1));
+    }
+
+    /// With unique ids: compacts a full buffer before it grows (see [`compact`]), and
+    /// grows it only when that frees less than half, so repeated ranks never take more
+    /// than about four times the output.
     #[inline]
     fn make_room(&mut self) {
         if self.ids.len() < self.ids.capacity() || self.ids.len() < Self::FIRST_COMPACTION {
             return;
         }
-        if !self.ids.is_sorted() {
-            self.ids.sort_unstable();
-        }
-        self.ids.dedup();
+        compact(&mut self.ids);
         if 2 * self.ids.len() > self.ids.capacity() {
             self.ids.reserve(self.ids.capacity());
         }
@@ -383,6 +432,7 @@ impl Merger {
             at += n;
             let cell = &mut self.cells[g as usize];
             cell.lines += 1;
+            cell.in_universe += u64::from(n > 0);
             if self.max_fragments.is_some_and(|m| cell.lines > m) {
                 // Too many lines to be kept, whatever follows: its ids go now.
                 if cell.ids.capacity() > 0 {
@@ -392,13 +442,10 @@ impl Merger {
             }
             if self.unique {
                 for &r in ids {
-                    if cell.ids.last() != Some(&r) {
-                        cell.make_room();
-                        cell.ids.push(r);
-                    }
+                    cell.count(r);
                 }
             } else {
-                cell.ids.extend_from_slice(ids);
+                cell.ids.extend(ids.iter().map(|&id| u64::from(id)));
             }
         }
         self.stats.lines += body.lines;
@@ -438,7 +485,7 @@ impl Merger {
         Ok(g)
     }
 
-    /// Filters, sorts and joins the cells.
+    /// Filters, sorts and joins the cells, with their counts (unique ids) and QC numbers.
     pub(super) fn into_ragged(
         self,
         tok: &Tokenizer,
@@ -459,14 +506,8 @@ impl Merger {
         let finish = |c: &mut Cell| {
             if !keep(c) {
                 c.ids = Vec::new();
-            } else if let Some(order) = order {
-                if !c.ids.is_sorted() {
-                    c.ids.sort_unstable();
-                }
-                c.ids.dedup();
-                for r in &mut c.ids {
-                    *r = order.ids()[*r as usize];
-                }
+            } else if order.is_some() {
+                compact(&mut c.ids);
             }
         };
         if par {
@@ -475,26 +516,38 @@ impl Merger {
             cells.iter_mut().for_each(finish);
         }
         let unk = tok.special_id(Special::Unk) as i32;
+        let n_kept = cells.iter().filter(|c| keep(c)).count();
         let total: usize = cells.iter().map(|c| c.ids.len().max(1)).sum();
-        let mut out = Ragged {
-            ids: Vec::with_capacity(total),
-            offsets: Vec::with_capacity(cells.len() + 1),
-            names: Vec::new(),
-        };
+        let mut out = Ragged::unnamed(Vec::with_capacity(total), Vec::with_capacity(n_kept + 1));
         out.offsets.push(0);
+        let mut counts: Vec<u32> = Vec::with_capacity(if order.is_some() { total } else { 0 });
+        let mut qc = CellQc::default();
         for (i, cell) in cells.into_iter().enumerate() {
             if !keep(&cell) || (cell.ids.is_empty() && !listed) {
                 continue;
             }
             let name = String::from_utf8_lossy(names.name(i)).into_owned();
+            qc.push(cell.lines, cell.in_universe, cell.ids.len() as u64);
             if cell.ids.is_empty() {
+                // A listed cell with no tokens: the placeholder, overlapped by nothing.
                 out.ids.push(unk);
+                counts.push(0);
+            } else if let Some(order) = order {
+                let by_rank = order.ids();
+                out.ids.extend(
+                    cell.ids
+                        .iter()
+                        .map(|&e| by_rank[rank_of(e) as usize] as i32),
+                );
+                counts.extend(cell.ids.iter().map(|&e| count_of(e)));
             } else {
                 out.ids.extend(cell.ids.iter().map(|&id| id as i32));
             }
             out.offsets.push(out.ids.len() as i64);
             out.names.push(name);
         }
+        out.counts = order.is_some().then_some(counts);
+        out.qc = Some(qc);
         (out, stats)
     }
 }

@@ -17,11 +17,21 @@
 //! - `unique = false`: every overlap of every fragment, fragments in file order and the
 //!   overlaps of one fragment in (start, end) order, duplicates kept.
 //!
+//! # Counts and QC
+//! With `unique`, [`Ragged::counts`] gives, for each id of a cell, how many of the cell's
+//! fragment lines overlap that region (lines, not the `count` column; a PCR duplicate
+//! left in the file counts again). Without `unique` there are no counts (the repeats are
+//! the ids). [`Ragged::qc`] gives per cell `n_fragments` (its well-formed lines, as
+//! `min_fragments` counts them), `n_in_universe` (those overlapping at least one region)
+//! and `n_tokens` (its universe ids, 0 for the `[unk]` placeholder).
+//!
 //! # Cells
 //! - Without `barcodes`, cells come in the order their barcode first appears in the file,
 //!   and cells left with no tokens are dropped.
 //! - With `barcodes`, the output has exactly those cells in that order; a listed cell with
-//!   no tokens (including one absent from the file) gets `[unk]`. Lines of other barcodes
+//!   no tokens (including one absent from the file) gets `[unk]`, with count 0 (no
+//!   fragment overlaps it) and `n_tokens` 0; one absent from the file has
+//!   `n_fragments` 0. Lines of other barcodes
 //!   are parsed and checked but not queried. A listed barcode may not appear twice.
 //! - `min_fragments` / `max_fragments` count the fragment lines of a barcode (all its
 //!   well-formed lines, whether or not they overlap the universe; the `count` column is not
@@ -51,12 +61,15 @@
 //! chunks are merged. Merging is serial and in file order, so the first-seen order of cells
 //! is exact, and it overlaps with the reading of the next batch and the parsing of the one
 //! after. Parallel work runs in [`crate::parallel`]'s pool (serially after a fork). Memory
-//! is the output plus a few chunks per thread, plus about 64 bytes per distinct barcode
-//! (its bytes, a 4-byte index slot or two and a 32-byte cell; the workers' fast table holds
+//! is the output plus a few chunks per thread, plus about 72 bytes per distinct barcode
+//! (its bytes, a 4-byte index slot or two and a 40-byte cell; the workers' fast table holds
 //! the first 2^18 barcodes only). A barcode past `max_fragments` can no longer be a cell,
-//! and its ids are dropped at once. With `unique`, a cell's ids are sorted and deduplicated
-//! whenever their buffer is full (from 4096 ids on), and the buffer grows only when that
-//! frees less than half, so duplicates never hold more than about four times the output.
+//! and its ids are dropped at once. With `unique`, a cell holds 8-byte (rank, count)
+//! entries: a fragment on the same region as the entry before it adds to that count in
+//! place (the common case in a position-sorted file), and whenever the buffer is full
+//! (from 4096 entries on) it is sorted and each rank's entries folded into one, summing
+//! their counts; the buffer grows only when that frees less than half, so repeated ranks
+//! never hold more than about four times the output (ids and counts).
 //!
 //! - `chunks`: opening the file and cutting it into chunks (text, or raw BGZF blocks).
 //! - `worker`: one chunk in a worker: inflating, splitting into lines, parsing, querying.

@@ -729,3 +729,84 @@ fn barcodes_past_the_workers_table_are_resolved_by_the_merger() {
     let (r, _) = run_everywhere(&tok, text.as_bytes(), &opts).expect("valid");
     assert_eq!(cells(&r), owned(&[("B", &[2])]));
 }
+
+#[test]
+fn hand_checked_counts_and_qc() {
+    let (tok, text) = small();
+    let (r, _) = run_everywhere(&tok, text.as_bytes(), &FragmentOptions::default()).expect("valid");
+    // B: chr2:10-20 hits id 2; chr1:190-210 hits ids 0 and 1. A: chr1:160-170 twice
+    // (ids 0 and 1 each time), chr10:5-6 (id 3), chr2:0-1 (id 2), chrX overlaps nothing.
+    assert_eq!(r.cell_counts(0), Some(&[1, 1, 1][..]));
+    assert_eq!(r.cell_counts(1), Some(&[2, 2, 1, 1][..]));
+    let qc = r.qc.as_ref().expect("fragments measure qc");
+    assert_eq!(qc.n_fragments, vec![2, 5]);
+    assert_eq!(qc.n_in_universe, vec![2, 4]);
+    assert_eq!(qc.n_tokens, vec![3, 4]);
+    // A listed barcode with no tokens and one absent from the file: [unk], count 0.
+    let listed = FragmentOptions {
+        barcodes: Some(vec!["C".into(), "A".into(), "Z".into()]),
+        ..FragmentOptions::default()
+    };
+    let (r, _) = run_everywhere(&tok, text.as_bytes(), &listed).expect("valid");
+    let unk = tok.special_id(Special::Unk) as i32;
+    assert_eq!(r.cell(0), &[unk]);
+    assert_eq!(r.cell_counts(0), Some(&[0][..]));
+    assert_eq!(r.cell_counts(1), Some(&[2, 2, 1, 1][..]));
+    assert_eq!(r.cell_counts(2), Some(&[0][..]));
+    let qc = r.qc.as_ref().expect("fragments measure qc");
+    assert_eq!(qc.n_fragments, vec![1, 5, 0]);
+    assert_eq!(qc.n_in_universe, vec![0, 4, 0]);
+    assert_eq!(qc.n_tokens, vec![0, 4, 0]);
+    // Every overlap kept: no counts, the same qc.
+    let all = FragmentOptions {
+        unique: false,
+        ..FragmentOptions::default()
+    };
+    let (r, _) = run_everywhere(&tok, text.as_bytes(), &all).expect("valid");
+    assert_eq!(r.counts, None);
+    let qc = r.qc.as_ref().expect("fragments measure qc");
+    assert_eq!(qc.n_in_universe, vec![2, 4]);
+    assert_eq!(qc.n_tokens, vec![3, 6]);
+}
+
+#[test]
+fn counts_survive_compaction() {
+    // One cell whose overlaps pass the first compaction many times over, in an order that
+    // defeats the in-place count (ranks cycle), against counts made by hand.
+    let regions: Vec<(String, u32, u32)> = (0..50u32)
+        .map(|i| ("chr1".to_string(), i * 10, i * 10 + 10))
+        .collect();
+    let refs: Vec<(&str, u32, u32)> = regions
+        .iter()
+        .map(|(c, s, e)| (c.as_str(), *s, *e))
+        .collect();
+    let tok = tokenizer(&refs);
+    let mut text = String::new();
+    let mut want = vec![0u32; 50];
+    let mut rng = Rng::new(7);
+    for _ in 0..20_000 {
+        let i = rng.below(50);
+        want[i as usize] += 1;
+        text.push_str(&format!("chr1\t{}\t{}\tX\t1\n", i * 10 + 2, i * 10 + 5));
+    }
+    let (r, _) = run(
+        &tok,
+        &temp_file("cycle.tsv", text.as_bytes()).0,
+        &FragmentOptions::default(),
+        &Tuning::default(),
+    )
+    .expect("valid");
+    let ids: Vec<i32> = want
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(i, _)| i as i32)
+        .collect();
+    assert_eq!(r.cell(0), ids.as_slice());
+    let counts: Vec<u32> = want.into_iter().filter(|&n| n > 0).collect();
+    assert_eq!(r.cell_counts(0), Some(counts.as_slice()));
+    assert_eq!(
+        r.qc.as_ref().map(|q| q.n_fragments.clone()),
+        Some(vec![20_000])
+    );
+}
