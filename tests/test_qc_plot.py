@@ -3,6 +3,8 @@ cut-offs drawn; and the QC columns that ``tl.embed`` copies into ``obs``."""
 
 from __future__ import annotations
 
+import json
+
 import anndata as ad
 import matplotlib
 import numpy as np
@@ -10,7 +12,8 @@ import pandas as pd
 import pytest
 
 import atacformer as af
-from atacformer import pl
+from atacformer import pl, synthetic, tl
+from atacformer.hub import DEMO_MODEL_DIR
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -106,3 +109,45 @@ def test_missing_columns_are_named():
         pl.qc(adata)
     with pytest.raises(af.AtacformerTypeError, match="expected an AnnData"):
         pl.qc(adata.obs)
+
+
+# ------------------------------------------- tl.embed copies the tokenization's QC into obs
+
+
+def in_universe_oracle(sample) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell, by brute force over each chromosome's peaks: fragment lines, and those that
+    overlap at least one peak (0-based half-open: start < peak end and peak start < end)."""
+    design, frags = sample.design, sample.fragments
+    hits = np.zeros(len(frags), dtype=bool)
+    for c in range(len(design.chrom_names)):
+        on = frags["chrom"] == c
+        starts = design.starts[design.chrom_index == c]
+        ends = design.ends[design.chrom_index == c]
+        s, e = frags["start"][on][:, None], frags["end"][on][:, None]
+        hits[on] = ((s < ends[None, :]) & (starts[None, :] < e)).any(axis=1)
+    total = np.bincount(frags["cell"], minlength=sample.n_cells)
+    inside = np.bincount(frags["cell"], weights=hits, minlength=sample.n_cells).astype(np.int64)
+    return total, inside
+
+
+def test_embed_puts_the_fragment_qc_in_obs_and_qc_draws_it(tmp_path):
+    record = json.loads((DEMO_MODEL_DIR / "synthetic.json").read_text())
+    design = synthetic.make_design(synthetic.DesignSpec(**record["design"]))
+    spec = synthetic.CellSpec(**{**record["eval_cells"], "n_cells": 30, "seed": 404})
+    sample = synthetic.sample_cells(design, spec)
+    path = sample.write_fragments(tmp_path / "cells.tsv.gz")
+    adata = tl.embed(path, "demo", progress=False)
+    total, inside = in_universe_oracle(sample)
+    row = {b: i for i, b in enumerate(sample.barcodes)}
+    order = np.array([row[name] for name in adata.obs_names])
+    obs = adata.obs
+    np.testing.assert_array_equal(obs["n_fragments"], total[order])
+    np.testing.assert_array_equal(obs["n_fragments_in_universe"], inside[order])
+    np.testing.assert_allclose(obs["frac_in_universe"], inside[order] / total[order])
+    lengths = np.asarray(obs["atacformer_n_tokens"])
+    np.testing.assert_array_equal(obs["n_tokens"], lengths)  # every cell overlaps something
+    threshold = int(np.median(total))
+    fig = pl.qc(adata, min_fragments=threshold, min_frac=0.5)
+    expected = int(np.sum((total >= threshold) & (inside / total >= 0.5)))
+    assert fig.axes[0].get_title() == f"{expected} of 30 cells pass"
+    plt.close(fig)

@@ -323,6 +323,8 @@ def qc(
                 label=f"{label} ({int(mask.sum()):,})" if label else None,
             )
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_plain_count)
+    ax.xaxis.set_minor_formatter(_two_and_five)  # labels 200, 500, 2,000, ... between decades
     if min_fragments is not None:
         ax.axvline(min_fragments, color="#c44e52", linestyle="--", linewidth=1)
     if min_frac is not None:
@@ -346,3 +348,16 @@ def qc(
     if show:
         plt.show()
     return fig
+
+
+def _plain_count(value: float, _position: Any = None) -> str:
+    """A log-axis tick as a plain count: 1,000 rather than 10^3."""
+    return f"{value:,.0f}" if value >= 1 else f"{value:g}"
+
+
+def _two_and_five(value: float, _position: Any = None) -> str:
+    """Minor log-axis ticks at 2 and 5 times a power of ten get a label; the rest none."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** np.floor(np.log10(value))
+    return _plain_count(value) if np.isclose(mantissa, [2, 5]).any() else ""

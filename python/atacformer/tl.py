@@ -44,6 +44,13 @@ def embed(
 
     - Given an ``AnnData``, tokenizes it (one cell per row), writes ``obsm[key_added]`` and
       ``obs["atacformer_n_tokens"]`` in place and returns the same object.
+    - In both cases ``obs`` gets the tokenization's per-cell QC
+      (:attr:`TokenizedCells.qc <atacformer.TokenizedCells.qc>`): ``n_tokens`` (universe
+      ids per cell) and, whenever the tokenization knew them (fragment files),
+      ``n_fragments``, ``n_fragments_in_universe`` and ``frac_in_universe``; plot them with
+      :func:`atacformer.pl.qc`. ``atacformer_n_tokens`` is the length of each cell's token
+      list as embedded, which counts the ``<unk>`` placeholder of a cell that overlaps
+      nothing (``n_tokens`` 0, ``atacformer_n_tokens`` 1).
     - Given anything else :func:`atacformer.pp.tokenize` reads (fragment or BED files, an
       ``.h5ad`` or ``.atok`` path, a ``TokenizedCells``), returns a new ``AnnData`` whose
       ``obs`` are the cells (index = cell names; an ``.h5ad`` keeps its ``obs`` columns) with
@@ -103,6 +110,8 @@ def embed(
     if adata is None:
         adata = _new_anndata(cells, obs)
     adata.obs["atacformer_n_tokens"] = cells.lengths
+    for name, values in cells.qc.items():  # n_fragments, frac_in_universe, n_tokens, ...
+        adata.obs[name] = values
     adata.obsm[key_added] = embeddings
     record = dict(adata.uns.get("atacformer", {}))
     for basis in _MAPS:  # a 2-D map drawn from the old embeddings no longer applies

@@ -56,7 +56,8 @@ def add_parser(sub: Any) -> None:
         "model: the mean of the encoder's token outputs, [n_cells, hidden] float32.\n"
         "OUT is chosen by its suffix:\n"
         "  .h5ad     obsm['X_atacformer'], obs from an .h5ad input (else cell names),\n"
-        "            plus obs['atacformer_n_tokens'] (and obs['atacformer_cluster'])\n"
+        "            plus obs['atacformer_n_tokens'], the per-cell QC (n_fragments,\n"
+        "            frac_in_universe, ...; see atacformer.pl.qc) and obs['atacformer_cluster']\n"
         "  .npy      the matrix alone, rows in the input's cell order\n"
         "  .parquet  a 'cell' column, then atacformer_0 ... atacformer_{hidden-1}",
         epilog=EXAMPLES,
@@ -177,7 +178,8 @@ def run(args: argparse.Namespace) -> int:
     if obs is not None:  # an .h5ad input: keep its obs, in the same row order
         table = obs.copy()
         table.index = table.index.astype(str)
-        table["atacformer_n_tokens"] = adata.obs["atacformer_n_tokens"].to_numpy()
+        for name in ("atacformer_n_tokens", *cells.qc):
+            table[name] = adata.obs[name].to_numpy()
         adata.obs = table
     adata.uns["atacformer"]["tokenizer"] = args.tokenizer or args.model
     clustered = bool(args.n_clusters) or bool(args.plot and not args.color_by)
