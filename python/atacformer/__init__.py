@@ -20,6 +20,7 @@ from ._core import (  # noqa: I001 - the extension imports .exceptions, so it co
     set_num_threads,
 )
 from ._encoding import BatchEncoding
+from .coverage import Coverage, CoverageWarning
 from .exceptions import (
     AtacformerError,
     AtacformerIndexError,
@@ -69,6 +70,8 @@ __all__ = [
     "AtacformerTypeError",
     "BatchEncoding",
     "ConfigError",
+    "Coverage",
+    "CoverageWarning",
     "InvalidInputError",
     "MissingDependencyError",
     "MissingFileError",

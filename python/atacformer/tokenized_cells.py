@@ -19,7 +19,8 @@ lines or input intervals), ``n_fragments_in_universe`` (int64, those overlapping
 one universe region), ``frac_in_universe`` (float64; 0 for a cell with no fragments) and
 ``n_tokens`` (int64, the universe ids the tokenization gave the cell; for cells built from
 arrays, their lengths). ``n_tokens`` is always there, the other three whenever the
-tokenization knew them. Slicing, :meth:`~TokenizedCells.take`,
+tokenization knew them. ``coverage`` (:class:`atacformer.Coverage` or None) describes the
+whole input of the tokenization. Slicing, :meth:`~TokenizedCells.take`,
 :meth:`~TokenizedCells.filter`, :meth:`~TokenizedCells.concat` and pickling carry both;
 :meth:`~TokenizedCells.truncate` cuts the counts with their ids and keeps ``qc`` as the
 tokenization measured it. ``concat`` keeps counts only when every part has them, and the
@@ -58,6 +59,7 @@ from . import _core
 from ._atomic import atomic_path
 from ._core import DEFAULT_SEED
 from ._encoding import BatchEncoding
+from .coverage import Coverage
 from .exceptions import (
     AtacformerIndexError,
     AtacformerTypeError,
@@ -95,6 +97,7 @@ class TokenizedCells:
         *,
         counts: Any = None,
         qc: Mapping[str, Any] | None = None,
+        coverage: Coverage | None = None,
     ) -> None:
         try:
             ids = np.asanyarray(ids)  # keeps a memory map a memory map
@@ -108,7 +111,7 @@ class TokenizedCells:
         if counts is not None:
             counts = _as_int_array(_flat_ids(counts, "counts"), np.uint32, "counts")
         # Checks the offsets, and the counts against the ids.
-        self._init(_core.Ragged(ids, offsets, counts), names, pad_token_id, qc)
+        self._init(_core.Ragged(ids, offsets, counts), names, pad_token_id, qc, coverage)
 
     def _init(
         self,
@@ -116,6 +119,7 @@ class TokenizedCells:
         names: Sequence[str] | None,
         pad_token_id: int | None,
         qc: Mapping[str, Any] | None = None,
+        coverage: Coverage | None = None,
     ) -> None:
         n = len(ragged)
         names = [str(i) for i in range(n)] if names is None else _items(names, "names")
@@ -127,6 +131,16 @@ class TokenizedCells:
         if qc is None:
             qc = ragged.qc
         self._qc: dict[str, np.ndarray] = _checked_qc(qc, n)
+        if coverage is None and ragged.coverage is not None:
+            coverage = Coverage._from_core(ragged.coverage)
+        if coverage is not None and not isinstance(coverage, Coverage):
+            raise AtacformerTypeError(
+                f"coverage must be an atacformer.Coverage, got {type(coverage).__name__}"
+            )
+        self.coverage: Coverage | None = coverage
+        """How well the tokenization's input covered the universe (None for cells not made
+        by a tokenization): it describes the whole input, and stays as it is when cells
+        are selected or truncated."""
 
     @classmethod
     def _wrap(
@@ -135,11 +149,12 @@ class TokenizedCells:
         names: Sequence[str] | None = None,
         pad_token_id: int | None = None,
         qc: Mapping[str, Any] | None = None,
+        coverage: Coverage | None = None,
     ) -> TokenizedCells:
         """Wraps a ``_core.Ragged`` (already checked) without touching its arrays; ``qc``
-        defaults to the one the core measured (``ragged.qc``)."""
+        and ``coverage`` default to those the core measured."""
         self = cls.__new__(cls)
-        self._init(ragged, names, pad_token_id, qc)
+        self._init(ragged, names, pad_token_id, qc, coverage)
         return self
 
     @classmethod
@@ -183,7 +198,10 @@ class TokenizedCells:
         qcs = [p.qc for p in parts]
         keys = [k for k in QC_KEYS if all(k in q for q in qcs)]
         qc = {k: np.concatenate([q[k] for q in qcs]) for k in keys} if parts else None
-        return cls._wrap(ragged, [n for p in parts for n in p.names], pad_token_id, qc)
+        covs = [p.coverage for p in parts]
+        coverage = Coverage.merge(covs) if covs and None not in covs else None  # type: ignore[arg-type]
+        names = [n for p in parts for n in p.names]
+        return cls._wrap(ragged, names, pad_token_id, qc, coverage)
 
     # ------------------------------------------------------------------ access
     @property
@@ -275,7 +293,7 @@ class TokenizedCells:
         ragged = self._ragged.take(np.ascontiguousarray(index))
         names = [self.names[i] for i in index.tolist()]
         qc = {k: v[index] for k, v in self._qc.items()}
-        return TokenizedCells._wrap(ragged, names, self.pad_token_id, qc)
+        return TokenizedCells._wrap(ragged, names, self.pad_token_id, qc, self.coverage)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for i in range(len(self)):
@@ -318,7 +336,7 @@ class TokenizedCells:
         (``n_tokens`` included)."""
         ragged = self._ragged.truncate(max_length, truncation_strategy, seed)
         qc = self.qc  # n_tokens of the cells before the cut
-        return TokenizedCells._wrap(ragged, self.names, self.pad_token_id, qc)
+        return TokenizedCells._wrap(ragged, self.names, self.pad_token_id, qc, self.coverage)
 
     def to_padded(
         self,
@@ -541,6 +559,7 @@ class TokenizedCells:
                 self.pad_token_id,
                 None if counts is None else np.asarray(counts),
                 {k: np.asarray(v) for k, v in self._qc.items()},
+                self.coverage,
             ),
         )
 
@@ -552,9 +571,12 @@ def _rebuild(
     pad_token_id: int | None,
     counts: np.ndarray | None = None,
     qc: dict[str, np.ndarray] | None = None,
+    coverage: Coverage | None = None,
 ) -> TokenizedCells:
     """Unpickles :class:`TokenizedCells` (see ``__reduce__``)."""
-    return TokenizedCells(ids, offsets, names, pad_token_id, counts=counts, qc=qc)
+    return TokenizedCells(
+        ids, offsets, names, pad_token_id, counts=counts, qc=qc, coverage=coverage
+    )
 
 
 def _checked_qc(qc: Mapping[str, Any] | None, n: int) -> dict[str, np.ndarray]:

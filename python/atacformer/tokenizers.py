@@ -18,6 +18,7 @@ import numpy as np
 from . import _core
 from ._core import CONFIG_FILE, DEFAULT_SEED, UNIVERSE_FILES
 from ._encoding import BatchEncoding
+from .coverage import genome_build, warn_if_poor
 from .tokenized_cells import TokenizedCells, _items, _length_arg
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -194,17 +195,29 @@ class Tokenizer:
                 )
             _core_tokenizer = _core.Tokenizer(path)
         self._tok = _core_tokenizer
+        # Where it came from (a path or Hub name), to name its genome build in warnings.
+        self._source: str | None = None if path is None else os.fspath(path)
+
+    @property
+    def genome_build(self) -> str | None:
+        """The genome build named in the tokenizer's path or Hub name (``hg38``,
+        ``mm10``, ...), or None when it names none."""
+        return genome_build(getattr(self, "_source", None))
+
+    def _named(self, source: Any) -> Tokenizer:
+        self._source = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+        return self
 
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_bed(cls, path: PathLike) -> Tokenizer:
         """A tokenizer over a BED universe (plain or gzip) with default special tokens."""
-        return cls(_core_tokenizer=_core.Tokenizer.from_bed(path))
+        return cls(_core_tokenizer=_core.Tokenizer.from_bed(path))._named(path)
 
     @classmethod
     def from_config(cls, path: PathLike) -> Tokenizer:
         """A tokenizer from a TOML config whose ``universe`` is relative to the file."""
-        return cls(_core_tokenizer=_core.Tokenizer.from_config(path))
+        return cls(_core_tokenizer=_core.Tokenizer.from_config(path))._named(path)
 
     @classmethod
     def from_pretrained(
@@ -243,7 +256,8 @@ class Tokenizer:
             token=token,
             weights=False,
         )
-        return cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))
+        tok = cls(_core_tokenizer=_core.Tokenizer.from_dir(folder))
+        return tok._named(name_or_path if genome_build(os.fspath(name_or_path)) else folder)
 
     def save_pretrained(self, save_directory: PathLike) -> None:
         """Writes ``universe.bed.gz`` and ``tokenizer.toml`` into ``save_directory``.
@@ -405,6 +419,7 @@ class Tokenizer:
         max_fragments: int | None = None,
         unique: bool = True,
         on_error: str = "raise",
+        chrom_names: str = "auto",
     ) -> TokenizedCells:
         """Tokenizes a 10x fragment file (plain, gzip or BGZF), one cell per barcode.
 
@@ -428,6 +443,13 @@ class Tokenizer:
         of the file, with a warning. A BGZF file without its end-of-file block is read
         whole, with a warning, as htslib does. ``barcodes`` given as a list must be
         non-empty strings without whitespace.
+
+        ``chrom_names="auto"`` matches a chromosome the universe lacks under its alias
+        (``chr`` added or removed, ``M``/``MT``/``chrMT`` <-> ``chrM``); ``"exact"`` does not.
+        The result's :attr:`TokenizedCells.coverage` (:class:`atacformer.Coverage`) counts
+        the lines of the barcodes read as cells (all lines without a barcode list), and a
+        :class:`atacformer.CoverageWarning` names the likely cause and fix when they barely
+        overlap the universe or no cell has a token.
         """
         if on_error not in ("raise", "skip"):
             raise _core.InvalidInputError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -459,6 +481,7 @@ class Tokenizer:
             max_fragments=max_fragments,
             unique=unique,
             skip_bad_lines=on_error == "skip",
+            chrom_names=chrom_names,
         )
         if stats["skipped_lines"]:
             warnings.warn(
@@ -480,7 +503,16 @@ class Tokenizer:
                 "without its end-of-file block; it may be truncated",
                 stacklevel=2,
             )
-        return TokenizedCells._wrap(ragged, names, self.pad_token_id)
+        cells = TokenizedCells._wrap(ragged, names, self.pad_token_id)
+        self._check_coverage(cells, os.fspath(path), chrom_names)
+        return cells
+
+    def _check_coverage(self, cells: TokenizedCells, source: str, chrom_names: str) -> None:
+        """Warns (:class:`CoverageWarning`) when ``cells``' input barely overlaps the
+        universe or no cell has a token; the warning points at the caller's caller."""
+        warn_if_poor(
+            cells.coverage, cells.qc["n_tokens"], source, self.genome_build, chrom_names, 4
+        )
 
     def tokenize_anndata(
         self, adata: Any, layer: str | None = None, chunk_size: int = 10_000

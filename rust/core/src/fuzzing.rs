@@ -290,6 +290,7 @@ fn fragment_options(flags: u8) -> FragmentOptions {
         max_fragments: (flags & 0x10 != 0).then_some(u64::from((flags >> 5) & 3)),
         unique: flags & 1 != 0,
         skip_bad_lines: flags & 2 != 0,
+        chrom_names: crate::coverage::ChromNames::Auto,
     }
 }
 

@@ -11,6 +11,7 @@ pub mod batch;
 pub mod bed;
 pub mod bgzf;
 pub mod config;
+pub mod coverage;
 pub mod digits;
 pub mod error;
 pub mod fragments;
@@ -35,6 +36,7 @@ pub mod universe;
 pub mod write;
 
 pub use config::{SpecialTokens, TokenizerType, SPECIAL_NAMES};
+pub use coverage::{ChromNames, Coverage};
 pub use error::{Error, LineProblem, Result};
 pub use fragments::{tokenize_fragments, FragmentOptions, FragmentStats};
 pub use ragged::Ragged;

@@ -19,6 +19,7 @@
 
 use rayon::prelude::*;
 
+use crate::coverage::Coverage;
 use crate::error::{Error, Result};
 use crate::pad::{for_each_kept, Truncation};
 use crate::parallel;
@@ -64,6 +65,8 @@ pub struct Ragged {
     pub counts: Option<Vec<u32>>,
     /// `None`, or what the tokenization read of each cell.
     pub qc: Option<CellQc>,
+    /// `None`, or how well the tokenization's input covered the universe.
+    pub coverage: Option<Coverage>,
 }
 
 impl Default for Ragged {
@@ -81,6 +84,7 @@ impl Ragged {
             names: Vec::new(),
             counts: None,
             qc: None,
+            coverage: None,
         }
     }
 

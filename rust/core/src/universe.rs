@@ -21,6 +21,9 @@ pub struct Universe {
     index: OverlapIndex,
     /// Made on first use (by cells that keep unique ids in genomic order).
     order: OnceLock<GenomicOrder>,
+    /// Per chromosome, the end of its last region, and the regions' total length (bp);
+    /// made on first use (by coverage counts).
+    chrom_ends: OnceLock<(Vec<u32>, u64)>,
 }
 
 impl PartialEq for Universe {
@@ -139,6 +142,7 @@ impl Universe {
             regions,
             index,
             order: OnceLock::new(),
+            chrom_ends: OnceLock::new(),
         })
     }
 
@@ -194,6 +198,32 @@ impl Universe {
         emit: F,
     ) -> QueryStream<'a, F> {
         self.index.stream(scratch, emit)
+    }
+
+    /// The end of the last region on chromosome `c` (the largest end, bp); 0 for a
+    /// chromosome number out of range.
+    pub fn chrom_end(&self, c: u32) -> u32 {
+        self.chrom_ends().0.get(c as usize).copied().unwrap_or(0)
+    }
+
+    /// `(span, bp)`: the sum over chromosomes of their last region's end, and the total
+    /// length of the regions (bp).
+    pub fn extent(&self) -> (u64, u64) {
+        let (ends, bp) = self.chrom_ends();
+        (ends.iter().map(|&e| u64::from(e)).sum(), *bp)
+    }
+
+    fn chrom_ends(&self) -> &(Vec<u32>, u64) {
+        self.chrom_ends.get_or_init(|| {
+            let mut ends = vec![0u32; self.regions.chrom_names().len()];
+            let mut bp = 0u64;
+            let r = &self.regions;
+            for ((&c, &s), &e) in r.chrom_indices().iter().zip(r.starts()).zip(r.ends()) {
+                ends[c as usize] = ends[c as usize].max(e);
+                bp += u64::from(e.saturating_sub(s));
+            }
+            (ends, bp)
+        })
     }
 
     /// The regions in genomic order, computed once and kept.

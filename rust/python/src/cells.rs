@@ -9,7 +9,7 @@ use numpy::{Element, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::convert::{flag, non_negative, path_arg, strings};
+use crate::convert::{self, flag, non_negative, path_arg, strings};
 use crate::errors::{self, invalid};
 use crate::ragged::PyRagged;
 use crate::region_set::PyRegionSet;
@@ -20,7 +20,7 @@ type Fragments<'py> = (PyRagged, Vec<String>, Bound<'py, PyDict>);
 
 /// Tokenizes a 10x fragment file: `(cells, barcodes, stats)`.
 #[pyfunction]
-#[pyo3(signature = (tokenizer, path, barcodes = None, barcodes_path = None, min_fragments = None, max_fragments = None, unique = None, skip_bad_lines = None))]
+#[pyo3(signature = (tokenizer, path, barcodes = None, barcodes_path = None, min_fragments = None, max_fragments = None, unique = None, skip_bad_lines = None, chrom_names = None))]
 #[allow(clippy::too_many_arguments)]
 pub fn tokenize_fragments<'py>(
     py: Python<'py>,
@@ -32,7 +32,9 @@ pub fn tokenize_fragments<'py>(
     max_fragments: Option<&Bound<'py, PyAny>>,
     unique: Option<&Bound<'py, PyAny>>,
     skip_bad_lines: Option<&Bound<'py, PyAny>>,
+    chrom_names: Option<&Bound<'py, PyAny>>,
 ) -> errors::Result<Fragments<'py>> {
+    let chrom_names = convert::chrom_names_arg(chrom_names)?;
     let path: PathBuf = path_arg(path)?;
     let barcodes = barcodes
         .filter(|b| !b.is_none())
@@ -63,6 +65,7 @@ pub fn tokenize_fragments<'py>(
             max_fragments,
             unique,
             skip_bad_lines,
+            chrom_names,
         };
         core_fragments(tok, &path, &opts)
     })?;

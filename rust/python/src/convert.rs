@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use atacformer_core::gather::parse_peak_name;
 use atacformer_core::pad::Truncation;
-use atacformer_core::RegionSet;
+use atacformer_core::{ChromNames, RegionSet};
 use numpy::PyReadonlyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -182,6 +182,16 @@ pub fn strings(obj: &Bound<'_, PyAny>, what: &str) -> PyResult<Vec<String>> {
 
 /// A `str` argument as Rust text: another type is an `AtacformerTypeError`, a string that
 /// is not valid Unicode (a lone surrogate such as `'\ud800'`) an `InvalidInputError`.
+/// `chrom_names`: `"auto"` (the default, also for None) or `"exact"`.
+pub fn chrom_names_arg(value: Option<&Bound<'_, PyAny>>) -> PyResult<ChromNames> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(ChromNames::Auto);
+    };
+    let s = text(value, "chrom_names")?;
+    ChromNames::parse(&s)
+        .ok_or_else(|| invalid(format!("chrom_names must be 'auto' or 'exact', got {s:?}")))
+}
+
 pub fn text<'a>(obj: &'a Bound<'_, PyAny>, what: &str) -> PyResult<std::borrow::Cow<'a, str>> {
     let s = obj
         .cast::<PyString>()

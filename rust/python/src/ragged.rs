@@ -12,6 +12,7 @@
 //! with the cells.
 
 use atacformer_core::ragged::{concat, CellQc, Ragged, RaggedRef};
+use atacformer_core::Coverage;
 use numpy::ndarray::Array2;
 use numpy::{
     IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods,
@@ -30,6 +31,33 @@ pub struct PyRagged {
     offsets: Py<PyArray1<i64>>,
     counts: Option<Py<PyArray1<u32>>>,
     qc: Option<Py<PyDict>>,
+    coverage: Option<Py<PyDict>>,
+}
+
+/// The core's coverage as a dict: `chroms` (a list of `(name, universe name or None,
+/// intervals, overlapping, past_end)` in first-seen order), `input_bp`, `universe_span`,
+/// `universe_bp` and `universe_regions`.
+fn coverage_dict(py: Python<'_>, c: Coverage) -> PyResult<Py<PyDict>> {
+    let d = PyDict::new(py);
+    let chroms: Vec<_> = c
+        .chroms
+        .into_iter()
+        .map(|c| {
+            (
+                c.name,
+                c.universe_name,
+                c.intervals,
+                c.overlapping,
+                c.past_end,
+            )
+        })
+        .collect();
+    d.set_item("chroms", chroms)?;
+    d.set_item("input_bp", c.input_bp)?;
+    d.set_item("universe_span", c.universe_span)?;
+    d.set_item("universe_bp", c.universe_bp)?;
+    d.set_item("universe_regions", c.universe_regions)?;
+    Ok(d.unbind())
 }
 
 /// The core's per-cell numbers as a dict of int64 arrays, named as in the atlas's `obs`.
@@ -59,6 +87,7 @@ impl PyRagged {
             offsets: r.offsets.into_pyarray(py).unbind(),
             counts: r.counts.map(|c| c.into_pyarray(py).unbind()),
             qc: r.qc.map(|q| qc_dict(py, q)).transpose()?,
+            coverage: r.coverage.map(|c| coverage_dict(py, c)).transpose()?,
         })
     }
 
@@ -102,6 +131,7 @@ impl PyRagged {
             offsets: offsets.unbind(),
             counts: counts.map(Bound::unbind),
             qc: None,
+            coverage: None,
         };
         this.with_view(py, |_| Ok(()))?;
         Ok(this)
@@ -130,6 +160,13 @@ impl PyRagged {
     #[getter]
     fn qc(&self, py: Python<'_>) -> Option<Py<PyDict>> {
         self.qc.as_ref().map(|q| q.clone_ref(py))
+    }
+
+    /// How well the tokenization's input covered the universe (see `atacformer.Coverage`),
+    /// or None.
+    #[getter]
+    fn coverage(&self, py: Python<'_>) -> Option<Py<PyDict>> {
+        self.coverage.as_ref().map(|c| c.clone_ref(py))
     }
 
     fn __len__(&self, py: Python<'_>) -> usize {

@@ -19,6 +19,7 @@ use crate::bed::{is_comment, too_long};
 
 /// A UTF-8 byte-order mark.
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+use crate::coverage::Coverage;
 use crate::error::{Error, Result};
 use crate::hash::FastHasher;
 use crate::io::MAX_LINE_BYTES;
@@ -217,6 +218,8 @@ pub(super) struct Merger {
     /// Cells past this many fragment lines can no longer be kept: their ids are dropped.
     max_fragments: Option<u64>,
     stats: FragmentStats,
+    /// The queried lines per chromosome, summed over the chunks.
+    coverage: Coverage,
     /// The start of a line whose end is in a later chunk.
     pending: Vec<u8>,
     /// Inside a `#` line too long to hold, whose end is in a later chunk.
@@ -229,7 +232,7 @@ pub(super) struct Merger {
 }
 
 impl Merger {
-    pub(super) fn new(path: &Path, opts: &FragmentOptions) -> Result<Self> {
+    pub(super) fn new(path: &Path, opts: &FragmentOptions, coverage: Coverage) -> Result<Self> {
         let mut known = BarcodeMap::default();
         let mut names = Barcodes::default();
         if let Some(list) = &opts.barcodes {
@@ -257,6 +260,7 @@ impl Merger {
             names,
             max_fragments: opts.max_fragments,
             stats: FragmentStats::default(),
+            coverage,
             pending: Vec::new(),
             skipping: false,
             pending_cut: false,
@@ -448,6 +452,7 @@ impl Merger {
                 cell.ids.extend(ids.iter().map(|&id| u64::from(id)));
             }
         }
+        self.coverage.merge(&body.coverage);
         self.stats.lines += body.lines;
         self.stats.fragments += body.fragments;
         self.stats.skipped_lines += body.skipped;
@@ -498,6 +503,7 @@ impl Merger {
             names,
             stats,
             listed,
+            coverage,
             ..
         } = self;
         let keep = |c: &Cell| {
@@ -548,6 +554,7 @@ impl Merger {
         }
         out.counts = order.is_some().then_some(counts);
         out.qc = Some(qc);
+        out.coverage = Some(coverage);
         (out, stats)
     }
 }

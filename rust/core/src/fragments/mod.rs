@@ -80,6 +80,7 @@
 
 use std::path::Path;
 
+use crate::coverage::ChromNames;
 use crate::error::{LineProblem, Result};
 use crate::ragged::Ragged;
 use crate::tokenizer::Tokenizer;
@@ -109,6 +110,8 @@ pub struct FragmentOptions {
     pub unique: bool,
     /// Skip and count malformed lines instead of failing on the first one.
     pub skip_bad_lines: bool,
+    /// How the file's chromosome names are matched to the universe's.
+    pub chrom_names: ChromNames,
 }
 
 impl Default for FragmentOptions {
@@ -119,6 +122,7 @@ impl Default for FragmentOptions {
             max_fragments: None,
             unique: true,
             skip_bad_lines: false,
+            chrom_names: ChromNames::Auto,
         }
     }
 }

@@ -11,6 +11,7 @@ use super::chunks::{BufferPool, Chunk, ChunkReader};
 use super::merge::Merger;
 use super::worker::{parse_chunk, ChunkOutput, WorkerContext};
 use super::{FragmentOptions, FragmentStats};
+use crate::coverage::{ChromResolver, Coverage};
 use crate::error::{Error, Result};
 use crate::parallel;
 use crate::ragged::Ragged;
@@ -126,8 +127,8 @@ pub(super) fn run(
         opts.skip_bad_lines,
         Arc::clone(&buffers),
     )?;
-    let mut merger = Merger::new(path, opts)?;
     let universe = tok.universe();
+    let mut merger = Merger::new(path, opts, Coverage::new(universe))?;
     let threads = if tuning.serial {
         1
     } else {
@@ -137,6 +138,7 @@ pub(super) fn run(
         let order = opts.unique.then(|| universe.genomic_order());
         let ctx = WorkerContext {
             universe,
+            resolver: ChromResolver::new(universe, opts.chrom_names),
             ranks: order.map(GenomicOrder::ranks),
             listed: opts.barcodes.is_some(),
             skip_bad: opts.skip_bad_lines,

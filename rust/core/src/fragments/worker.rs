@@ -11,6 +11,7 @@ use super::chunks::{BufferPool, Chunk, ReadFailure};
 use super::parse::{fast_line, parse_fields, Fragment};
 use crate::bed::{is_comment, too_long};
 use crate::bgzf;
+use crate::coverage::{ChromResolver, Coverage, Tally};
 use crate::error::LineProblem;
 use crate::hash::FastMap;
 use crate::index::Scratch;
@@ -20,6 +21,8 @@ use crate::universe::Universe;
 /// What the workers share.
 pub(super) struct WorkerContext<'a> {
     pub(super) universe: &'a Universe,
+    /// Maps the file's chromosome names to the universe's (aliases included).
+    pub(super) resolver: ChromResolver<'a>,
     /// Genomic rank of each id, when cells keep unique ids (workers emit ranks then).
     pub(super) ranks: Option<&'a [u32]>,
     /// A barcode list was given: barcodes missing from it are not cells.
@@ -55,6 +58,8 @@ pub(super) struct ParsedLines {
     pub(super) skipped: u64,
     pub(super) first_skipped: Option<(u64, LineProblem)>,
     pub(super) error: Option<(u64, LineProblem)>,
+    /// The queried lines per chromosome (lines of barcodes that are not cells excluded).
+    pub(super) coverage: Coverage,
 }
 
 impl ParsedLines {
@@ -298,6 +303,7 @@ pub(super) fn parse_lines(ctx: &WorkerContext<'_>, known: &BarcodeMap, text: &[u
     let mut b = ParsedLines::default();
     let mut local: FastMap<&[u8], u32> = FastMap::default();
     let mut scratch = Scratch::default();
+    let mut tally = Tally::new(ctx.resolver);
     // Fragment files are sorted by position, so the chromosome rarely changes.
     let mut last_chrom: (&[u8], Option<u32>) = (&[], None);
     let mut batch: Vec<(Fragment<'_>, u64)> = Vec::with_capacity(BATCH);
@@ -375,7 +381,7 @@ pub(super) fn parse_lines(ctx: &WorkerContext<'_>, known: &BarcodeMap, text: &[u
                 continue;
             }
             if f.chrom != last_chrom.0 {
-                last_chrom = (f.chrom, ctx.universe.chrom_id(f.chrom));
+                last_chrom = (f.chrom, tally.enter(f.chrom).chrom);
             }
             let before = b.ids.len();
             if let Some(c) = last_chrom.1 {
@@ -391,15 +397,15 @@ pub(super) fn parse_lines(ctx: &WorkerContext<'_>, known: &BarcodeMap, text: &[u
                         .overlaps(c, f.start, f.end, &mut scratch, |id| ids.push(id)),
                 }
             }
-            b.records.push(FragmentRecord {
-                cell,
-                n_ids: (b.ids.len() - before) as u32,
-            });
+            let n_ids = (b.ids.len() - before) as u32;
+            tally.count(f.start, f.end, n_ids > 0);
+            b.records.push(FragmentRecord { cell, n_ids });
         }
     }
     if let Some((line, problem)) = stop {
         b.bad(false, line, problem);
     }
     b.lines = line_no;
+    b.coverage = tally.finish();
     b
 }
