@@ -26,6 +26,9 @@ from .tokenizers import Tokenizer
 
 __all__ = ["tokenize"]
 
+CHROM_NAMES = ("auto", "exact")
+"""The ways of matching input chromosome names to the universe's (``chrom_names=``)."""
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -40,6 +43,7 @@ def tokenize(
     threads: int | None = None,
     layer: str | None = None,
     format: str = "auto",
+    chrom_names: str = "auto",
 ) -> TokenizedCells:
     """Tokenizes ``data`` against ``tokenizer``'s universe.
 
@@ -58,7 +62,10 @@ def tokenize(
     for :meth:`Tokenizer.from_pretrained` (``"demo"``, a folder, a universe file, a Hub repo
     id). ``barcodes``, ``min_fragments``, ``max_fragments`` and ``on_error`` apply to
     fragment files (see :meth:`Tokenizer.tokenize_fragments`); ``threads`` sets the number of
-    tokenizer threads for this call.
+    tokenizer threads for this call. ``chrom_names="auto"`` (the default) matches an input
+    chromosome the universe lacks under its alias (``chr`` added or removed, ``MT`` <->
+    ``chrM``), ``"exact"`` only by its own name; the result's ``coverage`` says which aliases
+    were used.
     """
     return _tokenize(
         data,
@@ -70,6 +77,7 @@ def tokenize(
         threads=threads,
         layer=layer,
         format=format,
+        chrom_names=chrom_names,
     )[0]
 
 
@@ -114,9 +122,12 @@ def _tokenize(
     threads: int | None = None,
     layer: str | None = None,
     format: str = "auto",
+    chrom_names: str = "auto",
 ) -> tuple[TokenizedCells, Any]:
     """:func:`tokenize`, plus the ``obs`` table of an ``.h5ad`` path (else None), in the
     cells' order."""
+    if chrom_names not in CHROM_NAMES:
+        raise _core.InvalidInputError(f"chrom_names must be 'auto' or 'exact', got {chrom_names!r}")
     if max_fragments is not None and not isinstance(max_fragments, bool):
         if isinstance(max_fragments, int) and max_fragments < 1:
             raise _core.InvalidInputError(f"max_fragments must be at least 1, got {max_fragments}")
@@ -160,6 +171,7 @@ def _tokenize(
                 min_fragments=min_fragments,
                 max_fragments=max_fragments,
                 on_error=on_error,
+                chrom_names=chrom_names,
             )
             return _from_fragments(tok, source, options), None
         if source.kind == "h5ad":

@@ -39,6 +39,7 @@ def embed(
     dtype: Any = None,
     max_tokens_per_cell: int | None = None,
     progress: bool = True,
+    chrom_names: str = "auto",
 ) -> Any:
     """Cell embeddings ``[n_cells, hidden]`` float32 in ``obsm[key_added]``.
 
@@ -61,8 +62,9 @@ def embed(
     and the tokenizer must agree (vocabulary size, special ids); this is checked before any
     work. Cells longer than ``max_tokens_per_cell`` keep a seeded random subset of their
     tokens; the default is the model's context when it uses positions, else no limit.
-    ``dtype`` (``"bfloat16"``, ``torch.float16``) runs the encoder under autocast. The model,
-    tokenizer and settings are recorded in ``uns["atacformer"]``.
+    ``dtype`` (``"bfloat16"``, ``torch.float16``) runs the encoder under autocast.
+    ``chrom_names`` (``"auto"`` or ``"exact"``) is passed to :func:`atacformer.pp.tokenize`.
+    The model, tokenizer and settings are recorded in ``uns["atacformer"]``.
 
     A model whose checkpoint lacked encoder weights (``model.missing_encoder_weights()``),
     token ids outside the model's vocabulary (negative ones included), a device without
@@ -90,10 +92,10 @@ def embed(
         check_compatible(net, tok)
     adata = data if pp.is_anndata(data) else None
     if adata is not None:
-        cells = pp.tokenize(adata, tok)
+        cells = pp.tokenize(adata, tok, chrom_names=chrom_names)
         obs = None
     else:
-        cells, obs = pp._tokenize(data, tok)
+        cells, obs = pp._tokenize(data, tok, chrom_names=chrom_names)
     _check_cells(net, cells)
     if tok is not None:
         _warn_unk_only(cells, tok)

@@ -196,11 +196,12 @@ def _embed_pending(
         "device": device,
         "progress": bars_enabled(args.quiet),
     }
+    chrom_names = {"chrom_names": args.chrom_names}
     if "reference" in pending:
-        tl.embed(reference, model, **options)
+        tl.embed(reference, model, **options, **chrom_names)
     if "query" in pending:
         if query is not None:
-            tl.embed(query, model, **options)
+            tl.embed(query, model, **options, **chrom_names)
         else:
             with activity(f"Reading {source.describe()}", args.quiet):
                 cells = pp.tokenize(args.inputs, tokenizer, **tokenize_options(args))

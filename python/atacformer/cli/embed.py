@@ -25,6 +25,7 @@ from ._common import (
     check_input_kind,
     check_input_options,
     check_output,
+    coverage_line,
     hub_options,
     load_tokenizer,
     refuse_inputs,
@@ -190,7 +191,11 @@ def run(args: argparse.Namespace) -> int:
         tl.cluster(adata, k, key_added=CLUSTER_KEY, use_rep=EMBEDDING_KEY)
     write(out, adata, clustered)
     emb = adata.obsm[EMBEDDING_KEY]
-    say(args, f"{emb.shape[0]:,} cells x {emb.shape[1]} dims in {seconds:.2f} s -> {out}")
+    say(
+        args,
+        f"{emb.shape[0]:,} cells x {emb.shape[1]} dims in {seconds:.2f} s -> {out}"
+        f"{coverage_line(cells)}",
+    )
     if args.plot:
         column = args.color_by or CLUSTER_KEY
         what = args.color_by or "KMeans cluster"
