@@ -363,6 +363,10 @@ def test_cli_annotate_errors_are_one_line(atlas, capsys, tmp_path):
         (["--label-key", "cell_type", "--min-confidence", "2", *out], "--min-confidence"),
         (["--label-key", "cell_type", "--n-neighbors", "0", *out], "--n-neighbors"),
         (
+            ["--label-key", "cell_type", "--model", "org/other", *out],
+            "the reference was embedded by 'demo', not by --model org/other",
+        ),
+        (
             ["--label-key", "cell_type", "-o", str(folder / "atlas.h5ad")],
             "atlas.h5ad",
         ),

@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             f"the {' and the '.join(pending)} has no obsm[{EMBEDDING_KEY!r}]: pass --model "
             "to embed it"
         )
+    if args.model is not None:
+        _check_embedded_by(args.model, {"reference": reference, "query": query})
     if pending:
         query = _embed_pending(args, source, reference, query, pending)
     tl.transfer_labels(
@@ -171,6 +173,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _needs(adata: Any) -> bool:
     return adata is not None and EMBEDDING_KEY not in adata.obsm
+
+
+def _check_embedded_by(model: str, sides: dict[str, Any]) -> None:
+    """Refuses ``--model`` when a side that is embedded already records another model: its
+    embeddings would be used as they are, so the option would be silently ignored."""
+    for side, adata in sides.items():
+        if adata is None or _needs(adata):
+            continue
+        made = dict(adata.uns.get("atacformer", {})).get("model")
+        if made is not None and tl._model_identity(made) != tl._model_identity(model):
+            raise CommandLineError(
+                f"the {side} was embedded by {made!r}, not by --model {model}: leave out "
+                "--model to use its embeddings, or drop its obsm['X_atacformer'] to re-embed"
+            )
 
 
 def _embed_pending(
