@@ -151,3 +151,28 @@ def test_embed_puts_the_fragment_qc_in_obs_and_qc_draws_it(tmp_path):
     expected = int(np.sum((total >= threshold) & (inside / total >= 0.5)))
     assert fig.axes[0].get_title() == f"{expected} of 30 cells pass"
     plt.close(fig)
+
+
+def test_several_fragment_files_keep_their_qc(tmp_path):
+    record = json.loads((DEMO_MODEL_DIR / "synthetic.json").read_text())
+    design = synthetic.make_design(synthetic.DesignSpec(**record["design"]))
+    paths, truth = [], []
+    for name, seed in (("s1", 606), ("s2", 607)):
+        spec = synthetic.CellSpec(**{**record["eval_cells"], "n_cells": 8, "seed": seed})
+        sample = synthetic.sample_cells(design, spec)
+        paths.append(sample.write_fragments(tmp_path / f"{name}.tsv.gz"))
+        total, inside = in_universe_oracle(sample)
+        truth += [
+            (f"{name}#{b}", int(t), int(i))
+            for b, t, i in zip(sample.barcodes, total, inside, strict=True)
+        ]
+    adata = tl.embed(paths, "demo", progress=False)
+    got = list(
+        zip(
+            adata.obs_names,
+            adata.obs["n_fragments"].tolist(),
+            adata.obs["n_fragments_in_universe"].tolist(),
+            strict=True,
+        )
+    )
+    assert sorted(got) == sorted(truth)

@@ -211,8 +211,9 @@ def _from_fragments(tok: Tokenizer, source: Source, options: dict[str, Any]) -> 
 
 def _concat(parts: Sequence[TokenizedCells], names: Sequence[str]) -> TokenizedCells:
     """The cells of ``parts`` one after another (same vocabulary), renamed ``names``."""
-    joined = TokenizedCells.concat(list(parts))
-    return TokenizedCells(joined.ids, joined.offsets, names, joined.pad_token_id)
+    joined = TokenizedCells.concat(list(parts))  # carries counts, qc and coverage along
+    joined.names = list(names)
+    return joined
 
 
 def _from_anndata(tok: Tokenizer, adata: Any, layer: str | None) -> TokenizedCells:
