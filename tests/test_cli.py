@@ -364,7 +364,12 @@ def test_demo_model_on_real_pbmc_cells_warns_about_unk(capsys, tmp_path):
     )
     x = source.X.toarray() > 0
     expected = int(np.sum(~(x & hits).any(axis=1)))
+    assert expected == 20  # none overlaps: embed stops, unless told --allow-empty
     code, _, err = run(capsys, "embed", PBMC, "--model", "demo", "-o", tmp_path / "x.npy", "-q")
+    assert_one_line_error(code, err.splitlines()[-1] + "\n", "embed", "no cell has a token")
+    assert not (tmp_path / "x.npy").exists()
+    out = tmp_path / "x.npy"
+    code, _, err = run(capsys, "embed", PBMC, "--model", "demo", "-o", out, "-q", "--allow-empty")
     assert code == 0 and np.load(tmp_path / "x.npy").shape == (20, 64)
     assert f"warning: {expected} of 20 cells overlap no region" in err
 

@@ -630,12 +630,15 @@ def write_atlas(
     on_error: str = "raise",
     threads: int | None = None,
     verbose: bool = False,
+    barcode_suffix: str = "auto",
+    chrom_names: str = "auto",
 ) -> Path:
     """Tokenizes every sample of ``manifest`` and writes the atlas ``out`` (``.h5ad`` or
     ``.zarr``); returns ``out`` (see the module docstring for the layout and the resume,
     atomicity and torchrun rules).
 
-    ``min_fragments``, ``max_fragments`` and ``on_error`` apply to every sample (see
+    ``min_fragments``, ``max_fragments``, ``on_error``, ``barcode_suffix`` and
+    ``chrom_names`` apply to every sample (see
     :meth:`~atacformer.Tokenizer.tokenize_fragments`); a sample's ``barcodes`` come from the
     manifest. ``tokenizer_name`` is recorded in ``uns["atacformer"]["tokenizer"]`` (by
     default the universe file). ``verbose`` prints what is resumed or started over, and a
@@ -664,7 +667,13 @@ def write_atlas(
     refuse_overwriting_inputs(out, inputs)
     if not out.parent.is_dir():
         raise AtacformerIOError(errno.ENOENT, "the output folder does not exist", str(out.parent))
-    options = {"min_fragments": min_fragments, "max_fragments": max_fragments, "on_error": on_error}
+    options = {
+        "min_fragments": min_fragments,
+        "max_fragments": max_fragments,
+        "on_error": on_error,
+        "barcode_suffix": barcode_suffix,
+        "chrom_names": chrom_names,
+    }
     fingerprint = _fingerprint(manifest, tokenizer, fmt, options)
     partial = out.with_name(out.name + ".partial")
     parts = partial / "parts"
@@ -779,6 +788,8 @@ def tokenize_manifest(
     min_fragments: int = 0,
     max_fragments: int | None = None,
     on_error: str = "raise",
+    barcode_suffix: str = "auto",
+    chrom_names: str = "auto",
 ) -> Any:
     """Every sample of ``manifest`` tokenized in memory, one after another, as one
     :class:`~atacformer.TokenizedCells` whose cells are named ``{sample}#{barcode}`` (use
@@ -789,7 +800,13 @@ def tokenize_manifest(
         raise AtacformerTypeError(
             f"tokenize_manifest takes a Manifest (read_manifest), got {type(manifest).__name__}"
         )
-    options = {"min_fragments": min_fragments, "max_fragments": max_fragments, "on_error": on_error}
+    options = {
+        "min_fragments": min_fragments,
+        "max_fragments": max_fragments,
+        "on_error": on_error,
+        "barcode_suffix": barcode_suffix,
+        "chrom_names": chrom_names,
+    }
     parts = [_tokenize_sample(manifest, s, tokenizer, options) for s in manifest.samples]
     joined = parts[0] if len(parts) == 1 else TokenizedCells.concat(parts)
     # Renamed in place: a new TokenizedCells would leave the per-id counts and QC behind.

@@ -1,4 +1,5 @@
-"""Plots (``pl``): cells on a plane, coloured by ``obs`` columns. Each returns its figure."""
+"""Plots (``pl``): cells on a plane, coloured by ``obs`` columns, and per-cell QC. Each
+returns its figure."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from . import _core, pp
 from ._atomic import atomic_path, refuse_overwriting_inputs
 from ._deps import importable, require
 
-__all__ = ["embedding"]
+__all__ = ["embedding", "qc"]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -244,3 +245,119 @@ def _save_atomically(fig: Any, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=suffix)
+
+
+# --------------------------------------------------------------------------- per-cell QC
+
+QC_COLUMNS = ("n_fragments", "frac_in_universe")
+"""The ``obs`` columns :func:`qc` draws (written by :func:`atacformer.tl.embed`)."""
+
+
+def qc(
+    adata: Any,
+    min_fragments: int | None = None,
+    min_frac: float | None = None,
+    ax: Any = None,
+    save: PathLike | None = None,
+    show: bool | None = None,
+    title: str | None = None,
+) -> Any:
+    """Fragments per cell (log x) against the fraction of them in the universe, one point
+    per cell, from ``obs["n_fragments"]`` and ``obs["frac_in_universe"]``.
+
+    ``min_fragments`` and ``min_frac`` draw the cut-offs (a dashed line each); cells at or
+    above both are drawn in colour, the others in grey, and the title counts the cells that
+    pass. Cells with no fragments cannot sit on a log axis and are counted in the title
+    instead. ``ax``, ``save`` and ``show`` work as in :func:`embedding`. Returns the
+    matplotlib ``Figure``.
+    """
+    if not pp.is_anndata(adata):
+        raise _core.AtacformerTypeError(f"expected an AnnData, got {type(adata).__name__}")
+    missing = [c for c in QC_COLUMNS if c not in adata.obs.columns]
+    if missing:
+        raise _core.InvalidInputError(
+            f"obs has no {', '.join(repr(c) for c in missing)}: these per-cell QC columns come "
+            "from atacformer.tl.embed on fragment files"
+        )
+    if min_fragments is not None and (
+        isinstance(min_fragments, bool)
+        or not isinstance(min_fragments, (int, np.integer))
+        or min_fragments < 0
+    ):
+        raise _core.InvalidInputError(
+            f"min_fragments must be a non-negative integer, got {min_fragments!r}"
+        )
+    if min_frac is not None and (
+        isinstance(min_frac, bool)
+        or not isinstance(min_frac, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(min_frac) <= 1.0
+    ):
+        raise _core.InvalidInputError(f"min_frac must be a number from 0 to 1, got {min_frac!r}")
+    fragments = np.asarray(adata.obs["n_fragments"], dtype=np.float64)
+    frac = np.asarray(adata.obs["frac_in_universe"], dtype=np.float64)
+    require("matplotlib", "plotting", "matplotlib")
+    import matplotlib.pyplot as plt
+
+    passed = np.ones(len(fragments), dtype=bool)
+    if min_fragments is not None:
+        passed &= fragments >= min_fragments
+    if min_frac is not None:
+        passed &= frac >= float(min_frac)
+    drawn = fragments > 0
+    own_axes = ax is None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5.5, 4.8), dpi=100)
+    else:
+        fig = ax.figure
+    cut = min_fragments is not None or min_frac is not None
+    for mask, colour, label in (
+        (drawn & passed, "#4c72b0", "pass" if cut else None),
+        (drawn & ~passed, "#b0b0b0", "fail"),
+    ):
+        if mask.any():
+            ax.scatter(
+                fragments[mask],
+                frac[mask],
+                s=5,
+                color=colour,
+                label=f"{label} ({int(mask.sum()):,})" if label else None,
+            )
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(_plain_count)
+    ax.xaxis.set_minor_formatter(_two_and_five)  # labels 200, 500, 2,000, ... between decades
+    if min_fragments is not None:
+        ax.axvline(min_fragments, color="#c44e52", linestyle="--", linewidth=1)
+    if min_frac is not None:
+        ax.axhline(float(min_frac), color="#c44e52", linestyle="--", linewidth=1)
+    ax.set_xlabel("fragments per cell")
+    ax.set_ylabel("fraction of fragments in the universe")
+    if cut:
+        ax.legend(markerscale=2.5, fontsize=7, frameon=False, loc="best")
+    if title is None:
+        n = len(fragments)
+        title = f"{int(passed.sum()):,} of {n:,} cells pass" if cut else f"{n:,} cells"
+        if (~drawn).any():
+            title += f" ({int((~drawn).sum()):,} with no fragments not drawn)"
+    ax.set_title(title, fontsize=10)
+    if own_axes:
+        fig.tight_layout()
+    if save is not None:
+        if getattr(adata, "isbacked", False) and adata.filename is not None:
+            refuse_overwriting_inputs(save, [adata.filename])
+        _save_atomically(fig, Path(save))
+    if show:
+        plt.show()
+    return fig
+
+
+def _plain_count(value: float, _position: Any = None) -> str:
+    """A log-axis tick as a plain count: 1,000 rather than 10^3."""
+    return f"{value:,.0f}" if value >= 1 else f"{value:g}"
+
+
+def _two_and_five(value: float, _position: Any = None) -> str:
+    """Minor log-axis ticks at 2 and 5 times a power of ten get a label; the rest none."""
+    if value <= 0:
+        return ""
+    mantissa = value / 10 ** np.floor(np.log10(value))
+    return _plain_count(value) if np.isclose(mantissa, [2, 5]).any() else ""

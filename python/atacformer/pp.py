@@ -27,6 +27,9 @@ from .tokenizers import Tokenizer
 
 __all__ = ["tokenize"]
 
+CHROM_NAMES = ("auto", "exact")
+"""The ways of matching input chromosome names to the universe's (``chrom_names=``)."""
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -81,6 +84,7 @@ def tokenize(
     sample_names: Sequence[str] | None = None,
     out: PathLike | None = None,
     progress: bool = False,
+    chrom_names: str = "auto",
 ) -> TokenizedCells | Path:
     """Tokenizes ``data`` against ``tokenizer``'s universe.
 
@@ -117,6 +121,10 @@ def tokenize(
     open with ``anndata.read_h5ad(out, backed="r")``. Other inputs are tokenized in memory
     and written with :meth:`TokenizedCells.to_anndata`. ``progress`` shows a progress bar
     and says what a resumed run skips.
+
+    ``chrom_names="auto"`` (the default) matches an input chromosome the universe lacks
+    under its alias (``chr`` added or removed, ``MT`` <-> ``chrM``), ``"exact"`` only by its
+    own name; the result's ``coverage`` says which aliases were used.
     """
     if out is not None:
         return _tokenize_to(
@@ -132,12 +140,20 @@ def tokenize(
             format=format,
             sample_names=sample_names,
             progress=progress,
+            barcode_suffix=barcode_suffix,
+            chrom_names=chrom_names,
         )
     manifest = _as_manifest(data, format, sample_names, barcodes)
     if manifest is not None:
         from . import atlas
 
-        options = dict(min_fragments=min_fragments, max_fragments=max_fragments, on_error=on_error)
+        options = dict(
+            min_fragments=min_fragments,
+            max_fragments=max_fragments,
+            on_error=on_error,
+            barcode_suffix=barcode_suffix,
+            chrom_names=chrom_names,
+        )
         with _threads(threads):
             return atlas.tokenize_manifest(manifest, as_tokenizer(tokenizer), **options)
     return _tokenize(
@@ -151,6 +167,7 @@ def tokenize(
         threads=threads,
         layer=layer,
         format=format,
+        chrom_names=chrom_names,
     )[0]
 
 
@@ -233,6 +250,8 @@ def _tokenize_to(
             on_error=options["on_error"],
             threads=threads,
             verbose=progress,
+            barcode_suffix=options["barcode_suffix"],
+            chrom_names=options["chrom_names"],
         )
     tok = as_tokenizer(tokenizer) if needs_tokenizer(data, options["format"]) else None
     cells = _tokenize(data, tok if tok is not None else tokenizer, **options)[0]
@@ -285,9 +304,12 @@ def _tokenize(
     threads: int | None = None,
     layer: str | None = None,
     format: str = "auto",
+    chrom_names: str = "auto",
 ) -> tuple[TokenizedCells, Any]:
     """:func:`tokenize`, plus the ``obs`` table of an ``.h5ad`` path (else None), in the
     cells' order."""
+    if chrom_names not in CHROM_NAMES:
+        raise _core.InvalidInputError(f"chrom_names must be 'auto' or 'exact', got {chrom_names!r}")
     if _stdin.is_stdin(data):  # "-": standard input, spooled to a file
         with _stdin.stdin_input(data, format) as (spooled, spooled_format):
             return _tokenize(
@@ -301,6 +323,7 @@ def _tokenize(
                 threads=threads,
                 layer=layer,
                 format=spooled_format,
+                chrom_names=chrom_names,
             )
     if max_fragments is not None and not isinstance(max_fragments, bool):
         if isinstance(max_fragments, int) and max_fragments < 1:
@@ -347,6 +370,7 @@ def _tokenize(
                 min_fragments=min_fragments,
                 max_fragments=max_fragments,
                 on_error=on_error,
+                chrom_names=chrom_names,
             )
             return _from_fragments(tok, source, options), None
         if source.kind == "h5ad":
@@ -394,8 +418,9 @@ def _from_fragments(tok: Tokenizer, source: Source, options: dict[str, Any]) -> 
 
 def _concat(parts: Sequence[TokenizedCells], names: Sequence[str]) -> TokenizedCells:
     """The cells of ``parts`` one after another (same vocabulary), renamed ``names``."""
-    joined = TokenizedCells.concat(list(parts))
-    return TokenizedCells(joined.ids, joined.offsets, names, joined.pad_token_id)
+    joined = TokenizedCells.concat(list(parts))  # carries counts, qc and coverage along
+    joined.names = list(names)
+    return joined
 
 
 def _from_anndata(tok: Tokenizer, adata: Any, layer: str | None) -> TokenizedCells:

@@ -2,7 +2,9 @@
 
 :func:`embed` puts the Atacformer embeddings in ``obsm["X_atacformer"]`` and records the
 model and settings in ``uns["atacformer"]``; :func:`cluster` adds KMeans clusters of them to
-``obs``. Both follow the scverse convention: given an ``AnnData`` they change it in place.
+``obs``; :func:`transfer_labels` annotates query cells from a labelled reference by their
+nearest reference cells. They follow the scverse convention: given an ``AnnData`` they change
+it in place.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from typing import Any, Union
 import numpy as np
 
 from . import _core, pp
-from ._deps import require
+from ._deps import importable, require
 from .tokenized_cells import TokenizedCells
 from .tokenizers import SPECIAL_TOKEN_NAMES, Tokenizer
 
-__all__ = ["check_compatible", "check_universe", "cluster", "embed"]
+__all__ = [
+    "check_compatible",
+    "check_same_model",
+    "check_universe",
+    "cluster",
+    "embed",
+    "transfer_labels",
+]
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -39,11 +48,19 @@ def embed(
     progress: bool = True,
     out: PathLike | None = None,
     block_size: int | None = None,
+    chrom_names: str = "auto",
 ) -> Any:
     """Cell embeddings ``[n_cells, hidden]`` float32 in ``obsm[key_added]``.
 
     - Given an ``AnnData``, tokenizes it (one cell per row), writes ``obsm[key_added]`` and
       ``obs["atacformer_n_tokens"]`` in place and returns the same object.
+    - In both cases ``obs`` gets the tokenization's per-cell QC
+      (:attr:`TokenizedCells.qc <atacformer.TokenizedCells.qc>`): ``n_tokens`` (universe
+      ids per cell) and, whenever the tokenization knew them (fragment files),
+      ``n_fragments``, ``n_fragments_in_universe`` and ``frac_in_universe``; plot them with
+      :func:`atacformer.pl.qc`. ``atacformer_n_tokens`` is the length of each cell's token
+      list as embedded, which counts the ``<unk>`` placeholder of a cell that overlaps
+      nothing (``n_tokens`` 0, ``atacformer_n_tokens`` 1).
     - Given anything else :func:`atacformer.pp.tokenize` reads (fragment or BED files, an
       ``.h5ad`` or ``.atok`` path, a ``TokenizedCells``), returns a new ``AnnData`` whose
       ``obs`` are the cells (index = cell names; an ``.h5ad`` keeps its ``obs`` columns) with
@@ -54,8 +71,9 @@ def embed(
     and the tokenizer must agree (vocabulary size, special ids); this is checked before any
     work. Cells longer than ``max_tokens_per_cell`` keep a seeded random subset of their
     tokens; the default is the model's context when it uses positions, else no limit.
-    ``dtype`` (``"bfloat16"``, ``torch.float16``) runs the encoder under autocast. The model,
-    tokenizer and settings are recorded in ``uns["atacformer"]``.
+    ``dtype`` (``"bfloat16"``, ``torch.float16``) runs the encoder under autocast.
+    ``chrom_names`` (``"auto"`` or ``"exact"``) is passed to :func:`atacformer.pp.tokenize`.
+    The model, tokenizer and settings are recorded in ``uns["atacformer"]``.
 
     A model whose checkpoint lacked encoder weights (``model.missing_encoder_weights()``),
     token ids outside the model's vocabulary (negative ones included), a device without
@@ -121,10 +139,10 @@ def embed(
     if adata is not None and tok is not None:
         check_universe(_recorded_universe(adata), tok, "the AnnData")
     if adata is not None:
-        cells = pp.tokenize(adata, tok)
+        cells = pp.tokenize(adata, tok, chrom_names=chrom_names)
         obs = None
     else:
-        cells, obs = pp._tokenize(data, tok)
+        cells, obs = pp._tokenize(data, tok, chrom_names=chrom_names)
     _check_cells(net, cells)
     if tok is not None:
         _warn_unk_only(cells, tok)
@@ -141,6 +159,8 @@ def embed(
     if adata is None:
         adata = _new_anndata(cells, obs)
     adata.obs["atacformer_n_tokens"] = cells.lengths
+    for name, values in cells.qc.items():  # n_fragments, frac_in_universe, n_tokens, ...
+        adata.obs[name] = values
     adata.obsm[key_added] = embeddings
     record = dict(adata.uns.get("atacformer", {}))
     for basis in _MAPS:  # a 2-D map drawn from the old embeddings no longer applies
@@ -456,3 +476,302 @@ def _representation(adata: Any, use_rep: str) -> np.ndarray:
             f"obsm has no {use_rep!r} (have: {have}); run atacformer.tl.embed first"
         )
     return np.asarray(adata.obsm[use_rep])
+
+
+# --------------------------------------------------------------------------- label transfer
+
+UNKNOWN_LABEL = "Unknown"
+"""The label :func:`transfer_labels` gives a query cell it cannot place confidently."""
+DISTANCE_TAIL = 0.05
+"""Share of the reference that :func:`transfer_labels` treats as its far tail: a query cell
+closer to the reference than all but this share of the predicted type's own reference cells
+are to theirs gets full closeness; further out, closeness falls to 0."""
+MIN_CALIBRATION_CELLS = 20
+"""A predicted type with fewer reference cells than this is calibrated against the whole
+reference's neighbour distances instead of its own."""
+PYNNDESCENT_MIN_CELLS = 50_000
+"""With ``method="auto"``, references at least this large use pynndescent when installed."""
+_METHODS = ("auto", "brute", "pynndescent")
+_WEIGHT_EPS = 1e-9  # keeps 1 / distance finite for a neighbour at distance 0
+_MODEL_FIELDS = ("model", "universe_id", "vocab_size", "hidden_size")
+"""The ``uns["atacformer"]`` fields that must agree between a reference and a query."""
+
+
+def transfer_labels(
+    reference: Any,
+    query: Any,
+    label_key: str,
+    key_added: str = "atacformer_label",
+    n_neighbors: int = 15,
+    min_confidence: float = 0.5,
+    use_rep: str = "X_atacformer",
+    method: str = "auto",
+) -> None:
+    """Annotates ``query`` cells with the labels ``reference.obs[label_key]`` of their
+    nearest reference cells in ``obsm[use_rep]`` (cosine distance), in place.
+
+    Writes ``query.obs[key_added]`` (categorical: the reference's labels and
+    :data:`UNKNOWN_LABEL`) and ``query.obs[f"{key_added}_confidence"]`` (float in [0, 1]),
+    and records the settings in ``query.uns["atacformer"][key_added]``.
+
+    For a query cell with ``k = n_neighbors`` nearest reference cells at cosine distances
+    ``d_1 .. d_k``:
+
+    - **agreement** ``a``: each neighbour votes for its label with weight
+      ``1 / (d_j + 1e-9)``; the predicted label is the one with the most weight and ``a`` is
+      its share of the total weight (1 when all neighbours agree).
+    - **closeness** ``s``: ``p`` is the share of the predicted label's reference cells whose
+      own mean distance to their ``k`` nearest other reference cells is at least the query
+      cell's mean distance ``mean(d_j)`` (the whole reference is used when the label has
+      fewer than :data:`MIN_CALIBRATION_CELLS` cells); ``s = min(1, p / DISTANCE_TAIL)``.
+      A cell as close to the reference as all but the farthest 5 % of that type's own cells
+      gets 1; one further away than every reference cell of the type gets 0.
+    - **confidence** ``= a * s``. Cells below ``min_confidence`` are labelled
+      :data:`UNKNOWN_LABEL`.
+
+    Agreement alone is not enough: a type missing from the reference sits next to a sister
+    type, its neighbours all agree, and only its distance gives it away.
+
+    ``method`` is the neighbour search: ``"brute"`` (scikit-learn, exact), ``"pynndescent"``
+    (approximate, for references of many cells; needs ``pynndescent``) or ``"auto"``
+    (pynndescent for references of at least :data:`PYNNDESCENT_MIN_CELLS` cells when it is
+    installed, else brute). Reference cells with no label (NaN) are left out.
+
+    Raises :class:`~atacformer.InvalidInputError` when the two were embedded by different
+    models (their ``uns["atacformer"]`` records differ in model, universe or size), when
+    ``label_key`` or ``use_rep`` is missing, when the embeddings differ in width or are not
+    finite, or when ``n_neighbors`` is not between 1 and the number of labelled reference
+    cells minus one.
+    """
+    if not isinstance(label_key, str) or not label_key:
+        raise _core.InvalidInputError(f"label_key must be a non-empty string, got {label_key!r}")
+    if not isinstance(key_added, str) or not key_added:
+        raise _core.InvalidInputError(f"key_added must be a non-empty string, got {key_added!r}")
+    if method not in _METHODS:
+        raise _core.InvalidInputError(
+            f"method must be one of {', '.join(_METHODS)}, got {method!r}"
+        )
+    if (
+        isinstance(min_confidence, bool)
+        or not isinstance(min_confidence, (int, float, np.integer, np.floating))
+        or not 0.0 <= float(min_confidence) <= 1.0
+    ):
+        raise _core.InvalidInputError(
+            f"min_confidence must be a number from 0 to 1, got {min_confidence!r}"
+        )
+    ref_rep = _finite_rep(reference, use_rep, "reference")
+    query_rep = _finite_rep(query, use_rep, "query")
+    if ref_rep.shape[1] != query_rep.shape[1]:
+        raise _core.InvalidInputError(
+            f"the reference's {use_rep!r} has {ref_rep.shape[1]} dimensions and the query's "
+            f"{query_rep.shape[1]}: they were not embedded by the same model"
+        )
+    check_same_model(reference, query, use_rep)
+    if label_key not in reference.obs.columns:
+        have = ", ".join(map(str, reference.obs.columns)) or "none"
+        raise _core.InvalidInputError(
+            f"the reference has no obs column {label_key!r} (have: {have})"
+        )
+    import pandas as pd
+
+    column = reference.obs[label_key]
+    labelled = column.notna().to_numpy()
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = [str(c) for c in column.cat.categories]
+    else:
+        categories = sorted({str(x) for x in column[labelled]})
+    labels = np.asarray([str(x) for x in column[labelled]], dtype=object)
+    if UNKNOWN_LABEL in set(labels):
+        raise _core.InvalidInputError(
+            f"the reference's {label_key!r} has cells labelled {UNKNOWN_LABEL!r}, the label "
+            "given to cells that cannot be placed: rename them or leave them out"
+        )
+    ref_rep = ref_rep[labelled]
+    n_ref = len(ref_rep)
+    if (
+        isinstance(n_neighbors, bool)
+        or not isinstance(n_neighbors, (int, np.integer))
+        or not 1 <= n_neighbors <= n_ref - 1
+    ):
+        raise _core.InvalidInputError(
+            f"n_neighbors must be an integer from 1 to {n_ref - 1} (the {n_ref} labelled "
+            f"reference cells, less one: each is compared with its own neighbours), got "
+            f"{n_neighbors!r}"
+        )
+    k = int(n_neighbors)
+    if method == "auto":
+        method = (
+            "pynndescent"
+            if n_ref >= PYNNDESCENT_MIN_CELLS and importable("pynndescent")
+            else "brute"
+        )
+    index = {c: i for i, c in enumerate(categories)}
+    codes = np.fromiter((index[x] for x in labels), dtype=np.int64, count=len(labels))
+    query_dist, query_idx, own_dist = _neighbours(ref_rep, query_rep, k, method)
+    predicted, agreement = _weighted_vote(query_dist, codes[query_idx], len(categories))
+    closeness = _closeness(query_dist.mean(axis=1), own_dist.mean(axis=1), codes, predicted)
+    confidence = agreement * closeness
+    names = np.asarray(categories, dtype=object)[predicted]
+    names[confidence < float(min_confidence)] = UNKNOWN_LABEL
+    query.obs[key_added] = pd.Categorical(names, categories=[*categories, UNKNOWN_LABEL])
+    query.obs[f"{key_added}_confidence"] = confidence.astype(np.float32)
+    record = dict(query.uns.get("atacformer", {}))
+    record[key_added] = {
+        "label_key": label_key,
+        "n_neighbors": k,
+        "min_confidence": float(min_confidence),
+        "distance_tail": DISTANCE_TAIL,
+        "use_rep": use_rep,
+        "method": method,
+        "n_reference_cells": int(n_ref),
+    }
+    query.uns["atacformer"] = record
+
+
+def check_same_model(reference: Any, query: Any, use_rep: str = "X_atacformer") -> None:
+    """Raises :class:`~atacformer.InvalidInputError` when the ``uns["atacformer"]`` records
+    of the two say that ``obsm[use_rep]`` came from different models (model name or folder,
+    tokenizer universe, vocabulary or hidden size). Warns when a side has no record of
+    ``use_rep`` (its embeddings were not made by :func:`embed`), as nothing can be checked."""
+    records = []
+    for name, adata in (("reference", reference), ("query", query)):
+        record = adata.uns.get("atacformer", {})
+        made = record.get("key_added", "X_atacformer") if hasattr(record, "get") else None
+        if not hasattr(record, "get") or "model" not in record or made != use_rep:
+            warnings.warn(
+                f"the {name} has no record of the model that made obsm[{use_rep!r}] "
+                "(uns['atacformer'] from atacformer.tl.embed): cannot check that both sides "
+                "were embedded by the same model",
+                stacklevel=3,
+            )
+            return
+        records.append(record)
+    ref, qry = records
+    for field in _MODEL_FIELDS:
+        if field not in ref or field not in qry:
+            continue
+        a, b = ref[field], qry[field]
+        if field == "model":
+            a, b = _model_identity(a), _model_identity(b)
+        if str(a) != str(b):
+            raise _core.InvalidInputError(
+                f"the reference was embedded by {_describe_model(ref)} and the query by "
+                f"{_describe_model(qry)} ({field} differs): embeddings of different models "
+                "are not comparable; embed both with the same model"
+            )
+
+
+def _model_identity(name: Any) -> str:
+    """A model name as one spelling: ``"demo"`` and local folders as resolved paths."""
+    from .hub import DEMO_MODEL_DIR, DEMO_NAME
+
+    text = str(name)
+    if text == DEMO_NAME:
+        return str(DEMO_MODEL_DIR)
+    path = os.path.expanduser(text)
+    return os.path.realpath(path) if os.path.exists(path) else text
+
+
+def _describe_model(record: Any) -> str:
+    parts = [f"model {record.get('model')!r}"]
+    for field in _MODEL_FIELDS[1:]:
+        if field in record:
+            parts.append(f"{field} {record[field]}")
+    return "(" + ", ".join(parts) + ")" if len(parts) > 1 else parts[0]
+
+
+def _finite_rep(adata: Any, use_rep: str, side: str) -> np.ndarray:
+    if not pp.is_anndata(adata):
+        raise _core.AtacformerTypeError(
+            f"the {side} must be an AnnData, got {type(adata).__name__}"
+        )
+    if use_rep not in adata.obsm:
+        have = ", ".join(map(str, adata.obsm.keys())) or "none"
+        raise _core.InvalidInputError(
+            f"the {side} has no obsm[{use_rep!r}] (have: {have}); run atacformer.tl.embed on "
+            "it first"
+        )
+    rep = np.asarray(adata.obsm[use_rep], dtype=np.float64)
+    if rep.ndim != 2 or rep.shape[1] < 1:
+        raise _core.InvalidInputError(
+            f"the {side}'s obsm[{use_rep!r}] must be [cells, dims], got shape {rep.shape}"
+        )
+    if len(rep) == 0:
+        raise _core.InvalidInputError(f"the {side} has no cells")
+    if not np.isfinite(rep).all():
+        raise _core.InvalidInputError(
+            f"the {side}'s obsm[{use_rep!r}] has non-finite values (NaN or infinity)"
+        )
+    return rep
+
+
+def _neighbours(
+    ref: np.ndarray, query: np.ndarray, k: int, method: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cosine distances and indices ``[n_query, k]`` of each query cell's ``k`` nearest
+    reference cells, and ``[n_ref, k]`` distances of each reference cell's ``k`` nearest
+    other reference cells."""
+    if method == "pynndescent":
+        nnd = require("pynndescent", "method='pynndescent'", "pynndescent")
+        search = nnd.NNDescent(ref, metric="cosine", n_neighbors=max(k + 1, 15), random_state=0)
+        query_idx, query_dist = search.query(query, k=k)
+        own_idx, own_dist = search.query(ref, k=k + 1)
+    else:
+        require("sklearn", "label transfer", "scikit-learn")
+        from sklearn.neighbors import NearestNeighbors
+
+        search = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(ref)
+        query_dist, query_idx = search.kneighbors(query)
+        own_dist, own_idx = search.kneighbors(ref, n_neighbors=k + 1)
+    own = _drop_self(np.asarray(own_idx), np.asarray(own_dist, dtype=np.float64))
+    # Cosine distances are at least 0; rounding can give -1e-16.
+    return (
+        np.maximum(np.asarray(query_dist, dtype=np.float64), 0.0),
+        np.asarray(query_idx, dtype=np.int64),
+        np.maximum(own, 0.0),
+    )
+
+
+def _drop_self(indices: np.ndarray, distances: np.ndarray) -> np.ndarray:
+    """The ``k + 1`` neighbours of each reference cell less the cell itself (the last one
+    where a duplicate pushed the cell out of its own list): ``[n_ref, k]`` distances."""
+    n, width = indices.shape
+    is_self = indices == np.arange(n)[:, None]
+    missing = ~is_self.any(axis=1)
+    is_self[missing, width - 1] = True
+    first = is_self.argmax(axis=1)  # one entry per row is dropped
+    keep = np.ones_like(is_self)
+    keep[np.arange(n), first] = False
+    return distances[keep].reshape(n, width - 1)
+
+
+def _weighted_vote(
+    distances: np.ndarray, labels: np.ndarray, n_labels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The label with the most ``1 / (distance + eps)`` weight among each row's neighbours
+    and its share of the weight, both ``[n_query]``."""
+    weights = 1.0 / (distances + _WEIGHT_EPS)
+    totals = np.zeros((len(labels), n_labels))
+    rows = np.repeat(np.arange(len(labels)), labels.shape[1])
+    np.add.at(totals, (rows, labels.ravel()), weights.ravel())
+    predicted = totals.argmax(axis=1)
+    share = totals[np.arange(len(labels)), predicted] / totals.sum(axis=1)
+    return predicted, np.clip(share, 0.0, 1.0)
+
+
+def _closeness(
+    query_mean: np.ndarray, own_mean: np.ndarray, codes: np.ndarray, predicted: np.ndarray
+) -> np.ndarray:
+    """``min(1, p / DISTANCE_TAIL)``, ``p`` the share of the predicted label's reference
+    cells (all of them for a small label) whose own mean neighbour distance is at least the
+    query cell's."""
+    everyone = np.sort(own_mean)
+    out = np.empty(len(query_mean))
+    for label in np.unique(predicted):
+        rows = np.flatnonzero(predicted == label)
+        own = np.sort(own_mean[codes == label])
+        if len(own) < MIN_CALIBRATION_CELLS:
+            own = everyone
+        at_least = len(own) - np.searchsorted(own, query_mean[rows], side="left")
+        out[rows] = at_least / len(own)
+    return np.minimum(1.0, out / DISTANCE_TAIL)

@@ -1,6 +1,6 @@
 """The ``atacformer`` command line: a thin shell over the library's ``pp``/``tl``/``pl``.
 
-One module per command (``tokenize``, ``embed``, ``info``, ``demo``), as in transformers'
+One module per command (``tokenize``, ``embed``, ``annotate``, ...), as in transformers'
 ``commands/``: each adds its parser (``add_parser``) and runs it (``run``), checking every
 numeric option before anything heavy is imported. :func:`main` turns the project's own
 errors (:class:`~atacformer.AtacformerError` and its subclasses, such as a missing file, a
@@ -19,16 +19,16 @@ from collections.abc import Sequence
 
 from .. import __version__
 from .._core import AtacformerError
-from . import demo, embed, info, tokenize
+from . import annotate, demo, embed, info, tokenize
 from ._common import CommandLineError, one_line, warnings_as_lines
 
 __all__ = ["CommandLineError", "build_parser", "main"]
 
-COMMANDS = (tokenize, embed, info, demo)
+COMMANDS = (tokenize, embed, annotate, info, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``atacformer`` argument parser with its four commands."""
+    """The ``atacformer`` argument parser with its commands."""
     parser = argparse.ArgumentParser(
         prog="atacformer",
         description="Tokenize single-cell ATAC-seq data and embed cells with Atacformer.",

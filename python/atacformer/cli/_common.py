@@ -122,6 +122,13 @@ def add_input_options(p: argparse.ArgumentParser, inputs_required: bool = True) 
         default="raise",
         help="fragments: stop at a malformed line (default) or skip such lines",
     )
+    g.add_argument(
+        "--chrom-names",
+        choices=["auto", "exact"],
+        default="auto",
+        help="auto (default): match a chromosome the universe lacks under its alias (chr1/1, "
+        "chrM/MT); exact: by its own name only",
+    )
     g.add_argument("--layer", help=".h5ad: read this layer instead of X")
     g.add_argument(
         "--threads", type=int, metavar="N", help="threads for tokenizing (and the model)"
@@ -163,6 +170,7 @@ def tokenize_options(args: argparse.Namespace) -> dict[str, Any]:
         "on_error": args.on_error,
         "layer": args.layer,
         "format": args.format,
+        "chrom_names": args.chrom_names,
     }
 
 
@@ -268,6 +276,13 @@ def summary(cells: TokenizedCells, tokenizer: Tokenizer) -> str:
     return f"median {median} per cell, {unk_only(cells, tokenizer)} with unk only"
 
 
+def coverage_line(cells: TokenizedCells) -> str:
+    """``"; coverage: ..."`` (:meth:`atacformer.Coverage.summary`) for the summary line, or
+    nothing when the input kind measures none."""
+    coverage = cells.coverage
+    return "" if coverage is None else f"; coverage: {coverage.summary()}"
+
+
 def use_agg() -> Any:
     """pyplot on the file-only backend (a command draws PNGs, never windows)."""
     require("matplotlib", "drawing a plot", "matplotlib")
@@ -317,12 +332,16 @@ def activity(description: str, quiet: bool) -> Iterator[None]:
         bar.close()
 
 
+_PYTHON_TO_OPTION = ("pass chrom_names='auto'", "pass --chrom-names auto")
+
+
 @contextlib.contextmanager
 def warnings_as_lines(command: str) -> Iterator[None]:
     """Prints each warning as one line, ``atacformer COMMAND: warning: ...``."""
 
     def show(message: Any, category: Any, *_: Any, **__: Any) -> None:
-        print(f"atacformer {command}: warning: {one_line(message)}", file=sys.stderr)
+        text = one_line(message).replace(*_PYTHON_TO_OPTION)  # the fix as the CLI spells it
+        print(f"atacformer {command}: warning: {text}", file=sys.stderr)
 
     with warnings.catch_warnings():  # restores showwarning afterwards
         warnings.showwarning = show

@@ -209,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
         note.append(f"KMeans, k = {k}")
 
     with steps.step("save") as note:
-        known = sample.to_anndata().obs.iloc[order][["cell_type", "n_fragments", "frip"]]
+        # The truth; n_fragments is in obs already, as tl.embed's per-cell QC.
+        known = sample.to_anndata().obs.iloc[order][["cell_type", "frip"]]
         known.index = adata.obs_names
         adata.obs = known.join(adata.obs)
         adata.uns["atacformer"].update(cells=json.dumps(cell_spec.__dict__), ari=ari)

@@ -28,6 +28,7 @@ from ._common import (
     check_input_kind,
     check_input_options,
     check_output,
+    coverage_line,
     hub_options,
     load_tokenizer,
     refuse_inputs,
@@ -60,7 +61,8 @@ def add_parser(sub: Any) -> None:
         "model: the mean of the encoder's token outputs, [n_cells, hidden] float32.\n"
         "OUT is chosen by its suffix:\n"
         "  .h5ad     obsm['X_atacformer'], obs from an .h5ad input (else cell names),\n"
-        "            plus obs['atacformer_n_tokens'] (and obs['atacformer_cluster'])\n"
+        "            plus obs['atacformer_n_tokens'], the per-cell QC (n_fragments,\n"
+        "            frac_in_universe, ...; see atacformer.pl.qc) and obs['atacformer_cluster']\n"
         "  .npy      the matrix alone, rows in the input's cell order\n"
         "  .parquet  a 'cell' column, then atacformer_0 ... atacformer_{hidden-1}\n"
         "A tokenized atlas (.h5ad from `atacformer tokenize --manifest`) is read in blocks\n"
@@ -101,6 +103,11 @@ def add_parser(sub: Any) -> None:
         metavar="N",
         help="atlas input: cells per block, the unit of resuming and of sharing among "
         "processes (default 4096)",
+    )
+    g.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="embed even when no cell overlaps the universe (by default that is an error)",
     )
     g = p.add_argument_group("clusters and plot")
     g.add_argument(
@@ -170,6 +177,8 @@ def run(args: argparse.Namespace) -> int:
         return run_atlas(args, source.paths[0], out, model, tokenizer, device)
     with activity(f"Reading {source.describe()}", args.quiet):
         cells = pp.tokenize(args.inputs, tokenizer, **tokenize_options(args))
+    if tokenizer is not None and not args.allow_empty:
+        refuse_empty(cells, tokenizer)
     obs = read_obs(source.paths[0]) if source.kind == "h5ad" else None
     if args.color_by and args.color_by not in obs.columns:
         raise CommandLineError(
@@ -196,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     if obs is not None:  # an .h5ad input: keep its obs, in the same row order
         table = obs.copy()
         table.index = table.index.astype(str)
-        table["atacformer_n_tokens"] = adata.obs["atacformer_n_tokens"].to_numpy()
+        for name in ("atacformer_n_tokens", *cells.qc):
+            table[name] = adata.obs[name].to_numpy()
         adata.obs = table
     adata.uns["atacformer"]["tokenizer"] = args.tokenizer or args.model
     return finish(args, out, adata, seconds)
@@ -254,7 +264,11 @@ def finish(
     if clustered or not written:
         write(out, adata, clustered)
     emb = adata.obsm[EMBEDDING_KEY]
-    say(args, f"{emb.shape[0]:,} cells x {emb.shape[1]} dims in {seconds:.2f} s -> {out}")
+    say(
+        args,
+        f"{emb.shape[0]:,} cells x {emb.shape[1]} dims in {seconds:.2f} s -> {out}"
+        f"{coverage_line(cells)}",
+    )
     if args.plot:
         column = args.color_by or CLUSTER_KEY
         what = args.color_by or "KMeans cluster"
@@ -263,6 +277,18 @@ def finish(
         use_agg().close(figure)
         say(args, f"{method} map coloured by {what} -> {args.plot}")
     return 0
+
+
+def refuse_empty(cells: Any, tokenizer: Any) -> None:
+    """Stops when no cell has a token of the universe: every cell would embed to the same
+    point, and the output and plot would mean nothing."""
+    if len(cells) and tl.unk_only(cells, tokenizer) + int(np.sum(cells.lengths == 0)) < len(cells):
+        return
+    raise CommandLineError(
+        f"no cell has a token: none of the {len(cells):,} cells overlaps the universe, so "
+        "every cell would embed to the same point; check that the data and the model share a "
+        "genome build and chromosome names, or pass --allow-empty"
+    )
 
 
 def read_obs(path: Path) -> Any:

@@ -22,6 +22,7 @@ from ._common import (
     check_input_kind,
     check_input_options,
     check_output,
+    coverage_line,
     load_tokenizer,
     refuse_inputs,
     say,
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
     say(
         args,
         f"{len(cells):,} cells, {len(cells.ids):,} tokens ({summary(cells, tokenizer)}) "
-        f"in {time.perf_counter() - started:.2f} s -> {out}",
+        f"in {time.perf_counter() - started:.2f} s -> {out}{coverage_line(cells)}",
     )
     return 0
 
