@@ -209,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
             table[name] = adata.obs[name].to_numpy()
         adata.obs = table
     adata.uns["atacformer"]["tokenizer"] = args.tokenizer or args.model
-    return finish(args, out, adata, seconds)
+    return finish(args, out, adata, seconds, summary=coverage_line(cells))
 
 
 def run_atlas(
@@ -251,7 +251,12 @@ def run_atlas(
 
 
 def finish(
-    args: argparse.Namespace, out: Path, adata: Any, seconds: float, written: bool = False
+    args: argparse.Namespace,
+    out: Path,
+    adata: Any,
+    seconds: float,
+    written: bool = False,
+    summary: str = "",
 ) -> int:
     """Clusters, writes OUT (again, with the clusters, when ``written`` already), reports
     and draws the plot."""
@@ -267,7 +272,7 @@ def finish(
     say(
         args,
         f"{emb.shape[0]:,} cells x {emb.shape[1]} dims in {seconds:.2f} s -> {out}"
-        f"{coverage_line(cells)}",
+        f"{summary}",
     )
     if args.plot:
         column = args.color_by or CLUSTER_KEY
