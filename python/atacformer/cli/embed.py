@@ -271,8 +271,7 @@ def finish(
     emb = adata.obsm[EMBEDDING_KEY]
     say(
         args,
-        f"{emb.shape[0]:,} cells x {emb.shape[1]} dims in {seconds:.2f} s -> {out}"
-        f"{summary}",
+        f"{emb.shape[0]:,} cells x {emb.shape[1]} dims in {seconds:.2f} s -> {out}{summary}",
     )
     if args.plot:
         column = args.color_by or CLUSTER_KEY
