@@ -351,7 +351,7 @@ def _tokenize(
     with _threads(threads):
         if is_anndata(data):
             only_for("h5ad", "the input")
-            return _from_anndata(as_tokenizer(tokenizer), data, layer), None
+            return _from_anndata(as_tokenizer(tokenizer), data, layer, chrom_names), None
         if not is_path_list(data):
             raise _core.AtacformerTypeError(
                 "data must be a path (fragments, BED, folder, .h5ad, .atok), a list of paths, "
@@ -374,8 +374,8 @@ def _tokenize(
             )
             return _from_fragments(tok, source, options), None
         if source.kind == "h5ad":
-            return _from_h5ad(tok, source, layer)
-        return tok.tokenize_files(list(source.paths)), None
+            return _from_h5ad(tok, source, layer, chrom_names)
+        return tok.tokenize_files(list(source.paths), chrom_names=chrom_names), None
 
 
 @contextlib.contextmanager
@@ -423,11 +423,15 @@ def _concat(parts: Sequence[TokenizedCells], names: Sequence[str]) -> TokenizedC
     return joined
 
 
-def _from_anndata(tok: Tokenizer, adata: Any, layer: str | None) -> TokenizedCells:
-    return tok.tokenize_anndata(adata, layer=layer)
+def _from_anndata(
+    tok: Tokenizer, adata: Any, layer: str | None, chrom_names: str = "auto"
+) -> TokenizedCells:
+    return tok.tokenize_anndata(adata, layer=layer, chrom_names=chrom_names)
 
 
-def _from_h5ad(tok: Tokenizer, source: Source, layer: str | None) -> tuple[TokenizedCells, Any]:
+def _from_h5ad(
+    tok: Tokenizer, source: Source, layer: str | None, chrom_names: str = "auto"
+) -> tuple[TokenizedCells, Any]:
     from ._deps import require
 
     ad = require("anndata", "reading .h5ad files", "atacformer[anndata]")
@@ -437,7 +441,7 @@ def _from_h5ad(tok: Tokenizer, source: Source, layer: str | None) -> tuple[Token
     except (OSError, KeyError) as e:
         raise _core.AtacformerIOError(f"{path}: not a readable .h5ad file ({e})") from e
     try:
-        cells = _from_anndata(tok, adata, layer)
+        cells = _from_anndata(tok, adata, layer, chrom_names)
         obs = adata.obs.copy()
     finally:
         if adata.isbacked:
