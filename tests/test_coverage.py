@@ -169,10 +169,14 @@ def test_names_the_universe_lacks(world, tmp_path):
 
 
 def test_no_token_warns_even_with_good_coverage(world, tmp_path):
-    path = write(tmp_path / "good.tsv", same_build(world, 500))
+    # The one listed barcode is in the file, but its fragment lies before every region.
+    assert min(s for c, s, e in world["regions"] if c == "chr1") > 100
+    frags = same_build(world, 500) + [("chr1", 1, 50, "OFF")]
+    path = write(tmp_path / "good.tsv", sorted(frags))
     with pytest.warns(CoverageWarning, match="no cell has a token"):
-        cells = world["tok"].tokenize_fragments(path, barcodes=["NOT-THERE"])
+        cells = world["tok"].tokenize_fragments(path, barcodes=["OFF"])
     assert cells.qc["n_tokens"].tolist() == [0]
+    assert cells.qc["n_fragments"].tolist() == [1]
 
 
 def test_coverage_travels_with_the_cells(world):
