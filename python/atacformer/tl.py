@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _core, pp
 from ._deps import importable, require
+from .coverage import CoverageWarning
 from .tokenized_cells import TokenizedCells
 from .tokenizers import SPECIAL_TOKEN_NAMES, Tokenizer
 
@@ -277,6 +278,7 @@ def _embed_atlas(
             warnings.warn(
                 f"{n_empty} of {atlas.n_cells} cells of the atlas have no tokens (embedded as "
                 "<unk> alone); do the data and the model share a genome and peak set?",
+                CoverageWarning,
                 stacklevel=3,
             )
         adata = data if pp.is_anndata(data) else None
