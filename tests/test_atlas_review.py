@@ -46,3 +46,36 @@ def test_the_library_warns_with_a_coverage_warning_for_empty_atlas_cells(tmp_pat
     assert adata.n_obs == 4
     kinds = [w.category for w in caught if "have no tokens" in str(w.message)]
     assert kinds == [CoverageWarning]
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    """Two tiny synthetic samples (about 20 cells each) over a 600-peak universe."""
+    from atacformer import synthetic as syn
+
+    root = tmp_path_factory.mktemp("review")
+    design = syn.make_design(
+        syn.DesignSpec(n_peaks=600, peaks_per_type=30, peaks_per_lineage=60, seed=5)
+    )
+    universe = design.write_universe(root / "universe.bed")
+    spec = dict(n_cells=20, median_fragments=120, min_fragments=40)
+    for name, seed in (("A", 21), ("B", 22)):
+        cells = syn.sample_cells(design, syn.CellSpec(seed=seed, **spec))
+        cells.write_fragments(root / f"{name}.tsv.gz")
+    manifest = root / "m.tsv"
+    manifest.write_text("sample\tfragments\nA\tA.tsv.gz\nB\tB.tsv.gz\n")
+    return {"root": root, "manifest": manifest, "tok": af.Tokenizer.from_bed(universe)}
+
+
+def test_a_sample_whose_cells_all_fail_the_filters_says_so(samples):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)
+        with pytest.raises(af.InvalidInputError) as caught:
+            af.pp.tokenize(samples["manifest"], samples["tok"], min_fragments=100000)
+    message = str(caught.value)
+    assert "no cell of sample 'A'" in message and "passes min_fragments=100000" in message
+    assert "has a fragment in the universe" not in message
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)
+        with pytest.raises(af.InvalidInputError, match="max_fragments=1"):
+            af.pp.tokenize(samples["manifest"], samples["tok"], max_fragments=1)
