@@ -79,3 +79,35 @@ def test_a_sample_whose_cells_all_fail_the_filters_says_so(samples):
         warnings.simplefilter("ignore", CoverageWarning)
         with pytest.raises(af.InvalidInputError, match="max_fragments=1"):
             af.pp.tokenize(samples["manifest"], samples["tok"], max_fragments=1)
+
+
+@pytest.fixture(scope="module")
+def real_atlas(samples):
+    return af.pp.tokenize(samples["manifest"], samples["tok"], out=samples["root"] / "atlas.h5ad")
+
+
+def test_from_anndata_needs_a_known_universe_and_to_anndata_keeps_to_it(samples, real_atlas):
+    import anndata as ad
+
+    tok = samples["tok"]
+    adata = ad.read_h5ad(real_atlas)
+    plain = adata.copy()
+    del plain.uns["atacformer"]
+    with pytest.raises(af.InvalidInputError, match="universe_id"):
+        af.TokenizedCells.from_anndata(plain)
+    cells = af.TokenizedCells.from_anndata(plain, tokenizer=tok)
+    assert cells.universe_id == tok.universe_id
+    assert np.array_equal(cells.ids, adata.X.indices)
+    demo_tok = af.Tokenizer.from_pretrained("demo")
+    with pytest.raises(af.InvalidInputError, match="columns"):
+        af.TokenizedCells.from_anndata(plain, tokenizer=demo_tok)  # 600 columns, not demo's
+    other = adata.copy()
+    other.uns["atacformer"] = {**adata.uns["atacformer"], "universe_id": "0" * 32}
+    with pytest.raises(af.InvalidInputError, match="0" * 32):
+        af.TokenizedCells.from_anndata(other, tokenizer=tok)
+    recorded = af.TokenizedCells.from_anndata(adata)
+    assert recorded.universe_id == tok.universe_id
+    with pytest.raises(af.InvalidInputError, match="universe"):
+        recorded.to_anndata(demo_tok)
+    again = recorded.to_anndata(tok)
+    assert (again.X != adata.X).nnz == 0
