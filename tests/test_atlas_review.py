@@ -111,3 +111,50 @@ def test_from_anndata_needs_a_known_universe_and_to_anndata_keeps_to_it(samples,
         recorded.to_anndata(demo_tok)
     again = recorded.to_anndata(tok)
     assert (again.X != adata.X).nnz == 0
+
+
+@pytest.fixture(scope="module")
+def demo_atlas(tmp_path_factory, demo):
+    """A real atlas of the demo universe: 2 synthetic samples x 20 cells, tokenized by
+    ``pp.tokenize`` from a manifest."""
+    import json
+
+    from atacformer import synthetic as syn
+    from atacformer.hub import resolve_pretrained
+
+    root = tmp_path_factory.mktemp("demo_atlas")
+    record = json.loads((resolve_pretrained("demo") / "synthetic.json").read_text())
+    design = syn.make_design(syn.DesignSpec(**record["design"]))
+    for name, seed in (("A", 41), ("B", 42)):
+        spec = syn.CellSpec(**{**record["eval_cells"], "n_cells": 20, "seed": seed})
+        syn.sample_cells(design, spec).write_fragments(root / f"{name}.tsv.gz")
+    manifest = root / "m.tsv"
+    manifest.write_text("sample\tfragments\nA\tA.tsv.gz\nB\tB.tsv.gz\n")
+    return af.pp.tokenize(manifest, demo[1], out=root / "atlas.h5ad")
+
+
+def test_a_real_atlas_embeds_and_trains_row_for_row(demo_atlas, demo):
+    import anndata as ad
+    from _model_helpers import oracle_pooled
+
+    from atacformer.training import AtlasDataset
+
+    model, tok = demo
+    truth = ad.read_h5ad(demo_atlas)
+    assert truth.n_obs == 40 and list(truth.obs["sample"].unique()) == ["A", "B"]
+    x = truth.X.tocsr()
+    rows = [x.indices[x.indptr[i] : x.indptr[i + 1]] for i in range(truth.n_obs)]
+    assert sum(len(r) > 0 for r in rows) > 30  # the synthetic cells do overlap the demo universe
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoverageWarning)
+        emb = af.tl.embed(demo_atlas, "demo", progress=False, block_size=16)
+    assert list(emb.obs_names) == list(truth.obs_names)
+    unk = np.array([tok.unk_token_id], dtype=np.int32)
+    want = oracle_pooled(model, [r if len(r) else unk for r in rows])
+    np.testing.assert_allclose(emb.obsm["X_atacformer"], want, atol=1e-5)
+    dataset = AtlasDataset(demo_atlas, block_size=7)
+    assert len(dataset) == truth.n_obs
+    for i, r in enumerate(rows):
+        got = dataset[i]["input_ids"]
+        assert got.dtype == np.int64
+        assert np.array_equal(got, r if len(r) else unk)
