@@ -158,3 +158,17 @@ def test_a_real_atlas_embeds_and_trains_row_for_row(demo_atlas, demo):
         got = dataset[i]["input_ids"]
         assert got.dtype == np.int64
         assert np.array_equal(got, r if len(r) else unk)
+
+
+def test_options_an_atlas_or_a_manifest_would_ignore_are_refused(samples, demo_atlas, capsys):
+    out = samples["root"] / "never.h5ad"
+    argv = ["tokenize", "--manifest", str(samples["manifest"]), "-o", str(out), "-q"]
+    tok = ["--tokenizer", str(samples["root"] / "universe.bed")]
+    assert main([*argv, *tok, "--format", "bed"]) != 0
+    assert "--format" in capsys.readouterr().err and not out.exists()
+    emb = samples["root"] / "never_emb.h5ad"
+    argv = ["embed", str(demo_atlas), "--model", "demo", "-o", str(emb), "-q"]
+    assert main([*argv, "--chrom-names", "exact"]) != 0
+    assert "--chrom-names" in capsys.readouterr().err and not emb.exists()
+    with pytest.raises(af.InvalidInputError, match="chrom_names"):
+        af.tl.embed(demo_atlas, "demo", chrom_names="exact", progress=False)

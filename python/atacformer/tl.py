@@ -119,6 +119,11 @@ def embed(
     from . import _stream
 
     if _stream.is_atlas(data):
+        if chrom_names != "auto":
+            raise _core.InvalidInputError(
+                f"chrom_names={chrom_names!r}: a tokenized atlas holds token ids already, so "
+                "there are no chromosome names to match"
+            )
         return _embed_atlas(
             data,
             net,

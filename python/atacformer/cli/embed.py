@@ -152,6 +152,11 @@ def run(args: argparse.Namespace) -> int:
     atlas = source.kind == "h5ad" and is_atlas(source.paths[0])
     if atlas and args.layer is not None:
         raise CommandLineError("--layer: a tokenized atlas has its token ids in X only")
+    if atlas and getattr(args, "chrom_names", "auto") != "auto":
+        raise CommandLineError(
+            f"--chrom-names {args.chrom_names}: a tokenized atlas holds token ids already, "
+            "so there are no chromosome names to match"
+        )
     if args.block_size is not None and not atlas:
         raise CommandLineError("--block-size applies to a tokenized atlas input")
     torch = require("torch", "embedding cells", "atacformer[model]")
