@@ -172,3 +172,10 @@ def test_options_an_atlas_or_a_manifest_would_ignore_are_refused(samples, demo_a
     assert "--chrom-names" in capsys.readouterr().err and not emb.exists()
     with pytest.raises(af.InvalidInputError, match="chrom_names"):
         af.tl.embed(demo_atlas, "demo", chrom_names="exact", progress=False)
+
+
+def test_the_atlas_dataset_refuses_a_file_that_is_not_an_atlas(samples):
+    from atacformer.training import AtlasDataset
+
+    with pytest.raises(af.InvalidInputError, match=r"not an \.h5ad/\.zarr atlas"):
+        AtlasDataset(samples["manifest"])
