@@ -146,6 +146,15 @@ class Atlas:
         self.path = Path(path)
         if not self.path.exists():
             raise MissingFileError(2, "no such atlas", str(self.path))
+        if not self.path.is_dir() and self.path.suffix.lower() not in (".h5ad", ".zarr"):
+            import h5py
+
+            if not h5py.is_hdf5(self.path):
+                raise InvalidInputError(
+                    f"{self.path}: not an .h5ad/.zarr atlas (a tokenized atlas is the .h5ad or "
+                    ".zarr that atacformer tokenize --manifest -o writes; tokenize a manifest "
+                    "or fragment files first)"
+                )
         self._root: Any = None
         self._pid = -1
         self._handle: Any = None

@@ -774,11 +774,35 @@ def _tokenize_sample(
         **options,
     )
     if len(cells) == 0:
-        raise InvalidInputError(
-            f"{manifest.where(sample)}: no cell of sample {sample.name!r} "
-            f"({sample.fragments}) has a fragment in the universe"
-        )
+        raise InvalidInputError(f"{manifest.where(sample)}: {_why_no_cell(sample, cells, options)}")
     return cells
+
+
+def _why_no_cell(sample: Sample, cells: Any, options: dict[str, Any]) -> str:
+    """Why a sample gave no cell: the cell filters removed them all, or no fragment of the
+    file overlaps the universe (told apart by the file's coverage)."""
+    coverage = getattr(cells, "coverage", None)
+    overlapping = None if coverage is None else int(coverage.n_overlapping)
+    where = f"sample {sample.name!r} ({sample.fragments})"
+    filters = []
+    if options.get("min_fragments"):
+        filters.append(f"min_fragments={options['min_fragments']}")
+    if options.get("max_fragments") is not None:
+        filters.append(f"max_fragments={options['max_fragments']}")
+    if sample.barcodes is not None:
+        filters.append("its barcode list")
+    if filters and overlapping != 0:
+        seen = (
+            ""
+            if coverage is None
+            else f" ({overlapping:,} of its {int(coverage.n_intervals):,} fragments overlap the "
+            "universe)"
+        )
+        return (
+            f"no cell of {where} passes {' / '.join(filters)}{seen}; loosen the cell filters "
+            "(min_fragments, max_fragments, barcodes)"
+        )
+    return f"no cell of {where} has a fragment in the universe"
 
 
 def tokenize_manifest(

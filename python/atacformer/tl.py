@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _core, pp
 from ._deps import importable, require
+from .coverage import CoverageWarning
 from .tokenized_cells import TokenizedCells
 from .tokenizers import SPECIAL_TOKEN_NAMES, Tokenizer
 
@@ -118,6 +119,11 @@ def embed(
     from . import _stream
 
     if _stream.is_atlas(data):
+        if chrom_names != "auto":
+            raise _core.InvalidInputError(
+                f"chrom_names={chrom_names!r}: a tokenized atlas holds token ids already, so "
+                "there are no chromosome names to match"
+            )
         return _embed_atlas(
             data,
             net,
@@ -277,6 +283,7 @@ def _embed_atlas(
             warnings.warn(
                 f"{n_empty} of {atlas.n_cells} cells of the atlas have no tokens (embedded as "
                 "<unk> alone); do the data and the model share a genome and peak set?",
+                CoverageWarning,
                 stacklevel=3,
             )
         adata = data if pp.is_anndata(data) else None

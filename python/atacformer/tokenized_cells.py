@@ -88,6 +88,9 @@ _HEADER = np.dtype(
 class TokenizedCells:
     """Ragged token ids of many cells (see the module docstring for the layout)."""
 
+    #: The universe identifier of cells read by :meth:`from_anndata` (None when unknown).
+    universe_id: str | None = None
+
     def __init__(
         self,
         ids: Any,
@@ -565,7 +568,7 @@ class TokenizedCells:
 
     # ------------------------------------------------------------------ AnnData (atlases)
     @classmethod
-    def from_anndata(cls, adata: Any) -> TokenizedCells:
+    def from_anndata(cls, adata: Any, tokenizer: Any = None) -> TokenizedCells:
         """The cells of a tokenized atlas (see :mod:`atacformer.atlas`): one per row of
         ``X`` (CSR, cells x universe), named by ``obs_names``; the ids are ``X.indices``
         itself, not a copy, ``X.data`` gives :attr:`counts` and the ``obs`` QC columns
@@ -574,14 +577,48 @@ class TokenizedCells:
         backed="r")``) reads ``X`` whole: pass a row block, ``adata[start:stop]``, to read
         only those rows. For a cells x peaks AnnData of another universe use
         :meth:`Tokenizer.tokenize_anndata` instead.
-        """
-        from .atlas import atlas_matrix
 
+        The universe is ``uns["atacformer"]["universe_id"]``; an AnnData without one is
+        refused unless ``tokenizer`` (the :class:`~atacformer.Tokenizer` of its columns) is
+        given. With ``tokenizer``, ``n_vars`` must be its number of universe regions and a
+        recorded ``universe_id`` must be its own. The cells keep the identifier as
+        ``universe_id`` (:meth:`to_anndata` refuses a tokenizer of another universe).
+        """
+        from .atlas import atlas_matrix, n_universe
+        from .tokenizers import Tokenizer
+
+        record = getattr(adata, "uns", {}).get("atacformer", {})
+        recorded = record.get("universe_id") if isinstance(record, Mapping) else None
+        recorded = None if recorded is None else str(recorded)
+        if tokenizer is None and recorded is None:
+            raise InvalidInputError(
+                "the AnnData has no uns['atacformer']['universe_id'], so nothing says which "
+                "universe its columns are: pass tokenizer= (the Tokenizer of its columns), or "
+                "use Tokenizer.tokenize_anndata for a cells x peaks AnnData"
+            )
+        if tokenizer is not None:
+            if not isinstance(tokenizer, Tokenizer):
+                raise AtacformerTypeError(
+                    f"tokenizer must be a Tokenizer, got {type(tokenizer).__name__}"
+                )
+            if int(adata.n_vars) != n_universe(tokenizer):
+                raise InvalidInputError(
+                    f"the AnnData has {adata.n_vars} columns and the tokenizer's universe "
+                    f"{n_universe(tokenizer)} regions: they are not the same universe"
+                )
+            if recorded is not None and recorded != tokenizer.universe_id:
+                raise InvalidInputError(
+                    f"the AnnData's universe is {recorded} and the tokenizer's is "
+                    f"{tokenizer.universe_id}: they are not the same universe"
+                )
         matrix = atlas_matrix(adata)
         pad = int(adata.n_vars) + _core.SPECIAL_TOKEN_NAMES.index("pad")
         cells = cls.from_csr(matrix, names=[str(n) for n in adata.obs_names], pad_token_id=pad)
         qc = {k: adata.obs[k].to_numpy() for k in QC_KEYS if k in adata.obs.columns}
-        return cls._wrap(cells._ragged, cells.names, pad, qc) if qc else cells
+        if qc:
+            cells = cls._wrap(cells._ragged, cells.names, pad, qc)
+        cells.universe_id = recorded if recorded is not None else tokenizer.universe_id
+        return cells
 
     def to_anndata(self, tokenizer: Any) -> Any:
         """The cells as a tokenized atlas AnnData (the layout of :mod:`atacformer.atlas`):
@@ -590,10 +627,18 @@ class TokenizedCells:
         universe, ``obs`` the cell names (with ``sample`` and ``barcode`` columns when every
         name is ``{sample}#{barcode}``) and ``uns["atacformer"]`` the tokenizer. Special
         token ids (the ``[unk]`` of an empty cell) are not universe regions and are left out
-        of ``X``; the ids are copied only then.
+        of ``X``; the ids are copied only then. Cells from :meth:`from_anndata` know their
+        universe, and a tokenizer of another one is refused.
         """
         from .atlas import cells_to_anndata
 
+        known = getattr(self, "universe_id", None)
+        theirs = getattr(tokenizer, "universe_id", None)
+        if known is not None and theirs is not None and known != theirs:
+            raise InvalidInputError(
+                f"the cells are of universe {known} and the tokenizer's is {theirs}: "
+                "to_anndata needs the tokenizer the cells came from"
+            )
         return cells_to_anndata(self, tokenizer)
 
 

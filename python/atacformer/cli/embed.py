@@ -152,6 +152,11 @@ def run(args: argparse.Namespace) -> int:
     atlas = source.kind == "h5ad" and is_atlas(source.paths[0])
     if atlas and args.layer is not None:
         raise CommandLineError("--layer: a tokenized atlas has its token ids in X only")
+    if atlas and getattr(args, "chrom_names", "auto") != "auto":
+        raise CommandLineError(
+            f"--chrom-names {args.chrom_names}: a tokenized atlas holds token ids already, "
+            "so there are no chromosome names to match"
+        )
     if args.block_size is not None and not atlas:
         raise CommandLineError("--block-size applies to a tokenized atlas input")
     torch = require("torch", "embedding cells", "atacformer[model]")
@@ -228,6 +233,8 @@ def run_atlas(
             raise CommandLineError(
                 f"--n-clusters {args.n_clusters} is more than the {len(obs)} cells"
             )
+    if not args.allow_empty:
+        refuse_empty_atlas(path)
     if args.quiet:
         logging.getLogger("atacformer").setLevel(logging.ERROR)
     started = time.perf_counter()
@@ -292,6 +299,22 @@ def refuse_empty(cells: Any, tokenizer: Any) -> None:
         f"no cell has a token: none of the {len(cells):,} cells overlaps the universe, so "
         "every cell would embed to the same point; check that the data and the model share a "
         "genome build and chromosome names, or pass --allow-empty"
+    )
+
+
+def refuse_empty_atlas(path: Path) -> None:
+    """Stops when no cell of the atlas has a token, as :func:`refuse_empty` does for the
+    other inputs."""
+    from .._stream import Atlas
+
+    with Atlas(path) as atlas:
+        n_cells, n_empty = atlas.n_cells, int(np.count_nonzero(atlas.lengths == 0))
+    if n_cells and n_empty < n_cells:
+        return
+    raise CommandLineError(
+        f"{path}: no cell has a token: none of the atlas's {n_cells:,} cells overlaps the "
+        "universe, so every cell would embed to the same point; check that the data and the "
+        "model share a genome build and chromosome names, or pass --allow-empty"
     )
 
 

@@ -117,6 +117,11 @@ def run(args: argparse.Namespace) -> int:
             )
         if args.layer is not None:
             raise CommandLineError("--layer applies to .h5ad input, not to a manifest")
+        if args.format not in (None, "auto"):
+            raise CommandLineError(
+                f"--format {args.format} applies to INPUT files; a manifest's samples are "
+                "fragment files"
+            )
         data: Any = args.manifest
         kind = "fragments"
         options = {
