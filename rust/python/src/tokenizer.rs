@@ -39,22 +39,28 @@ impl PyTokenizer {
 
     /// Token ids of any accepted region input, with the GIL released.
     pub fn ids_of<T: TokenId>(&self, regions: &Bound<'_, PyAny>) -> errors::Result<Vec<T>> {
-        Ok(self.counted_ids_of(regions, ChromNames::Auto)?.0)
+        Ok(self.counted_ids_of(regions, ChromNames::Auto, None)?.0)
     }
 
     /// Token ids of any accepted region input, what it held (intervals, overlapping, total
-    /// bp) and its coverage, gathered in the same pass, with the GIL released.
+    /// bp) and, when nothing overlapped or it held at least `coverage_from` intervals, its
+    /// coverage, all gathered in the same pass, with the GIL released.
     fn counted_ids_of<T: TokenId>(
         &self,
         regions: &Bound<'_, PyAny>,
         names: ChromNames,
-    ) -> errors::Result<(Vec<T>, (u64, u64, u64), Coverage)> {
+        coverage_from: Option<u64>,
+    ) -> errors::Result<(Vec<T>, (u64, u64, u64), Option<Coverage>)> {
         let py = regions.py();
         let tok = &*self.0;
+        let wanted = |n: u64, hit: u64| coverage_from.is_some_and(|from| hit == 0 || n >= from);
         let run = |set: &atacformer_core::RegionSet| {
             let mut out = Vec::with_capacity(set.len() + 1);
-            let (n, cov) = tok.tokenize_set_counted(set, names, &mut out);
-            (out, (n.intervals, n.in_universe, cov.input_bp), cov)
+            let (n, tally) = tok.tokenize_set_tallied(set, names, &mut out);
+            let counts = (n.intervals, n.in_universe, tally.input_bp());
+            // Naming the counts allocates: only when the caller will look at them.
+            let cov = wanted(n.intervals, n.in_universe).then(|| tally.finish());
+            (out, counts, cov)
         };
         match extract_query(regions)? {
             Query::Set(set) => Ok(py.detach(|| run(&set))),
@@ -63,6 +69,7 @@ impl PyTokenizer {
                 let mut out = Vec::new();
                 let (n, cov) = tok.tokenize_bed_counted(&path, names, &mut out)?;
                 let counts = (n.intervals, n.in_universe, cov.input_bp);
+                let cov = wanted(n.intervals, n.in_universe).then_some(cov);
                 Ok::<_, atacformer_core::Error>((out, counts, cov))
             })?),
         }
@@ -168,15 +175,11 @@ impl PyTokenizer {
         coverage_from: Option<u64>,
     ) -> errors::Result<IdsAndMaskAndCounts<'py>> {
         let names = convert::chrom_names_arg(chrom_names)?;
-        let (ids, counts, cov) = self.counted_ids_of::<i32>(regions, names)?;
+        let (ids, counts, cov) = self.counted_ids_of::<i32>(regions, names, coverage_from)?;
         let offsets = [0, ids.len() as i64];
         let (row, mask) = RaggedRef::new(&ids, &offsets)?.pad(ids.len(), 0, Truncation::First)?;
         let py = regions.py();
-        let (n, hit, _) = counts;
-        let cov = match coverage_from {
-            Some(from) if hit == 0 || n >= from => Some(coverage_dict(py, cov)?),
-            _ => None,
-        };
+        let cov = cov.map(|c| coverage_dict(py, c)).transpose()?;
         Ok((row.into_pyarray(py), mask.into_pyarray(py), counts, cov))
     }
 
