@@ -25,6 +25,9 @@ type IdsAndMaskAndCounts<'py> = (
     Option<Py<PyDict>>,
 );
 
+/// Token ids, `(intervals, overlapping, input_bp)` and the coverage when asked for.
+type CountedIds<T> = (Vec<T>, (u64, u64, u64), Option<Coverage>);
+
 /// An immutable interval tokenizer over one universe.
 #[pyclass(name = "Tokenizer", module = "atacformer._core", frozen)]
 pub struct PyTokenizer(pub Arc<Tokenizer>);
@@ -50,7 +53,7 @@ impl PyTokenizer {
         regions: &Bound<'_, PyAny>,
         names: ChromNames,
         coverage_from: Option<u64>,
-    ) -> errors::Result<(Vec<T>, (u64, u64, u64), Option<Coverage>)> {
+    ) -> errors::Result<CountedIds<T>> {
         let py = regions.py();
         let tok = &*self.0;
         let wanted = |n: u64, hit: u64| coverage_from.is_some_and(|from| hit == 0 || n >= from);
