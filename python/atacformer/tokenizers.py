@@ -19,7 +19,7 @@ from . import _core
 from . import barcodes as _barcodes
 from ._core import CONFIG_FILE, DEFAULT_SEED, UNIVERSE_FILES
 from ._encoding import BatchEncoding
-from .coverage import Coverage, genome_build, is_low, warn_if_poor
+from .coverage import MIN_INTERVALS, Coverage, genome_build, is_low, warn_if_poor
 from .tokenized_cells import TokenizedCells, _items, _length_arg
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -311,11 +311,20 @@ class Tokenizer:
             # One set is a batch of one cell, through the same ragged padding; row 0.
             if padding in (False, "do_not_pad") and truncation in (False, "do_not_truncate"):
                 # The common call, in one trip: the cell padded to its own width in Rust.
-                ids, mask, (n, hit, bp) = self._tok.encode_row(regions, chrom_names)
-                if not hit or is_low(self._extent, n, hit, bp):
-                    # Rare: tokenize again for the coverage the warning explains.
-                    one = TokenizedCells._wrap(self._tok.encode(regions, chrom_names))
-                    self._check_coverage(one, _source_name(regions), chrom_names)
+                ids, mask, (n, hit, bp), raw = self._tok.encode_row(
+                    regions, chrom_names, MIN_INTERVALS
+                )
+                # The coverage comes (counted in the same pass) only for an input that
+                # has no overlap or is large enough to be judged.
+                if raw is not None and (not hit or is_low(self._extent, n, hit, bp)):
+                    warn_if_poor(
+                        Coverage._from_core(raw),
+                        [len(ids) if hit else 0],
+                        _source_name(regions),
+                        self.genome_build,
+                        chrom_names,
+                        stacklevel=3,
+                    )
                 enc = BatchEncoding(input_ids=ids)
                 if return_attention_mask:
                     enc["attention_mask"] = mask

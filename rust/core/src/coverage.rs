@@ -276,6 +276,11 @@ impl<'a> SetTally<'a> {
         self.counts[c as usize][1] += 1;
     }
 
+    /// Total length of the intervals counted (bp).
+    pub fn input_bp(&self) -> u64 {
+        self.input_bp
+    }
+
     /// The counts, the chromosomes with intervals only, in the set's order.
     pub fn finish(self) -> Coverage {
         let mut out = Coverage::new(self.resolver.universe);

@@ -488,6 +488,18 @@ impl Tokenizer {
         names: ChromNames,
         out: &mut Vec<T>,
     ) -> (CellCount, Coverage) {
+        let (count, tally) = self.tokenize_set_tallied(set, names, out);
+        (count, tally.finish())
+    }
+
+    /// [`Tokenizer::tokenize_set_counted`] with the coverage left as counters
+    /// ([`SetTally::finish`] names them), for a caller that needs it only sometimes.
+    pub fn tokenize_set_tallied<'s, T: TokenId>(
+        &'s self,
+        set: &'s RegionSet,
+        names: ChromNames,
+        out: &mut Vec<T>,
+    ) -> (CellCount, SetTally<'s>) {
         let before = out.len();
         let resolver = ChromResolver::new(&self.universe, names);
         let mut tally = SetTally::new(resolver, set.chrom_names());
@@ -515,7 +527,7 @@ impl Tokenizer {
             intervals: set.len() as u64,
             in_universe: hit,
         };
-        (count, tally.finish())
+        (count, tally)
     }
 
     /// The tokens of a region set.

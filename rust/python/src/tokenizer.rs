@@ -6,22 +6,27 @@ use std::sync::Arc;
 use atacformer_core::batch::{tokenize_batch_with, Cell};
 use atacformer_core::pad::Truncation;
 use atacformer_core::ragged::RaggedRef;
-use atacformer_core::{state, ChromNames, Special, TokenId, Tokenizer, SPECIAL_NAMES};
+use atacformer_core::{state, ChromNames, Coverage, Special, TokenId, Tokenizer, SPECIAL_NAMES};
 use numpy::{IntoPyArray, PyArray1, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyTuple};
 
 use crate::convert::{self, extract_query, Query};
 use crate::errors;
-use crate::ragged::PyRagged;
+use crate::ragged::{coverage_dict, PyRagged};
 use crate::region_set::PyRegionSet;
 
-/// `(input_ids, attention_mask, (intervals, overlapping, input_bp))`, the arrays 1-D int64.
+/// `(input_ids, attention_mask, (intervals, overlapping, input_bp), coverage)`, the
+/// arrays 1-D int64, the coverage a dict or None.
 type IdsAndMaskAndCounts<'py> = (
     Bound<'py, PyArray1<i64>>,
     Bound<'py, PyArray1<i64>>,
     (u64, u64, u64),
+    Option<Py<PyDict>>,
 );
+
+/// Token ids, `(intervals, overlapping, input_bp)` and the coverage when asked for.
+type CountedIds<T> = (Vec<T>, (u64, u64, u64), Option<Coverage>);
 
 /// An immutable interval tokenizer over one universe.
 #[pyclass(name = "Tokenizer", module = "atacformer._core", frozen)]
@@ -37,22 +42,28 @@ impl PyTokenizer {
 
     /// Token ids of any accepted region input, with the GIL released.
     pub fn ids_of<T: TokenId>(&self, regions: &Bound<'_, PyAny>) -> errors::Result<Vec<T>> {
-        Ok(self.counted_ids_of(regions, ChromNames::Auto)?.0)
+        Ok(self.counted_ids_of(regions, ChromNames::Auto, None)?.0)
     }
 
-    /// Token ids of any accepted region input and what it held (intervals, overlapping,
-    /// total bp), with the GIL released.
+    /// Token ids of any accepted region input, what it held (intervals, overlapping, total
+    /// bp) and, when nothing overlapped or it held at least `coverage_from` intervals, its
+    /// coverage, all gathered in the same pass, with the GIL released.
     fn counted_ids_of<T: TokenId>(
         &self,
         regions: &Bound<'_, PyAny>,
         names: ChromNames,
-    ) -> errors::Result<(Vec<T>, (u64, u64, u64))> {
+        coverage_from: Option<u64>,
+    ) -> errors::Result<CountedIds<T>> {
         let py = regions.py();
         let tok = &*self.0;
+        let wanted = |n: u64, hit: u64| coverage_from.is_some_and(|from| hit == 0 || n >= from);
         let run = |set: &atacformer_core::RegionSet| {
             let mut out = Vec::with_capacity(set.len() + 1);
-            let (n, cov) = tok.tokenize_set_counted(set, names, &mut out);
-            (out, (n.intervals, n.in_universe, cov.input_bp))
+            let (n, tally) = tok.tokenize_set_tallied(set, names, &mut out);
+            let counts = (n.intervals, n.in_universe, tally.input_bp());
+            // Naming the counts allocates: only when the caller will look at them.
+            let cov = wanted(n.intervals, n.in_universe).then(|| tally.finish());
+            (out, counts, cov)
         };
         match extract_query(regions)? {
             Query::Set(set) => Ok(py.detach(|| run(&set))),
@@ -60,7 +71,9 @@ impl PyTokenizer {
             Query::Path(path) => Ok(py.detach(|| {
                 let mut out = Vec::new();
                 let (n, cov) = tok.tokenize_bed_counted(&path, names, &mut out)?;
-                Ok::<_, atacformer_core::Error>((out, (n.intervals, n.in_universe, cov.input_bp)))
+                let counts = (n.intervals, n.in_universe, cov.input_bp);
+                let cov = wanted(n.intervals, n.in_universe).then_some(cov);
+                Ok::<_, atacformer_core::Error>((out, counts, cov))
             })?),
         }
     }
@@ -151,21 +164,26 @@ impl PyTokenizer {
         self.batch(regions.py(), std::slice::from_ref(&query), names)
     }
 
-    /// `(input_ids, attention_mask, (intervals, overlapping, input_bp))` of one region
-    /// input: the one row of its one-cell ragged ids padded to their own length (int64,
-    /// moved from Rust), and what the input held.
-    #[pyo3(signature = (regions, chrom_names = None))]
+    /// `(input_ids, attention_mask, (intervals, overlapping, input_bp), coverage)` of one
+    /// region input: the one row of its one-cell ragged ids padded to their own length
+    /// (int64, moved from Rust), what the input held, and its coverage (the dict of
+    /// `Ragged.coverage`, counted in the same pass) when nothing overlapped or it held at
+    /// least `coverage_from` intervals (None otherwise, and always None without
+    /// `coverage_from`), so that a warning needs no second pass.
+    #[pyo3(signature = (regions, chrom_names = None, coverage_from = None))]
     fn encode_row<'py>(
         &self,
         regions: &Bound<'py, PyAny>,
         chrom_names: Option<&Bound<'py, PyAny>>,
+        coverage_from: Option<u64>,
     ) -> errors::Result<IdsAndMaskAndCounts<'py>> {
         let names = convert::chrom_names_arg(chrom_names)?;
-        let (ids, counts) = self.counted_ids_of::<i32>(regions, names)?;
+        let (ids, counts, cov) = self.counted_ids_of::<i32>(regions, names, coverage_from)?;
         let offsets = [0, ids.len() as i64];
         let (row, mask) = RaggedRef::new(&ids, &offsets)?.pad(ids.len(), 0, Truncation::First)?;
         let py = regions.py();
-        Ok((row.into_pyarray(py), mask.into_pyarray(py), counts))
+        let cov = cov.map(|c| coverage_dict(py, c)).transpose()?;
+        Ok((row.into_pyarray(py), mask.into_pyarray(py), counts, cov))
     }
 
     /// `(span, bp, regions)` of the universe: the sum of its chromosomes' last region

@@ -112,15 +112,17 @@ impl Cell {
     /// Counts one overlap of the region of genomic rank `r` (unique ids).
     #[inline]
     fn count(&mut self, r: u32, p: Packing) {
+        let first = p.entry(r, 1);
         if let Some(last) = self.ids.last_mut() {
             // Consecutive fragments on one region: the common case, counted in place.
-            if p.rank_of(*last) == r && p.count_of(*last) < p.max_count {
+            // One compare: the entry is rank r's with a count in 1..max_count.
+            if last.wrapping_sub(first) < p.max_count - 1 {
                 *last += 1;
                 return;
             }
         }
         self.make_room(p);
-        self.ids.push(p.entry(r, 1));
+        self.ids.push(first);
     }
 
     /// With unique ids: compacts a full buffer before it grows (see
@@ -487,8 +489,9 @@ impl Merger {
                 continue;
             }
             if self.unique {
+                let packing = self.packing;
                 for &r in ids {
-                    cell.count(r, self.packing);
+                    cell.count(r, packing);
                 }
             } else {
                 cell.ids.extend_from_slice(ids);
@@ -556,8 +559,10 @@ impl Merger {
         let finish = |c: &mut Cell| {
             if !keep(c) {
                 c.ids = Vec::new();
-            } else if order.is_some() {
-                packing.compact(&mut c.ids);
+            } else if order.is_some() && !c.ids.is_sorted() {
+                // Sorted is enough: the join below sums a rank's entries, which sorting
+                // makes adjacent (folding them here first would walk the ids twice).
+                c.ids.sort_unstable();
             }
         };
         if par {
