@@ -34,6 +34,15 @@ enrichment test can pass regardless; so the coverage is low too when at least
 fraction is below ``SAME_BUILD_FRACTION`` (0.5, the bottom of the 50-70 % that same-build
 fragments reach against a comprehensive universe).
 
+A universe of fewer than ``SMALL_UNIVERSE`` (5,000) regions, such as the 1,000 peaks of a
+small example, may end far from its chromosomes' ends, so same-build data starts past them
+too: the past-end rule above is not applied to it. And when random intervals would give
+fewer than ``MIN_RANDOM_HITS`` (20) overlaps (a small universe, or few intervals), a low
+overlap cannot be told from random: same-build data can miss such a universe as readily as
+another build's. The warning then names another genome build only on evidence (at least
+``PAST_END_SHARE`` of the intervals past the ends, or chromosome names); otherwise it says
+only the fraction and that few intervals overlap the universe.
+
 Tokenizing calls then warn with :class:`CoverageWarning`, naming the likely cause and the
 fix: chromosome names the universe lacks even after aliasing (when most intervals are on
 such chromosomes), else another genome build (with the intervals found past the universe's
@@ -51,8 +60,10 @@ from typing import Any
 __all__ = [
     "LOW_ENRICHMENT",
     "MIN_INTERVALS",
+    "MIN_RANDOM_HITS",
     "PAST_END_SHARE",
     "SAME_BUILD_FRACTION",
+    "SMALL_UNIVERSE",
     "Coverage",
     "CoverageWarning",
     "expected_random",
@@ -73,6 +84,12 @@ PAST_END_SHARE = 0.01
 
 SAME_BUILD_FRACTION = 0.5
 """Fraction below which many past-end intervals make a coverage low (see the module docs)."""
+
+SMALL_UNIVERSE = 5000
+"""Universes of fewer regions than this give no evidence of a build (see the module docs)."""
+
+MIN_RANDOM_HITS = 20
+"""Random overlaps below which a low coverage names no build (see the module docs)."""
 
 _UNINFORMATIVE = 0.5
 """Random expectation above which the enrichment test is not made (a dense universe)."""
@@ -200,7 +217,8 @@ class Coverage:
         if _low(self.n_intervals, self.n_overlapping, self.expected_random):
             return True
         return (
-            self.n_intervals >= MIN_INTERVALS
+            self.universe_regions >= SMALL_UNIVERSE
+            and self.n_intervals >= MIN_INTERVALS
             and self.n_past_end >= PAST_END_SHARE * self.n_intervals
             and self.fraction < SAME_BUILD_FRACTION
         )
@@ -248,6 +266,13 @@ class Coverage:
                 f"the input names chromosomes the universe lacks"
                 f"{' even after aliasing' if chrom_names == 'auto' else ''} "
                 f"({_some(self.missing_chroms)}: {self.missing_share:.1%} of intervals): {fix}"
+            )
+        past_share = self.n_past_end / self.n_intervals if self.n_intervals else 0.0
+        random_hits = self.expected_random * self.n_intervals
+        if random_hits < MIN_RANDOM_HITS and past_share < PAST_END_SHARE:
+            return (
+                f"few intervals overlap the universe; random intervals would give "
+                f"{random_hits:.0f} overlaps here, too few to tell why"
             )
         evidence = (
             f"{self.n_past_end:,} intervals start past the universe's chromosome ends "
