@@ -50,8 +50,13 @@ def test_readme_block_runs(index: int, tmp_path: Path):
     if "# needs network" in code:
         pytest.skip("marked as needing the network")
     env = _scratch(tmp_path)
+    # A block whose input misses its universe (a CoverageWarning) fails: examples must
+    # show data that tokenizes into cells.
+    strict = (
+        "import warnings, atacformer\nwarnings.simplefilter('error', atacformer.CoverageWarning)\n"
+    )
     out = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-c", strict + code],
         cwd=tmp_path,
         env=env,
         capture_output=True,

@@ -25,6 +25,24 @@ interval overlaps at all; an input of fewer than ``MIN_INTERVALS`` (1,000) inter
 judged by the second rule only. When random intervals would already cover half the universe's
 span (a dense toy universe) the enrichment says nothing, and only "no overlap at all" counts.
 
+Intervals past the universe's chromosome ends are a sign of another build of their own:
+same-build data almost never starts more than 1 Mb past a universe's last peak (synthetic
+demo data: about 0.01 %), while another build's shifted coordinates put a share of every
+chromosome's last Mb there. Where a build agrees with the universe's in places, the
+enrichment test can pass regardless; so the coverage is low too when at least
+``PAST_END_SHARE`` (1 %) of at least ``MIN_INTERVALS`` intervals start past the ends and the
+fraction is below ``SAME_BUILD_FRACTION`` (0.5, the bottom of the 50-70 % that same-build
+fragments reach against a comprehensive universe).
+
+A universe of fewer than ``SMALL_UNIVERSE`` (5,000) regions, such as the 1,000 peaks of a
+small example, may end far from its chromosomes' ends, so same-build data starts past them
+too: the past-end rule above is not applied to it. And when random intervals would give
+fewer than ``MIN_RANDOM_HITS`` (20) overlaps (a small universe, or few intervals), a low
+overlap cannot be told from random: same-build data can miss such a universe as readily as
+another build's. The warning then names another genome build only on evidence (at least
+``PAST_END_SHARE`` of the intervals past the ends, or chromosome names); otherwise it says
+only the fraction and that few intervals overlap the universe.
+
 Tokenizing calls then warn with :class:`CoverageWarning`, naming the likely cause and the
 fix: chromosome names the universe lacks even after aliasing (when most intervals are on
 such chromosomes), else another genome build (with the intervals found past the universe's
@@ -42,6 +60,10 @@ from typing import Any
 __all__ = [
     "LOW_ENRICHMENT",
     "MIN_INTERVALS",
+    "MIN_RANDOM_HITS",
+    "PAST_END_SHARE",
+    "SAME_BUILD_FRACTION",
+    "SMALL_UNIVERSE",
     "Coverage",
     "CoverageWarning",
     "expected_random",
@@ -56,6 +78,18 @@ MIN_INTERVALS = 1000
 """Fewer intervals than this are judged only by "no overlap at all": the fraction of a few
 intervals says little (at 1,000 its standard error is at most 1.6 points), and a single
 small call (``tokenizer(ten_regions)``) should not pay for a diagnosis."""
+
+PAST_END_SHARE = 0.01
+"""Share of intervals past the universe's chromosome ends that signals another build."""
+
+SAME_BUILD_FRACTION = 0.5
+"""Fraction below which many past-end intervals make a coverage low (see the module docs)."""
+
+SMALL_UNIVERSE = 5000
+"""Universes of fewer regions than this give no evidence of a build (see the module docs)."""
+
+MIN_RANDOM_HITS = 20
+"""Random overlaps below which a low coverage names no build (see the module docs)."""
 
 _UNINFORMATIVE = 0.5
 """Random expectation above which the enrichment test is not made (a dense universe)."""
@@ -180,7 +214,14 @@ class Coverage:
     @property
     def low(self) -> bool:
         """True when the input looks unrelated to the universe (see the module docs)."""
-        return _low(self.n_intervals, self.n_overlapping, self.expected_random)
+        if _low(self.n_intervals, self.n_overlapping, self.expected_random):
+            return True
+        return (
+            self.universe_regions >= SMALL_UNIVERSE
+            and self.n_intervals >= MIN_INTERVALS
+            and self.n_past_end >= PAST_END_SHARE * self.n_intervals
+            and self.fraction < SAME_BUILD_FRACTION
+        )
 
     @property
     def missing_share(self) -> float:
@@ -225,6 +266,13 @@ class Coverage:
                 f"the input names chromosomes the universe lacks"
                 f"{' even after aliasing' if chrom_names == 'auto' else ''} "
                 f"({_some(self.missing_chroms)}: {self.missing_share:.1%} of intervals): {fix}"
+            )
+        past_share = self.n_past_end / self.n_intervals if self.n_intervals else 0.0
+        random_hits = self.expected_random * self.n_intervals
+        if random_hits < MIN_RANDOM_HITS and past_share < PAST_END_SHARE:
+            return (
+                f"few intervals overlap the universe; random intervals would give "
+                f"{random_hits:.0f} overlaps here, too few to tell why"
             )
         evidence = (
             f"{self.n_past_end:,} intervals start past the universe's chromosome ends "
