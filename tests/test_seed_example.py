@@ -49,9 +49,11 @@ def test_seed_module_paths():
     assert atacformer.tokenizers.Tokenizer is atacformer.Tokenizer
     assert atacformer.models.Region is atacformer.Region
     assert atacformer.models.RegionSet is atacformer.RegionSet
-    assert set(atacformer.__all__) <= set(dir(atacformer)) | {
-        n for n in atacformer.__all__ if n.startswith(("Atacformer", "DataCollator"))
-    }
+    # Model and training classes are imported on first use, so dir() lists them only then.
+    lazy = set(atacformer._MODEL_NAMES) | set(atacformer._SUBMODULES)
+    assert set(atacformer.__all__) <= set(dir(atacformer)) | lazy
+    assert all(getattr(atacformer, n).__name__ == n for n in sorted(atacformer._MODEL_NAMES))
+    assert all(getattr(atacformer, n).__name__ == f"atacformer.{n}" for n in atacformer._SUBMODULES)
 
 
 BLOCK_TORCH = textwrap.dedent(
